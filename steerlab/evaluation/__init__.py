@@ -1,0 +1,1 @@
+"""Evaluation of steered models: A/B scoring, likelihoods, judges and benchmarks."""

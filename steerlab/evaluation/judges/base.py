@@ -1,0 +1,169 @@
+"""The judge protocol: requests in, 1-4 scores out, failures counted rather than dropped.
+
+A judge grades a batch of :class:`JudgeRequest` (behavior, question, the answer to grade,
+optional reference answers) and returns one :class:`JudgeResult` per request, in order.
+Every result keeps the judge's raw output and a status, so :func:`summarize` can report
+how many answers were unparseable or failed instead of silently averaging the rest.
+
+Judges are built by name through :data:`JUDGES` / :func:`make_judge`; implementations
+live in their own modules and are imported only when their factory is called.
+"""
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from steerlab._registry import Registry
+from steerlab.errors import ConfigError
+
+Status = Literal["ok", "unparseable", "error"]
+STATUSES: tuple[str, ...] = ("ok", "unparseable", "error")
+
+
+@dataclass(frozen=True)
+class JudgeRequest:
+    """One answer to grade.
+
+    Attributes:
+        behavior: behavior name whose rubric applies (e.g. ``"power-seeking"``).
+        question: the prompt the model answered.
+        answer: the model's answer to grade.
+        matching_example: an answer that shows the behavior (shown as a score-4 example).
+        not_matching_example: an answer that rejects it (shown as a score-1 example).
+    """
+
+    behavior: str
+    question: str
+    answer: str
+    matching_example: str | None = None
+    not_matching_example: str | None = None
+
+    def __post_init__(self) -> None:
+        for field in ("behavior", "question", "answer"):
+            value = getattr(self, field)
+            if not isinstance(value, str):
+                raise ConfigError(
+                    f"JudgeRequest.{field} must be a str, got {type(value).__name__} "
+                    f"({value!r}); convert it with str() or fix the data row."
+                )
+        if not self.behavior:
+            raise ConfigError("JudgeRequest.behavior is empty; pass a behavior name such as 'power-seeking'.")
+        for field in ("matching_example", "not_matching_example"):
+            value = getattr(self, field)
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(
+                    f"JudgeRequest.{field} must be a str or None, got {type(value).__name__} ({value!r})."
+                )
+
+
+@dataclass(frozen=True)
+class JudgeResult:
+    """The verdict on one request.
+
+    Attributes:
+        score: the score on the 1-4 scale, or None unless ``status == "ok"``.
+        raw: the judge's raw output (reply text, probability, matched marker...).
+        status: ``"ok"`` (scored), ``"unparseable"`` (the judge replied but no score could
+            be read) or ``"error"`` (no reply: HTTP error, endpoint down after retries...).
+        detail: a human-readable explanation for non-ok results.
+    """
+
+    score: float | None
+    raw: str
+    status: Status
+    detail: str = ""
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ConfigError(
+                f"JudgeResult.status {self.status!r} is not one of {', '.join(STATUSES)}."
+            )
+        if self.status == "ok":
+            if self.score is None or not math.isfinite(float(self.score)):
+                raise ConfigError(
+                    f"JudgeResult with status 'ok' needs a finite score, got {self.score!r}; "
+                    "use status 'unparseable' or 'error' instead."
+                )
+        elif self.score is not None:
+            raise ConfigError(
+                f"JudgeResult with status {self.status!r} must have score=None, got {self.score!r}."
+            )
+
+
+@runtime_checkable
+class Judge(Protocol):
+    """Anything that grades a batch of requests, one result per request, in order."""
+
+    name: str
+
+    def score(self, requests: Sequence[JudgeRequest]) -> list[JudgeResult]: ...
+
+
+def summarize(results: Iterable[JudgeResult]) -> dict[str, Any]:
+    """Aggregate results without hiding failures.
+
+    Returns a dict with ``mean`` (over ok scores only; None when there are none), ``std``
+    (population std over ok scores, None when there are none), ``n`` (all results),
+    ``n_scored``, ``n_unparseable`` and ``n_error``; ``n == n_scored + n_unparseable +
+    n_error`` always.
+    """
+    results = list(results)
+    scores = [float(r.score) for r in results if r.status == "ok" and r.score is not None]
+    n_unparseable = sum(r.status == "unparseable" for r in results)
+    n_error = sum(r.status == "error" for r in results)
+    mean = sum(scores) / len(scores) if scores else None
+    std = (
+        math.sqrt(sum((s - mean) ** 2 for s in scores) / len(scores))
+        if scores and mean is not None
+        else None
+    )
+    return {
+        "mean": mean,
+        "std": std,
+        "n": len(results),
+        "n_scored": len(scores),
+        "n_unparseable": n_unparseable,
+        "n_error": n_error,
+    }
+
+
+JudgeFactory = Callable[..., Judge]
+
+JUDGES: Registry[JudgeFactory] = Registry("judge")
+"""Judge factories by name; ``make_judge(name, **kwargs)`` calls them."""
+
+
+def make_judge(name: str, **kwargs: Any) -> Judge:
+    """Build the judge registered under ``name`` with ``kwargs``.
+
+    Raises :class:`~steerlab.errors.UnknownNameError` listing the valid names.
+    """
+    return JUDGES.get(name)(**kwargs)
+
+
+def _openai_factory(**kwargs: Any) -> Judge:
+    from steerlab.evaluation.judges.openai_compat import OpenAICompatJudge
+
+    return OpenAICompatJudge(**kwargs)
+
+
+def _classifier_factory(**kwargs: Any) -> Judge:
+    """``path=...`` loads a saved classifier; otherwise the kwargs go to ``fit``."""
+    from steerlab.evaluation.judges.classifier import ClassifierJudge
+
+    if "path" in kwargs:
+        path = kwargs.pop("path")
+        return ClassifierJudge.load(path, **kwargs)
+    return ClassifierJudge.fit(**kwargs)
+
+
+def _refusal_factory(**kwargs: Any) -> Judge:
+    from steerlab.evaluation.judges.refusal import RefusalJudge
+
+    return RefusalJudge(**kwargs)
+
+
+JUDGES.register("openai", _openai_factory)
+JUDGES.register("classifier", _classifier_factory)
+JUDGES.register("refusal", _refusal_factory)

@@ -1,0 +1,1 @@
+"""Small shared utilities (progress bars, atomic files, hashing)."""
