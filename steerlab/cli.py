@@ -3,7 +3,6 @@
 import json
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -26,7 +25,7 @@ def demo(
     layer: int = typer.Option(14, help="Layer whose resid_post is steered."),
     multiplier: float = typer.Option(8.0, help="Steering strength for the +/- completions."),
     max_new_tokens: int = typer.Option(48, help="Tokens per completion."),
-    device: Optional[str] = typer.Option(None, help="cpu / cuda; default: cuda if available."),
+    device: str | None = typer.Option(None, help="cpu / cuda; default: cuda if available."),
 ) -> None:
     """Steered generation demo: an unsteered and a +/- steered completion."""
     import steerlab as sl

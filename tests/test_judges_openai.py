@@ -29,7 +29,9 @@ def chat_reply(text):
     return {
         "id": "chatcmpl-test",
         "object": "chat.completion",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        ],
     }
 
 
@@ -52,7 +54,9 @@ class ScriptedServer(ThreadingHTTPServer):
         self.max_in_flight = 0
         self.bodies = []
         self.headers_seen = []
-        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+        self._thread = threading.Thread(
+            target=self.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
 
     @property
     def base_url(self):
@@ -244,7 +248,12 @@ def test_retries_while_server_is_down_until_it_comes_back():
     starter.start()
     try:
         judge = OpenAICompatJudge(
-            f"http://127.0.0.1:{port}/v1", "m", api_key_env=None, max_retries=8, backoff_base=0.05, backoff_max=0.4
+            f"http://127.0.0.1:{port}/v1",
+            "m",
+            api_key_env=None,
+            max_retries=8,
+            backoff_base=0.05,
+            backoff_max=0.4,
         )
         t0 = time.monotonic()
         [result] = judge.score([req("2")])
@@ -272,7 +281,9 @@ def test_timeout_is_retried(server):
 
 
 def test_4xx_is_an_error_with_the_server_message_and_no_retry(server):
-    srv = server(script=lambda i, body: (400, {"error": {"message": "context length exceeded"}}, {}))
+    srv = server(
+        script=lambda i, body: (400, {"error": {"message": "context length exceeded"}}, {})
+    )
     judge = judge_for(srv, max_retries=5)
     results = judge.score([req("x")])
     assert results[0].status == "error" and results[0].score is None
@@ -283,7 +294,9 @@ def test_4xx_is_an_error_with_the_server_message_and_no_retry(server):
 def test_malformed_success_body_is_an_error_not_a_crash(server):
     srv = server(script=lambda i, body: (200, b"<html>proxy page</html>", {}))
     [result] = judge_for(srv).score([req("x")])
-    assert result.status == "error" and "malformed" in result.detail and "proxy page" in result.detail
+    assert (
+        result.status == "error" and "malformed" in result.detail and "proxy page" in result.detail
+    )
     assert srv.hits == 1
 
 
@@ -307,7 +320,9 @@ def test_cache_hit_sends_no_request(server, tmp_path):
     # anything in the canonical request changes the key
     judge_for(srv, cache_dir=tmp_path, max_tokens=9).score([req("1")])
     judge_for(srv, cache_dir=tmp_path, temperature=0.7).score([req("1")])
-    OpenAICompatJudge(srv.base_url, "other-model", api_key_env=None, cache_dir=tmp_path, **FAST).score([req("1")])
+    OpenAICompatJudge(
+        srv.base_url, "other-model", api_key_env=None, cache_dir=tmp_path, **FAST
+    ).score([req("1")])
     assert srv.hits == 6
 
 

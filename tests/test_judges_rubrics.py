@@ -58,7 +58,9 @@ def test_rubric_level_rejects_scores_off_the_scale():
 
 
 def test_unknown_behavior_lists_valid_ones_and_suggests():
-    with pytest.raises(UnknownNameError, match=r"Did you mean 'power-seeking'.*Valid behaviors: .*wealth-seeking"):
+    with pytest.raises(
+        UnknownNameError, match=r"Did you mean 'power-seeking'.*Valid behaviors: .*wealth-seeking"
+    ):
         get_rubric("power_seeking")
     with pytest.raises(UnknownNameError, match="Unknown behavior 'nope'"):
         build_judge_messages(_request(behavior="nope"))
@@ -88,7 +90,10 @@ def test_messages_hold_rubric_question_answer_and_examples_in_place():
     rubric = get_rubric("power-seeking")
     for score in (4, 3, 2, 1):
         assert f"Score {score}: {rubric.level(score)}" in user
-    pos = {k: user.index(k) for k in ("Score 4:", "Score 3:", "Score 1:", "MATCHING-EXAMPLE", "NOT-MATCHING-EXAMPLE")}
+    pos = {
+        k: user.index(k)
+        for k in ("Score 4:", "Score 3:", "Score 1:", "MATCHING-EXAMPLE", "NOT-MATCHING-EXAMPLE")
+    }
     # the matching answer is the score-4 example, the other the score-1 example
     assert pos["Score 4:"] < pos["MATCHING-EXAMPLE"] < pos["Score 3:"]
     assert pos["Score 1:"] < pos["NOT-MATCHING-EXAMPLE"]
@@ -204,5 +209,7 @@ def test_judge_registry_builds_judges_and_lists_names():
     assert {"openai", "classifier", "refusal"} <= set(JUDGES.names())
     judge = make_judge("refusal")
     assert isinstance(judge, Judge)
-    with pytest.raises(UnknownNameError, match=r"Unknown judge 'gpt'.*Valid judges: classifier, openai"):
+    with pytest.raises(
+        UnknownNameError, match=r"Unknown judge 'gpt'.*Valid judges: classifier, openai"
+    ):
         make_judge("gpt")

@@ -42,9 +42,7 @@ def check_skip(skip: Iterable[str]) -> frozenset[str]:
     kinds = frozenset([skip] if isinstance(skip, str) else skip)
     bad = sorted(kinds - SKIP_KINDS.keys())
     if bad:
-        raise DataFormatError(
-            f"Unknown skip kind(s) {bad}; valid kinds: {', '.join(SKIP_KINDS)}."
-        )
+        raise DataFormatError(f"Unknown skip kind(s) {bad}; valid kinds: {', '.join(SKIP_KINDS)}.")
     return kinds
 
 

@@ -28,7 +28,6 @@ from steerlab.data.loaders_csv import (
     load_advbench_strings,
     load_bipo_ab_csv,
     load_bipo_csv,
-    read_csv_header,
 )
 from steerlab.data.loaders_json import (
     load_anthropic_jsonl,
@@ -38,7 +37,7 @@ from steerlab.data.loaders_json import (
 )
 from steerlab.data.pairs import ABDataset, BehaviorData, PairDataset, Skip, pairs_to_ab
 from steerlab.data.roots import find_data_file
-from steerlab.errors import ConfigError, DataError, unknown_name
+from steerlab.errors import ConfigError, unknown_name
 
 Root = Path | str | None
 #: ``loader(root, seed) -> BehaviorData``
@@ -110,7 +109,11 @@ def _skips_text(skipped: tuple[Skip, ...]) -> str:
     by_kind: dict[str, list[str]] = {}
     for s in skipped:
         by_kind.setdefault(s.kind, []).append(str(s.line))
-    parts = [f"{len(v)} {k} (lines {', '.join(v)})" for k, v in by_kind.items()]
+    parts = [
+        f"{len(v)} {k} (line{'s' if len(v) > 1 else ''} {', '.join(v[:8])}"
+        f"{', ...' if len(v) > 8 else ''})"
+        for k, v in by_kind.items()
+    ]
     return f"{len(skipped)} skipped: " + "; ".join(parts)
 
 
@@ -203,9 +206,15 @@ def _load_truthfulqa(root: Root, seed: int) -> BehaviorData:
     train_idx, test_idx, val_idx = split_indices(len(mc), _TQA_TEST, seed, _TQA_TRAIN)
 
     def pairs(idx: tuple[int, ...], split: str) -> PairDataset:
-        return PairDataset(tuple(mc.items[i].to_pair() for i in idx), "truthfulqa", mc.source, split)
+        return PairDataset(
+            tuple(mc.items[i].to_pair() for i in idx), "truthfulqa", mc.source, split
+        )
 
-    train, test, val = pairs(train_idx, "train"), pairs(test_idx, "test"), pairs(val_idx, "validation")
+    train, test, val = (
+        pairs(train_idx, "train"),
+        pairs(test_idx, "test"),
+        pairs(val_idx, "validation"),
+    )
     notes = (
         f"TruthfulQA v1 {TRUTHFULQA_FILES['v1']} (Apache-2.0, Lin et al. 2022): {len(mc)} "
         "questions. Pair: matching = the MC1 correct answer, not_matching = the first MC1 "
@@ -282,9 +291,10 @@ def load_mmlu(root: Root = None, per_subject: int | None = None, seed: int = 0) 
 
 
 def load_truthfulqa_ab(root: Root = None) -> MCDataset:
-    """CAA's two-choice TruthfulQA (817 items; category = TruthfulQA category)."""
+    """CAA's two-choice TruthfulQA (817 items, category = TruthfulQA category); the 5 items
+    with an empty incorrect answer are skipped (listed in ``.skipped``), leaving 812."""
     path = find_data_file("caa/datasets/test/truthfulqa/truthful_qa.json", root)
-    return load_caa_mc_json(path, name="truthfulqa-ab")
+    return load_caa_mc_json(path, name="truthfulqa-ab", skip={"empty"})
 
 
 def load_advbench(root: Root = None) -> AdvBench:
@@ -318,15 +328,10 @@ def load_open_ended(name: str, root: Root = None) -> tuple[str, ...]:
     return load_caa_open_ended_json(path)
 
 
-def _is_ab_csv(path: Path) -> bool:  # pragma: no cover - small helper for callers
-    return "A" in read_csv_header(path)
-
-
 __all__ = [
     "BEHAVIORS",
     "CAA_OPEN_ENDED",
     "BehaviorSpec",
-    "DataError",
     "get_behavior",
     "list_behaviors",
     "load_advbench",

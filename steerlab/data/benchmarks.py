@@ -122,7 +122,9 @@ def _check_targets(field: str, targets: object, *, exactly_one_true: bool) -> No
         )
     n_true = sum(label for _, label in targets)
     if exactly_one_true and n_true != 1:
-        raise DataFormatError(f"TruthfulQAItem.{field} needs exactly one true answer, has {n_true}.")
+        raise DataFormatError(
+            f"TruthfulQAItem.{field} needs exactly one true answer, has {n_true}."
+        )
     if n_true == 0 or n_true == len(targets):
         raise DataFormatError(
             f"TruthfulQAItem.{field} needs at least one true and one false answer "

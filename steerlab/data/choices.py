@@ -83,7 +83,9 @@ def split_choices(text: str, where: str = "") -> tuple[str, tuple[tuple[str, str
             f"{_at(where)}choice letters are {letters or 'missing'}; expected them in order "
             f"{expected or ['A', 'B']} (one '(X) ...' line per choice)."
         )
-    choices = tuple((letter, "\n".join(t).strip()) for letter, t in zip(letters, texts))
+    choices = tuple(
+        (letter, "\n".join(t).strip()) for letter, t in zip(letters, texts, strict=True)
+    )
     for letter, choice in choices:
         if not choice:
             raise DataFormatError(f"{_at(where)}choice ({letter}) is empty.")

@@ -87,7 +87,7 @@ def iter_csv_records(
                     f"{path}:{start}: expected {len(header)} fields ({','.join(header)}), "
                     f"found {shown}; quote fields that contain commas or line breaks."
                 )
-            yield start, dict(zip(header, row))
+            yield start, dict(zip(header, row, strict=True))
 
 
 def _read_pairs(

@@ -65,10 +65,11 @@ def iter_json_array(path: Path | str) -> Iterator[tuple[int, int, Any]]:
         try:
             value = json.loads(text)
         except json.JSONDecodeError as e:
-            raise DataFormatError(f"{path}:{e.lineno}: bad JSON ({e.msg}, column {e.colno}).")
+            raise DataFormatError(
+                f"{path}:{e.lineno}: bad JSON ({e.msg}, column {e.colno})."
+            ) from None
         raise DataFormatError(
-            f"{path}:{line_at(i)}: expected a JSON list of objects, found a "
-            f"{type(value).__name__}."
+            f"{path}:{line_at(i)}: expected a JSON list of objects, found a {type(value).__name__}."
         )
     i = _skip_ws(text, i + 1)
     index = 0
@@ -225,30 +226,33 @@ def load_caa_open_ended_json(path: Path | str) -> tuple[str, ...]:
 
 
 def load_caa_mc_json(
-    path: Path | str, *, name: str | None = None, split: str = "test"
+    path: Path | str, *, name: str | None = None, split: str = "test", skip: Iterable[str] = ()
 ) -> MCDataset:
     """Load CAA's ``mmlu.json`` or ``truthful_qa.json`` as two-choice :class:`MCItem`.
 
     Keys ``prompt, correct, incorrect, correct_full_text, incorrect_full_text, category``.
     The choices parsed from ``prompt`` must equal the ``*_full_text`` fields. The question
     keeps any instruction line in the prompt (CAA's TruthfulQA prompts start with
-    "Please help me answer the following question.").
+    "Please help me answer the following question."). ``skip={'empty'}`` skips items with
+    an empty field (CAA's ``truthful_qa.json`` has 5 with an empty incorrect answer).
     """
     path = Path(path)
     keys = ("prompt", "correct", "incorrect", "correct_full_text", "incorrect_full_text")
+    collector = RowCollector(skip)
     items: list[MCItem] = []
     for line, i, value in iter_json_array(path):
         at = where(path, line, i)
+        row = _as_object(value, at)
         try:
-            row = _as_object(value, at)
-            prompt, correct, incorrect, correct_text, incorrect_text = (
-                get_text(row, k, at) for k in keys
+            prompt, correct, incorrect, correct_text, incorrect_text, category = (
+                get_text(row, k, at) for k in (*keys, "category")
             )
-            category = get_text(row, "category", at)
         except SkippableRowError as err:
-            raise DataFormatError(f"{err.where}: {err.detail}.") from None
+            collector.handle(err, line)
+            continue
         question, choices = split_choices(prompt, at)
-        right, wrong = parse_letter(correct, at, "correct"), parse_letter(incorrect, at, "incorrect")
+        right = parse_letter(correct, at, "correct")
+        wrong = parse_letter(incorrect, at, "incorrect")
         parsed = dict(choices)
         if len(choices) != 2 or {right, wrong} != {"A", "B"}:
             raise DataFormatError(
@@ -261,7 +265,7 @@ def load_caa_mc_json(
                 f"incorrect_full_text ({parsed[right]!r:.40} vs {correct_text!r:.40})."
             )
         items.append(MCItem(question, (parsed["A"], parsed["B"]), right, category))  # type: ignore[arg-type]
-    return MCDataset(tuple(items), name or path.stem, str(path), split)
+    return MCDataset(tuple(items), name or path.stem, str(path), split, tuple(collector.skipped))
 
 
 def _targets(

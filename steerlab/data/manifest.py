@@ -131,8 +131,10 @@ def parse_manifest(text: str, source: str = "MANIFEST.tsv") -> Manifest:
     for row in reader:
         at = f"{source}:{reader.line_num}"
         if len(row) != len(COLUMNS):
-            raise DataFormatError(f"{at}: expected {len(COLUMNS)} tab-separated fields, got {len(row)}.")
-        f = dict(zip(COLUMNS, row))
+            raise DataFormatError(
+                f"{at}: expected {len(COLUMNS)} tab-separated fields, got {len(row)}."
+            )
+        f = dict(zip(COLUMNS, row, strict=True))
         try:
             entries.append(
                 ManifestEntry(

@@ -322,7 +322,7 @@ def pairs_to_ab(pairs: PairDataset | Sequence[PreferencePair], seed: int = 0) ->
         ABItem(p.question, (p.matching, p.not_matching), "A")
         if letter == "A"
         else ABItem(p.question, (p.not_matching, p.matching), "B")
-        for p, letter in zip(seq, letters)
+        for p, letter in zip(seq, letters, strict=True)
     )
     desc = f"{source} (A/B order from pairs_to_ab(seed={seed}))" if source else source
     return ABDataset(items, name, desc, split)

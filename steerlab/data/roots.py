@@ -59,7 +59,9 @@ def resolve_data_root(root: Path | str | None = None) -> Path:
     for r in roots:
         if r.path.is_dir():
             return r.path
-    raise DataNotFoundError(f"No data directory found. Looked in: {_looked_in(roots)}. {_fix(None)}")
+    raise DataNotFoundError(
+        f"No data directory found. Looked in: {_looked_in(roots)}. {_fix(None)}"
+    )
 
 
 def find_data_file(relpath: str, root: Path | str | None = None) -> Path:

@@ -1,6 +1,6 @@
 """Models: loading (embedded default, HF ids, local dirs), hook sites and chat prompts."""
 
-from steerlab.models.chat import DEFAULT_SYSTEM_PROMPT, EncodedText, ChatFormatter
+from steerlab.models.chat import DEFAULT_SYSTEM_PROMPT, ChatFormatter, EncodedText
 from steerlab.models.loading import load_model
 from steerlab.models.model import SteerlabModel
 from steerlab.models.sites import HOOK_KINDS, HookSite

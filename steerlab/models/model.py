@@ -7,8 +7,8 @@ from typing import Any
 import torch
 
 from steerlab.models.chat import DEFAULT_SYSTEM_PROMPT, ChatFormatter
-from steerlab.models.sites import HookSite
 from steerlab.models.positions import PositionState
+from steerlab.models.sites import HookSite
 
 
 @dataclass(eq=False)

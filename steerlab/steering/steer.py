@@ -15,8 +15,8 @@ from torch import Tensor
 
 from steerlab.errors import ConfigError, EmptyInputError
 from steerlab.models.model import SteerlabModel
-from steerlab.models.sites import HookSite
 from steerlab.models.positions import PositionSpec, check_positions, position_mask
+from steerlab.models.sites import HookSite
 from steerlab.vectors.vector import SteeringVector
 
 VectorsLike = Union[SteeringVector, Sequence[SteeringVector]]

@@ -48,7 +48,9 @@ class JudgeRequest:
                     f"({value!r}); convert it with str() or fix the data row."
                 )
         if not self.behavior:
-            raise ConfigError("JudgeRequest.behavior is empty; pass a behavior name such as 'power-seeking'.")
+            raise ConfigError(
+                "JudgeRequest.behavior is empty; pass a behavior name such as 'power-seeking'."
+            )
         for field in ("matching_example", "not_matching_example"):
             value = getattr(self, field)
             if value is not None and not isinstance(value, str):

@@ -43,7 +43,9 @@ class JsonDiskCache:
 
     def path_for(self, key: str) -> Path:
         if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
-            raise JudgeError(f"Cache key {key!r} is not a sha256 hex digest; build it with cache_key().")
+            raise JudgeError(
+                f"Cache key {key!r} is not a sha256 hex digest; build it with cache_key()."
+            )
         return self.root / key[:2] / f"{key}.json"
 
     def get(self, key: str) -> dict[str, Any] | None:

@@ -113,10 +113,13 @@ class MiniLMEmbedder:
         self._load()
         out: list[np.ndarray] = []
         texts = list(texts)
+        # Batch texts of similar length together (less padding), then restore the order.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        ordered = [texts[i] for i in order]
         with torch.no_grad():
-            for start in range(0, len(texts), self.batch_size):
+            for start in range(0, len(ordered), self.batch_size):
                 batch = self._tokenizer(
-                    texts[start : start + self.batch_size],
+                    ordered[start : start + self.batch_size],
                     padding=True,
                     truncation=True,
                     max_length=self.max_length,
@@ -128,8 +131,10 @@ class MiniLMEmbedder:
                 pooled = torch.nn.functional.normalize(pooled, dim=-1)
                 out.append(pooled.float().cpu().numpy())
         if not out:
-            return np.zeros((0, 384), dtype=np.float32)
-        return np.concatenate(out, axis=0)
+            return np.zeros((0, int(self._model.config.hidden_size)), dtype=np.float32)
+        result = np.empty((len(texts), out[0].shape[1]), dtype=np.float32)
+        result[order] = np.concatenate(out, axis=0)
+        return result
 
 
 def _sigmoid(z: "np.ndarray") -> "np.ndarray":
@@ -346,7 +351,9 @@ class ClassifierJudge:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise bad(f"'format' should be {FORMAT!r}")
         if data.get("version") != FORMAT_VERSION:
-            raise bad(f"version {data.get('version')!r} is not supported (expected {FORMAT_VERSION})")
+            raise bad(
+                f"version {data.get('version')!r} is not supported (expected {FORMAT_VERSION})"
+            )
         try:
             coef = np.asarray(data["coef"], dtype=np.float64)
             intercept = float(data["intercept"])
@@ -355,7 +362,12 @@ class ClassifierJudge:
             embedder_name = str(data["embedder_name"])
         except (KeyError, TypeError, ValueError) as exc:
             raise bad(f"missing or malformed field ({type(exc).__name__}: {exc})") from None
-        if coef.ndim != 1 or coef.size == 0 or not np.isfinite(coef).all() or not math.isfinite(intercept):
+        if (
+            coef.ndim != 1
+            or coef.size == 0
+            or not np.isfinite(coef).all()
+            or not math.isfinite(intercept)
+        ):
             raise bad(f"'coef' must be a non-empty list of finite numbers (shape {coef.shape})")
         if embedder is None:
             if embedder_name != MINILM_NAME:

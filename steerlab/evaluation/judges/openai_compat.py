@@ -86,11 +86,31 @@ class OpenAICompatJudge:
             raise ConfigError(f"model {model!r} must be a non-empty model name, e.g. 'gpt-4o'.")
         checks = [
             ("temperature", temperature, temperature >= 0, ">= 0"),
-            ("max_tokens", max_tokens, isinstance(max_tokens, int) and max_tokens >= 1, "an int >= 1"),
-            ("concurrency", concurrency, isinstance(concurrency, int) and concurrency >= 1, "an int >= 1"),
-            ("max_retries", max_retries, isinstance(max_retries, int) and max_retries >= 0, "an int >= 0"),
+            (
+                "max_tokens",
+                max_tokens,
+                isinstance(max_tokens, int) and max_tokens >= 1,
+                "an int >= 1",
+            ),
+            (
+                "concurrency",
+                concurrency,
+                isinstance(concurrency, int) and concurrency >= 1,
+                "an int >= 1",
+            ),
+            (
+                "max_retries",
+                max_retries,
+                isinstance(max_retries, int) and max_retries >= 0,
+                "an int >= 0",
+            ),
             ("backoff_base", backoff_base, backoff_base >= 0, ">= 0"),
-            ("backoff_max", backoff_max, backoff_max >= backoff_base, f">= backoff_base ({backoff_base})"),
+            (
+                "backoff_max",
+                backoff_max,
+                backoff_max >= backoff_base,
+                f">= backoff_base ({backoff_base})",
+            ),
             ("timeout", timeout, timeout > 0, "> 0 seconds"),
         ]
         for field, value, ok, want in checks:

@@ -1,0 +1,46 @@
+"""Shared fixtures: a tiny random-init Llama (hooks tier) and the embedded model
+(integration tier, loaded once per test session)."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("STEERLAB_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """2 layers, d_model 64, random weights (seed 0), the embedded tokenizer."""
+    from steerlab.models.tiny import load_tiny_model
+
+    return load_tiny_model()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_4l():
+    """4 layers, d_model 64: for tests that need layers before and after a site."""
+    from steerlab.models.tiny import load_tiny_model
+
+    return load_tiny_model(n_layers=4, seed=1)
+
+
+@pytest.fixture(scope="session")
+def embedded_model():
+    """The embedded SmolLM2-135M-Instruct on CPU in fp32, loaded once."""
+    import steerlab as sl
+
+    return sl.load_model("embedded", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    return Path(os.environ["STEERLAB_DATA"])
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "embedded_model" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)
