@@ -47,8 +47,10 @@ class TokenBatch:
 
     def to(self, device: torch.device | str) -> "TokenBatch":
         return TokenBatch(
-            self.ids.to(device), self.attention_mask.to(device),
-            self.prompt_lens.to(device), self.lengths.to(device),
+            self.ids.to(device),
+            self.attention_mask.to(device),
+            self.prompt_lens.to(device),
+            self.lengths.to(device),
         )
 
 

@@ -65,8 +65,11 @@ class ContrastiveActivations:
             tensors[f"matching/{s.key}"] = self.matching[s].contiguous().cpu()
             tensors[f"not_matching/{s.key}"] = self.not_matching[s].contiguous().cpu()
         meta = {
-            "position": self.position, "model_id": self.model_id,
-            "dataset_hash": self.dataset_hash, "kind": self.kind, "meta": json.dumps(dict(self.meta)),
+            "position": self.position,
+            "model_id": self.model_id,
+            "dataset_hash": self.dataset_hash,
+            "kind": self.kind,
+            "meta": json.dumps(dict(self.meta)),
         }
         atomic_write_bytes(path, save(tensors, metadata=meta))
         return path
@@ -80,14 +83,20 @@ class ContrastiveActivations:
                 meta = f.metadata() or {}
                 tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
         except Exception as exc:
-            raise VectorFileError(f"{str(path)!r} is not a readable activations file: {exc}") from exc
+            raise VectorFileError(
+                f"{str(path)!r} is not a readable activations file: {exc}"
+            ) from exc
         pos: dict[HookSite, torch.Tensor] = {}
         neg: dict[HookSite, torch.Tensor] = {}
         for k, t in tensors.items():
             side, key = k.split("/", 1)
             (pos if side == "matching" else neg)[HookSite.parse(key)] = t
         return cls(
-            pos, neg, meta.get("position", "unknown"), meta.get("model_id", "unknown"),
-            meta.get("dataset_hash", ""), meta.get("kind", "pairs"),
+            pos,
+            neg,
+            meta.get("position", "unknown"),
+            meta.get("model_id", "unknown"),
+            meta.get("dataset_hash", ""),
+            meta.get("kind", "pairs"),
             json.loads(meta.get("meta", "{}")),
         )

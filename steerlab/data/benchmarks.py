@@ -23,7 +23,7 @@ from steerlab.data.pairs import (
     _require_text,
     _require_tuple_of,
 )
-from steerlab.errors import DataFormatError
+from steerlab.errors import DataFormatError, unknown_name
 
 Targets = tuple[tuple[str, int], ...]
 
@@ -100,8 +100,6 @@ class MCDataset(_DatasetMixin):
         """The items of one category (raises if there are none)."""
         items = tuple(i for i in self.items if i.category == category)
         if not items:
-            from steerlab.errors import unknown_name
-
             raise unknown_name("category", category, self.categories)
         return MCDataset(items, self.name, self.source, self.split)
 
@@ -173,7 +171,7 @@ class TruthfulQAItem:
         return PreferencePair(self.question, self.mc1_correct, self.mc1_incorrect[0])
 
     def _canonical(self) -> list[object]:
-        return [self.question, [list(t) for t in self.mc1], [list(t) for t in self.mc2]]
+        return [self.question, *([list(t) for t in mc] for mc in (self.mc1, self.mc2, self.mc0))]
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,9 @@ class ChatFormatter:
                 messages, tokenize=False, add_generation_prompt=True
             )
         except Exception:  # some templates reject a system turn; fold it into the user turn
-            merged = [{"role": "user", "content": f"{system}\n\n{question}" if system else question}]
+            merged = [
+                {"role": "user", "content": f"{system}\n\n{question}" if system else question}
+            ]
             return self.tokenizer.apply_chat_template(
                 merged, tokenize=False, add_generation_prompt=True
             )

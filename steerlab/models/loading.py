@@ -129,8 +129,14 @@ def load_model(
         cache = ensure_embedded_cache()
         hf, tok = _load_hf(str(cache), torch_dtype, device_map, hf_kwargs)
         return _wrap(
-            hf, tok, f"embedded:{EMBEDDED_HF_ID}", EMBEDDED_HF_ID, dev, system_prompt,
-            "embedded", t0,
+            hf,
+            tok,
+            f"embedded:{EMBEDDED_HF_ID}",
+            EMBEDDED_HF_ID,
+            dev,
+            system_prompt,
+            "embedded",
+            t0,
         )
     path = Path(name).expanduser()
     if path.is_dir():
@@ -141,8 +147,9 @@ def load_model(
                 f"Could not load a model from the directory {str(path)!r}: {exc}. It needs a "
                 "Hugging Face checkpoint (config.json + weights + tokenizer) or a .gguf file."
             ) from exc
-        return _wrap(hf, tok, str(path.resolve()), str(path.resolve()), dev, system_prompt,
-                     "local", t0)
+        return _wrap(
+            hf, tok, str(path.resolve()), str(path.resolve()), dev, system_prompt, "local", t0
+        )
     if "/" not in name or name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise UnknownModelError(
             f"Unknown model {name!r}: it is not 'embedded', not an existing directory and not a "

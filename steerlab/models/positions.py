@@ -28,7 +28,9 @@ def check_positions(positions: object) -> PositionSpec:
                     f"positions slice {positions} must use non-negative ints (token index from "
                     "the start of each sequence)."
                 )
-        if positions.step is not None and (not isinstance(positions.step, int) or positions.step <= 0):
+        if positions.step is not None and (
+            not isinstance(positions.step, int) or positions.step <= 0
+        ):
             raise ConfigError(f"positions slice {positions} must have a positive step.")
         return positions
     if positions not in POSITION_NAMES:

@@ -40,10 +40,17 @@ def load_tiny_model(
     if tokenizer is None:
         tokenizer = AutoTokenizer.from_pretrained(str(ensure_embedded_cache()))
     cfg = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=d_model, intermediate_size=d_mlp,
-        num_hidden_layers=n_layers, num_attention_heads=n_heads, num_key_value_heads=n_kv_heads,
-        max_position_embeddings=2048, tie_word_embeddings=True, initializer_range=init_std,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=d_model,
+        intermediate_size=d_mlp,
+        num_hidden_layers=n_layers,
+        num_attention_heads=n_heads,
+        num_key_value_heads=n_kv_heads,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        initializer_range=init_std,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
     )
     gen_state = torch.random.get_rng_state()
@@ -52,5 +59,13 @@ def load_tiny_model(
         hf = LlamaForCausalLM(cfg).to(dtype)
     finally:
         torch.random.set_rng_state(gen_state)
-    return _wrap(hf, tokenizer, f"tiny-llama-{n_layers}x{d_model}-seed{seed}",
-                 "tiny-llama", torch.device(device), system_prompt, "tiny", t0)
+    return _wrap(
+        hf,
+        tokenizer,
+        f"tiny-llama-{n_layers}x{d_model}-seed{seed}",
+        "tiny-llama",
+        torch.device(device),
+        system_prompt,
+        "tiny",
+        t0,
+    )

@@ -121,7 +121,9 @@ def _next_token(logits: Tensor, cfg: GenerationConfig, gen: torch.Generator | No
 
 @torch.no_grad()
 def _generate_batch(
-    model: SteerlabModel, rows: Sequence[Sequence[int]], cfg: GenerationConfig,
+    model: SteerlabModel,
+    rows: Sequence[Sequence[int]],
+    cfg: GenerationConfig,
     gen: torch.Generator | None,
 ) -> list[list[int]]:
     ids, mask, pads = _left_pad(rows, model.pad_token_id, model.device)
@@ -195,8 +197,14 @@ def generate(
         if not isinstance(p, str):
             raise ConfigError(f"Prompt {i} is a {type(p).__name__}, not a str.")
     cfg = GenerationConfig(
-        max_new_tokens=max_new_tokens, greedy=greedy, temperature=temperature, top_p=top_p,
-        seed=seed, batch_size=batch_size, use_cache=use_cache, chat=chat,
+        max_new_tokens=max_new_tokens,
+        greedy=greedy,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        batch_size=batch_size,
+        use_cache=use_cache,
+        chat=chat,
         stop_at_eos=stop_at_eos,
     )
     sys_prompt = model.system_prompt if system_prompt is None else system_prompt

@@ -20,16 +20,27 @@ def as_ab_items(data: Sequence[Any], seed: int = 0) -> list[Any]:
 
 
 def fit_caa(
-    model: Any, data: Sequence[Any], layers: Sequence[int], *, behavior: str = "unknown",
-    batch_size: int = 16, seed: int = 0, progress: bool = True, **_: Any,
+    model: Any,
+    data: Sequence[Any],
+    layers: Sequence[int],
+    *,
+    behavior: str = "unknown",
+    batch_size: int = 16,
+    seed: int = 0,
+    progress: bool = True,
+    **_: Any,
 ) -> SteeringVector:
     """CAA vector: mean over items of act(prompt + matching letter) - act(+ other letter)
     at the letter token, at ``resid_post`` of each layer."""
     items = as_ab_items(data, seed)
-    acts = collect(model, items, list(layers), "answer_letter", batch_size=batch_size,
-                   progress=progress)
+    acts = collect(
+        model, items, list(layers), "answer_letter", batch_size=batch_size, progress=progress
+    )
     return vector_from_acts(
-        acts, "caa", lambda a, s: mean_difference(a.matching[s], a.not_matching[s]), behavior,
+        acts,
+        "caa",
+        lambda a, s: mean_difference(a.matching[s], a.not_matching[s]),
+        behavior,
         {"seed": seed},
     )
 

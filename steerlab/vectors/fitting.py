@@ -56,7 +56,10 @@ def vector_from_acts(
     directions = {s: reducer(acts, s) for s in acts.sites}
     hp = {"position": acts.position, "n": acts.n, **(hyperparameters or {})}
     prov = Provenance(
-        model_id=acts.model_id, method=method, behavior=behavior, hyperparameters=hp,
+        model_id=acts.model_id,
+        method=method,
+        behavior=behavior,
+        hyperparameters=hp,
         dataset_hash=acts.dataset_hash,
     )
     return SteeringVector(directions, prov)
@@ -73,6 +76,8 @@ class Fitter(Protocol):
 METHODS: Registry[Fitter] = Registry("vector method")
 
 
-def fit(method: str, model: Any, data: Sequence[Any], layers: Sequence[int], **kwargs: Any) -> SteeringVector:
+def fit(
+    method: str, model: Any, data: Sequence[Any], layers: Sequence[int], **kwargs: Any
+) -> SteeringVector:
     """Fit a vector with a registered method (``caa``, ``freeform``, ``pca``, ``bipo``)."""
     return METHODS.get(method)(model, data, layers, **kwargs)

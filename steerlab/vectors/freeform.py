@@ -24,13 +24,25 @@ def as_pairs(data: Sequence[Any]) -> list[Any]:
 
 
 def fit_freeform(
-    model: Any, data: Sequence[Any], layers: Sequence[int], *, behavior: str = "unknown",
-    batch_size: int = 16, progress: bool = True, **_: Any,
+    model: Any,
+    data: Sequence[Any],
+    layers: Sequence[int],
+    *,
+    behavior: str = "unknown",
+    batch_size: int = 16,
+    progress: bool = True,
+    **_: Any,
 ) -> SteeringVector:
     """Mean over pairs of [mean response-token activation with the matching answer] -
     [same with the not-matching answer], at ``resid_post`` of each layer."""
-    acts = collect(model, as_pairs(data), list(layers), "response_mean", batch_size=batch_size,
-                   progress=progress)
+    acts = collect(
+        model,
+        as_pairs(data),
+        list(layers),
+        "response_mean",
+        batch_size=batch_size,
+        progress=progress,
+    )
     return vector_from_acts(
         acts, "freeform", lambda a, s: mean_difference(a.matching[s], a.not_matching[s]), behavior
     )

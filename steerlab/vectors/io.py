@@ -37,8 +37,10 @@ def save_vector(vector: SteeringVector, path: "str | Path") -> Path:
 
     path = Path(path)
     if path.suffix != ".safetensors":
-        path = path.with_suffix(path.suffix + ".safetensors") if path.suffix else path.with_suffix(
-            ".safetensors"
+        path = (
+            path.with_suffix(path.suffix + ".safetensors")
+            if path.suffix
+            else path.with_suffix(".safetensors")
         )
     tensors = {s.key: t.detach().cpu().contiguous() for s, t in vector.directions.items()}
     meta = {"format": _FORMAT, "provenance": vector.provenance.to_dict()}
@@ -80,7 +82,9 @@ def load_vector(path: "str | Path", device: "str | torch.device" = "cpu") -> Ste
         try:
             site = HookSite.parse(key)
         except Exception as exc:
-            raise VectorFileError(f"{str(path)!r}: tensor name {key!r} is not a hook site.") from exc
+            raise VectorFileError(
+                f"{str(path)!r}: tensor name {key!r} is not a hook site."
+            ) from exc
         directions[site] = t.to(device)
     return SteeringVector(directions, prov)
 

@@ -11,9 +11,16 @@ from steerlab.vectors.vector import SteeringVector
 
 
 def fit_pca(
-    model: Any, data: Sequence[Any], layers: Sequence[int], *, behavior: str = "unknown",
-    positions: str = "answer_letter", batch_size: int = 16, seed: int = 0,
-    progress: bool = True, **_: Any,
+    model: Any,
+    data: Sequence[Any],
+    layers: Sequence[int],
+    *,
+    behavior: str = "unknown",
+    positions: str = "answer_letter",
+    batch_size: int = 16,
+    seed: int = 0,
+    progress: bool = True,
+    **_: Any,
 ) -> SteeringVector:
     """PCA of (matching - not_matching) activation differences.
 
@@ -21,8 +28,7 @@ def fit_pca(
     ``'response_mean'`` uses free-form responses like freeform.
     """
     items = as_ab_items(data, seed) if positions == "answer_letter" else as_pairs(data)
-    acts = collect(model, items, list(layers), positions, batch_size=batch_size,
-                   progress=progress)
+    acts = collect(model, items, list(layers), positions, batch_size=batch_size, progress=progress)
     return vector_from_acts(
         acts, "pca", lambda a, s: pca_direction(a.differences(s)), behavior, {"seed": seed}
     )

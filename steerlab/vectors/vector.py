@@ -66,9 +66,7 @@ def _check_direction(site: HookSite, t: Any, d_model: int | None) -> Tensor:
     if not isinstance(t, Tensor):
         raise ConfigError(f"Direction at {site} must be a torch.Tensor, got {type(t).__name__}.")
     if t.ndim != 1:
-        raise ConfigError(
-            f"Direction at {site} must be 1-D [d_model], got shape {tuple(t.shape)}."
-        )
+        raise ConfigError(f"Direction at {site} must be 1-D [d_model], got shape {tuple(t.shape)}.")
     if not t.is_floating_point():
         raise ConfigError(f"Direction at {site} must be floating point, got {t.dtype}.")
     if d_model is not None and t.shape[0] != d_model:
@@ -164,7 +162,7 @@ class SteeringVector:
         return self.directions[key]
 
     def norms(self) -> dict[HookSite, float]:
-        return {s: float(t.float().norm()) for s, t in self.directions.items()}
+        return {s: float(_wide(t).norm()) for s, t in self.directions.items()}
 
     def _sites_str(self) -> str:
         return ", ".join(str(s) for s in self.directions)
@@ -221,7 +219,7 @@ class SteeringVector:
         """Each site's direction scaled to unit L2 norm."""
         out = {}
         for site, t in self.directions.items():
-            n = t.float().norm()
+            n = _wide(t).norm()
             if float(n) == 0.0:
                 raise ConfigError(f"Cannot normalize the zero direction at {site}.")
             out[site] = t / n.to(t.dtype)
@@ -326,6 +324,11 @@ class SteeringVector:
             f"SteeringVector(method={p.method!r}, behavior={p.behavior!r}, "
             f"d_model={self.d_model}, {norms})"
         )
+
+
+def _wide(t: Tensor) -> Tensor:
+    """``t`` in at least float32 (half precision is widened, float64 is kept)."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
 def _join_behaviors(a: str, b: str, op: str) -> str:

@@ -1,0 +1,7 @@
+"""BiPO: config, objective, packing, the fast path and the trainer."""
+
+from steerlab.vectors.bipo.config import BiPOConfig
+from steerlab.vectors.bipo.loss import bipo_loss, cosine_with_warmup
+from steerlab.vectors.bipo.trainer import BiPORun, fit_bipo_run, train_bipo
+
+__all__ = ["BiPOConfig", "BiPORun", "bipo_loss", "cosine_with_warmup", "fit_bipo_run", "train_bipo"]

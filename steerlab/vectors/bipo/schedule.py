@@ -1,0 +1,52 @@
+"""Deterministic batch plans: which pairs form each step's batch, and each step's d.
+
+A plan depends only on (seed, epoch, lengths, config), so a resumed run replays exactly
+the batches and directions of an uninterrupted one, and the fast and plain trainers can
+be compared step by step.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from steerlab.vectors.bipo.config import BiPOConfig
+
+
+@dataclass(frozen=True)
+class Step:
+    indices: tuple[int, ...]
+    d: tuple[float, ...]  # one direction per example (+1 / -1)
+
+
+def epoch_plan(lengths: Sequence[int], config: BiPOConfig, epoch: int) -> list[Step]:
+    """Shuffle, group into buckets of ``bucket_size`` batches sorted by length (less
+    padding), split into batches, shuffle the batch order, draw the directions."""
+    g = torch.Generator().manual_seed(int(config.seed) * 1_000_003 + int(epoch))
+    order = torch.randperm(len(lengths), generator=g).tolist()
+    bucket = config.batch_size * config.bucket_size
+    batches: list[list[int]] = []
+    for start in range(0, len(order), bucket):
+        chunk = sorted(order[start : start + bucket], key=lambda i: (-lengths[i], i))
+        batches += [
+            chunk[j : j + config.batch_size] for j in range(0, len(chunk), config.batch_size)
+        ]
+    perm = torch.randperm(len(batches), generator=g).tolist()
+    steps = []
+    for bi in perm:
+        idx = batches[bi]
+        if config.direction == "uni":
+            d = [1.0] * len(idx)
+        elif config.direction_sampling == "per_step":
+            d = [1.0 if torch.rand((), generator=g).item() < 0.5 else -1.0] * len(idx)
+        else:
+            d = [1.0 if x < 0.5 else -1.0 for x in torch.rand(len(idx), generator=g).tolist()]
+        steps.append(Step(tuple(idx), tuple(d)))
+    return steps
+
+
+def steps_per_epoch(n: int, config: BiPOConfig) -> int:
+    bucket = config.batch_size * config.bucket_size
+    full, rest = divmod(n, bucket)
+    per_bucket = -(-bucket // config.batch_size)
+    return full * per_bucket + (-(-rest // config.batch_size) if rest else 0)
