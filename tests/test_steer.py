@@ -57,8 +57,8 @@ def captured_resid(model, ids, steering=None, **kw) -> dict[HookSite, torch.Tens
 
 def test_logits_identical_before_and_after(tiny_model):
     ids, _ = ids_of(tiny_model)
-    counts = hook_counts(tiny_model)
     before = logits(tiny_model, ids)
+    counts = hook_counts(tiny_model)  # after a first forward (the bridge wires hooks lazily)
     with sl.steer(tiny_model, rand_vec(tiny_model), multiplier=4.0) as spec:
         assert isinstance(spec, Steering)
         assert any(hp.fwd_hooks for hp in tiny_model.bridge.hook_dict.values())
@@ -71,8 +71,8 @@ def test_logits_identical_before_and_after(tiny_model):
 
 def test_logits_identical_after_exception_inside_block(tiny_model):
     ids, _ = ids_of(tiny_model)
-    counts = hook_counts(tiny_model)
     before = logits(tiny_model, ids)
+    counts = hook_counts(tiny_model)
     with pytest.raises(RuntimeError, match="boom"):
         with sl.steer(tiny_model, [rand_vec(tiny_model, 0), rand_vec(tiny_model, 1)]):
             logits(tiny_model, ids)

@@ -8,7 +8,7 @@ position is ``len(ids) - 1`` (checked for each tokenizer by :func:`letter_token_
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from steerlab.errors import ConfigError
 from steerlab.models.chat import EncodedText
@@ -17,6 +17,7 @@ from steerlab.models.model import SteerlabModel
 LETTER_PREFIX = "("
 
 
+@runtime_checkable
 class PairLike(Protocol):
     question: str
     matching: str

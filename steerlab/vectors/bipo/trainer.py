@@ -37,7 +37,7 @@ from steerlab.vectors.vector import Provenance, SteeringVector
 class BiPORun:
     """A finished run: the vector, the per-step and per-epoch history, and costs."""
 
-    vector: SteeringVector
+    vector: SteeringVector | None = None
     steps: list[dict[str, Any]] = field(default_factory=list)
     epochs: list[dict[str, Any]] = field(default_factory=list)
     best_epoch: int | None = None
@@ -177,7 +177,7 @@ def fit_bipo_run(
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: cosine_with_warmup(s, cfg.warmup_steps, total)
     )
-    run = BiPORun(vector=None, cache_seconds=cache_seconds, cache_bytes=cache.nbytes)  # type: ignore[arg-type]
+    run = BiPORun(cache_seconds=cache_seconds, cache_bytes=cache.nbytes)
     best_params: list[Tensor] | None = None
     best_score, since_best, start_epoch, global_step = -math.inf, 0, 0, 0
     ckpt_path = out / CHECKPOINT_NAME if out else None
@@ -195,9 +195,9 @@ def fit_bipo_run(
         best_params = (
             [t.to(model.device) for t in state["best_params"]] if state["best_params"] else None
         )
-    log_file = (out / "train_log.jsonl").open("a") if out else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
+    log_file = (out / "train_log.jsonl").open("a") if out else None
     try:
         for epoch in range(start_epoch, cfg.epochs):
             plan = epoch_plan(cache.lengths, cfg, epoch)
@@ -336,7 +336,9 @@ def train_bipo(
     **kwargs: Any,
 ) -> SteeringVector:
     """Train a BiPO steering vector; see :func:`fit_bipo_run` for the options."""
-    return fit_bipo_run(model, pairs, layer, config, **kwargs).vector
+    vec = fit_bipo_run(model, pairs, layer, config, **kwargs).vector
+    assert vec is not None
+    return vec
 
 
 def _fit_bipo_method(

@@ -1,0 +1,76 @@
+"""A plain, obviously-correct BiPO implementation, kept to check the fast trainer.
+
+Everything the fast path optimises away is done the straightforward way here: each
+response is its own sequence, the vector is added by a hook during a full forward pass,
+full-vocabulary logits are computed at every position, and the reference log-probs are
+recomputed (without the vector) at every step. It shares only the batch plan with the
+fast trainer (which pairs, which d), so both can be compared step by step.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from steerlab.activations.prompts import encode_pair
+from steerlab.models.sites import HookSite
+from steerlab.vectors.bipo.config import BiPOConfig
+from steerlab.vectors.bipo.schedule import epoch_plan, steps_per_epoch
+
+
+def _seq_logprob(model, prompt_ids, response_ids, hook=None):
+    ids = torch.tensor([list(prompt_ids) + list(response_ids)], device=model.device)
+    hooks = [hook] if hook is not None else []
+    with model.bridge.hooks(fwd_hooks=hooks):
+        logits = model.bridge(ids)
+    logp = F.log_softmax(logits[0].float(), dim=-1)
+    p = len(prompt_ids)
+    targets = ids[0, p:]
+    return logp[p - 1 : -1].gather(1, targets[:, None]).sum()
+
+
+def plain_bipo(model, pairs, layer, config: BiPOConfig, max_steps=None):
+    """Returns (vector tensor, list of per-step losses)."""
+    enc = [encode_pair(model, p) for p in pairs]
+    from steerlab.vectors.bipo.packing import pack
+
+    lengths = [len(pack(a, b)) for a, b in enc]
+    v = torch.zeros(model.d_model, requires_grad=True, device=model.device)
+    opt = torch.optim.AdamW([v], lr=config.lr, weight_decay=config.weight_decay)
+    total = steps_per_epoch(len(pairs), config) * config.epochs
+    warm = config.warmup_steps
+
+    def lam(s):
+        if s < warm:
+            return s / max(1, warm)
+        prog = (s - warm) / max(1, total - warm)
+        return max(0.0, 0.5 * (1 + math.cos(math.pi * min(1.0, prog))))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lam)
+    name = HookSite(layer).hook_name(model)
+    losses = []
+    for epoch in range(config.epochs):
+        for step in epoch_plan(lengths, config, epoch):
+            terms = []
+            for i, d in zip(step.indices, step.d):
+                pos, neg = enc[i]
+
+                def hook_fn(x, hook, d=d):
+                    return x + d * v
+
+                pm = _seq_logprob(model, pos.prompt_ids, pos.response_ids, (name, hook_fn))
+                pn = _seq_logprob(model, neg.prompt_ids, neg.response_ids, (name, hook_fn))
+                with torch.no_grad():
+                    rm = _seq_logprob(model, pos.prompt_ids, pos.response_ids)
+                    rn = _seq_logprob(model, neg.prompt_ids, neg.response_ids)
+                z = d * config.beta * ((pm - rm) - (pn - rn))
+                terms.append(-F.logsigmoid(z))
+            loss = torch.stack(terms).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+            if max_steps is not None and len(losses) >= max_steps:
+                return v.detach().clone(), losses
+    return v.detach().clone(), losses

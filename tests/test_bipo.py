@@ -1,0 +1,210 @@
+"""BiPO: the objective's claims, one-copy training, resume, NaN guard, fast == plain."""
+
+import math
+
+import pytest
+import torch
+
+from steerlab.data import PreferencePair
+from steerlab.errors import ConfigError, TrainingError
+from steerlab.vectors.bipo import BiPOConfig, bipo_loss, fit_bipo_run, train_bipo
+from steerlab.vectors.bipo.schedule import epoch_plan
+from tests.bipo_plain import plain_bipo
+
+WORDS = ["apple", "river", "stone", "cloud", "tiger", "piano", "lemon", "forest", "rocket", "candle"]
+
+
+def synthetic_pairs(n=12):
+    """Matching answers say 'Yes, ...', not-matching 'No, ...': one learnable direction."""
+    return [
+        PreferencePair(f"Do you like the {w} number {i}?", f"Yes, I like the {w}.", f"No, not the {w}.")
+        for i, w in zip(range(n), WORDS * 3)
+    ]
+
+
+def weights(model):
+    return {k: v.detach().clone() for k, v in model.bridge.original_model.state_dict().items()}
+
+
+# --- the objective --------------------------------------------------------------------
+def test_loss_at_zero_vector_is_log2():
+    z = torch.zeros(3, dtype=torch.float64)
+    one = torch.ones(3, dtype=torch.float64)
+    assert float(bipo_loss(z, z, z, z, one, 0.1)) == pytest.approx(math.log(2))
+
+
+@pytest.mark.parametrize("d", [1.0, -1.0])
+def test_direction_sign(d):
+    """d=+1 rewards raising log p(matching) relative to the reference; d=-1 the opposite."""
+    ref = torch.zeros(2, dtype=torch.float64)
+    pm = torch.tensor([1.0, 1.0], dtype=torch.float64, requires_grad=True)
+    pn = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    loss = bipo_loss(pm, pn, ref, ref, torch.full((2,), d, dtype=torch.float64), 0.1)
+    loss.backward()
+    if d > 0:
+        assert loss.item() < math.log(2)
+        assert (pm.grad < 0).all() and (pn.grad > 0).all()  # descent raises p(matching)
+    else:
+        assert loss.item() > math.log(2)
+        assert (pm.grad > 0).all() and (pn.grad < 0).all()  # descent lowers p(matching)
+
+
+def test_uni_directional_plan_is_all_plus_one():
+    cfg = BiPOConfig(direction="uni", batch_size=2)
+    plan = epoch_plan([5] * 10, cfg, 0)
+    assert all(d == 1.0 for s in plan for d in s.d)
+    bi = epoch_plan([5] * 40, BiPOConfig(batch_size=2), 0)
+    ds = {s.d[0] for s in bi}
+    assert ds == {1.0, -1.0} and all(len(set(s.d)) == 1 for s in bi)
+    per_ex = epoch_plan([5] * 40, BiPOConfig(batch_size=4, direction_sampling="per_example"), 0)
+    assert any(len(set(s.d)) == 2 for s in per_ex)
+
+
+def test_plan_covers_every_pair_once():
+    lengths = [3, 9, 4, 7, 7, 1, 5, 2, 8, 6, 3]
+    plan = epoch_plan(lengths, BiPOConfig(batch_size=3, bucket_size=2), 4)
+    idx = sorted(i for s in plan for i in s.indices)
+    assert idx == list(range(len(lengths)))
+
+
+# --- training on the tiny model -------------------------------------------------------
+def test_only_the_vector_changes(tiny_model_4l):
+    before = weights(tiny_model_4l)
+    vec = train_bipo(tiny_model_4l, synthetic_pairs(8), layer=1,
+                     config=BiPOConfig(epochs=1, batch_size=4, warmup_steps=0, lr=1e-2),
+                     progress=False)
+    after = weights(tiny_model_4l)
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert vec.direction(1).norm() > 0
+    assert vec.method == "bipo" and vec.d_model == 64
+    assert all(not p.requires_grad for p in tiny_model_4l.bridge.parameters())
+
+
+def test_loss_decreases_on_synthetic_task(tiny_model_4l):
+    run = fit_bipo_run(tiny_model_4l, synthetic_pairs(12), layer=1,
+                       config=BiPOConfig(epochs=6, batch_size=4, warmup_steps=0, lr=5e-2),
+                       progress=False)
+    losses = [s["loss"] for s in run.steps]
+    assert losses[0] == pytest.approx(math.log(2), abs=1e-6)
+    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+    assert last < first - 0.02, (first, last)
+
+
+def test_same_seed_same_vector(tiny_model_4l):
+    cfg = BiPOConfig(epochs=1, batch_size=4, warmup_steps=1, lr=1e-2, seed=3)
+    a = train_bipo(tiny_model_4l, synthetic_pairs(8), layer=2, config=cfg, progress=False)
+    b = train_bipo(tiny_model_4l, synthetic_pairs(8), layer=2, config=cfg, progress=False)
+    assert a.equal(b)
+    c = train_bipo(tiny_model_4l, synthetic_pairs(8), layer=2,
+                   config=BiPOConfig(epochs=1, batch_size=4, warmup_steps=1, lr=1e-2, seed=4),
+                   progress=False)
+    assert not a.equal(c)
+
+
+def test_resume_reproduces_uninterrupted_run(tiny_model_4l, tmp_path):
+    pairs = synthetic_pairs(8)
+    cfg = BiPOConfig(epochs=3, batch_size=4, warmup_steps=1, lr=1e-2)
+    full = fit_bipo_run(tiny_model_4l, pairs, layer=1, config=cfg, out_dir=tmp_path / "a",
+                        progress=False)
+    # interrupted after epoch 0: simulate by a 1-epoch run with the same config's schedule
+    calls = {"n": 0}
+
+    def stop_after_first_epoch(rec):
+        calls["n"] += 1
+        if rec["epoch"] >= 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit_bipo_run(tiny_model_4l, pairs, layer=1, config=cfg, out_dir=tmp_path / "b",
+                     progress=False, on_step=stop_after_first_epoch)
+    resumed = fit_bipo_run(tiny_model_4l, pairs, layer=1, config=cfg, out_dir=tmp_path / "b",
+                           resume=True, progress=False)
+    assert [s["loss"] for s in resumed.steps] == [s["loss"] for s in full.steps]
+    assert resumed.vector.equal(full.vector)
+    log = (tmp_path / "a" / "train_log.jsonl").read_text().splitlines()
+    assert sum('"type": "epoch"' in line for line in log) == 3
+
+
+def test_resume_with_other_config_is_refused(tiny_model_4l, tmp_path):
+    pairs = synthetic_pairs(4)
+    fit_bipo_run(tiny_model_4l, pairs, layer=1, config=BiPOConfig(epochs=1, batch_size=4),
+                 out_dir=tmp_path, progress=False)
+    with pytest.raises(TrainingError, match="other settings"):
+        fit_bipo_run(tiny_model_4l, pairs, layer=1, config=BiPOConfig(epochs=2, batch_size=4),
+                     out_dir=tmp_path, resume=True, progress=False)
+
+
+def test_nan_guard_stops_and_keeps_last_good_checkpoint(tiny_model_4l, tmp_path, monkeypatch):
+    import steerlab.vectors.bipo.trainer as trainer
+
+    real = trainer.bipo_loss
+    calls = {"n": 0}
+
+    def poisoned(*args, **kw):
+        calls["n"] += 1
+        out = real(*args, **kw)
+        return out * float("nan") if calls["n"] > 2 else out  # epoch 1 goes bad
+
+    monkeypatch.setattr(trainer, "bipo_loss", poisoned)
+    cfg = BiPOConfig(epochs=3, batch_size=4, warmup_steps=0, lr=1e-2)
+    with pytest.raises(TrainingError, match="diverged.*last good checkpoint"):
+        fit_bipo_run(tiny_model_4l, synthetic_pairs(8), layer=1, config=cfg, out_dir=tmp_path,
+                     progress=False)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 0 and all(torch.isfinite(p).all() for p in state["params"])
+
+
+def test_multi_layer_bipo_trains_one_vector_per_layer(tiny_model_4l):
+    before = weights(tiny_model_4l)
+    vec = train_bipo(tiny_model_4l, synthetic_pairs(8), layers=[0, 2],
+                     config=BiPOConfig(epochs=1, batch_size=4, warmup_steps=0, lr=1e-2),
+                     progress=False)
+    assert vec.layers == (0, 2)
+    assert all(float(vec.direction(layer).norm()) > 0 for layer in (0, 2))
+    assert all(torch.equal(before[k], v) for k, v in weights(tiny_model_4l).items())
+
+
+def test_validation_and_best_epoch(tiny_model_4l):
+    pairs = synthetic_pairs(12)
+    run = fit_bipo_run(tiny_model_4l, pairs[:8], layer=1, val_pairs=pairs[8:],
+                       config=BiPOConfig(epochs=3, batch_size=4, warmup_steps=0, lr=5e-2,
+                                         select_best=True), progress=False)
+    assert len(run.epochs) == 3 and run.best_epoch is not None
+    for ep in run.epochs:
+        assert {"margin@+1", "margin@-1", "margin@0", "score"} <= ep.keys()
+
+
+def test_bad_arguments(tiny_model_4l):
+    with pytest.raises(ConfigError, match="beta"):
+        BiPOConfig(beta=0.0)
+    with pytest.raises(ConfigError, match="exactly one of layer"):
+        train_bipo(tiny_model_4l, synthetic_pairs(4), layer=1, layers=[1], progress=False)
+    with pytest.raises(ConfigError, match="val_pairs"):
+        train_bipo(tiny_model_4l, synthetic_pairs(4), layer=1,
+                   config=BiPOConfig(early_stopping_patience=1), progress=False)
+
+
+# --- parity with the plain implementation ---------------------------------------------
+def test_fast_equals_plain_on_tiny_model(tiny_model_4l):
+    pairs = synthetic_pairs(10)
+    cfg = BiPOConfig(epochs=2, batch_size=4, warmup_steps=2, lr=2e-2, weight_decay=0.05)
+    run = fit_bipo_run(tiny_model_4l, pairs, layer=1, config=cfg, progress=False)
+    v_plain, losses_plain = plain_bipo(tiny_model_4l, pairs, 1, cfg)
+    fast = [s["loss"] for s in run.steps]
+    assert len(fast) == len(losses_plain)
+    assert max(abs(a - b) for a, b in zip(fast, losses_plain)) < 1e-4
+    assert torch.allclose(run.vector.direction(1), v_plain.cpu(), atol=1e-4)
+    assert float(v_plain.norm()) > 0.01
+
+
+def test_fast_equals_plain_on_embedded_model(embedded_model):
+    from steerlab.data import load_pairs
+
+    pairs = list(load_pairs("power-seeking").train)[:4]
+    cfg = BiPOConfig(epochs=1, batch_size=2, warmup_steps=0, lr=5e-2)
+    run = fit_bipo_run(embedded_model, pairs, layer=14, config=cfg, progress=False)
+    v_plain, losses_plain = plain_bipo(embedded_model, pairs, 14, cfg)
+    fast = [s["loss"] for s in run.steps]
+    assert max(abs(a - b) for a, b in zip(fast, losses_plain)) < 1e-4, (fast, losses_plain)
+    assert torch.allclose(run.vector.direction(14), v_plain.cpu(), atol=1e-4)
