@@ -1,27 +1,74 @@
 """steerlab: a workbench for steering LLMs (CAA, freeform, PCA and BiPO vectors).
 
-The flat public API. Importing steerlab defines names and nothing else.
+The flat public API (re-exports only). Importing steerlab defines names and nothing else.
+
+    import steerlab as sl
+    model = sl.load_model()                               # embedded SmolLM2-135M-Instruct
+    pairs = sl.load_pairs("power-seeking")                # BiPO train/test split
+    vec = sl.train_bipo(model, pairs.train, layer=14)     # frozen SteeringVector
+    with sl.steer(model, vec, multiplier=2.0):
+        print(sl.generate(model, "Would you like more power?"))
 """
 
+from steerlab.activations import ContrastiveActivations, collect
+from steerlab.data import (
+    ABItem,
+    PreferencePair,
+    list_behaviors,
+    load_mmlu,
+    load_pairs,
+    load_truthfulqa_mc,
+)
 from steerlab.errors import SteerlabError
+from steerlab.evaluation import ab_probability, likelihood_margin
 from steerlab.models import DEFAULT_SYSTEM_PROMPT, HookSite, SteerlabModel, load_model
 from steerlab.steering import GenerationConfig, GenerationResult, Steering, generate, steer
-from steerlab.vectors import Provenance, SteeringVector, load_vector
+from steerlab.vectors import (
+    METHODS,
+    BiPOConfig,
+    Provenance,
+    SteeringVector,
+    fit,
+    fit_bipo_run,
+    fit_caa,
+    fit_freeform,
+    fit_pca,
+    load_vector,
+    train_bipo,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_SYSTEM_PROMPT",
+    "METHODS",
+    "ABItem",
+    "BiPOConfig",
+    "ContrastiveActivations",
     "GenerationConfig",
     "GenerationResult",
     "HookSite",
+    "PreferencePair",
     "Provenance",
     "SteerlabError",
     "SteerlabModel",
     "Steering",
     "SteeringVector",
+    "ab_probability",
+    "collect",
+    "fit",
+    "fit_bipo_run",
+    "fit_caa",
+    "fit_freeform",
+    "fit_pca",
     "generate",
+    "likelihood_margin",
+    "list_behaviors",
+    "load_mmlu",
     "load_model",
+    "load_pairs",
+    "load_truthfulqa_mc",
     "load_vector",
     "steer",
+    "train_bipo",
 ]

@@ -13,6 +13,19 @@ app = typer.Typer(
 )
 
 
+def _mount() -> None:
+    from steerlab.cli_train import data_app, train_app
+
+    app.add_typer(train_app, name="train")
+    app.add_typer(data_app, name="data")
+    try:
+        from steerlab.cli_vectors import eval_app, vector_app
+    except ImportError:  # pragma: no cover
+        return
+    app.add_typer(vector_app, name="vector")
+    app.add_typer(eval_app, name="eval")
+
+
 def _console():  # type: ignore[no-untyped-def]
     from rich.console import Console
 
@@ -46,9 +59,7 @@ def version() -> None:
     typer.echo(steerlab.__version__)
 
 
-def _unused() -> None:  # keep imports referenced for linters until more commands land
-    _ = (json, Path)
-
+_mount()
 
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -109,8 +109,14 @@ def ab_probability_items(
     if not item_list:
         raise EmptyInputError("ab_probability() got no items.")
     return sweep_multipliers(
-        model, vectors, multipliers, lambda: ab_scores(model, item_list, batch_size),
-        method=method, layer=layer, progress=progress, desc="A/B probability",
+        model,
+        vectors,
+        multipliers,
+        lambda: ab_scores(model, item_list, batch_size),
+        method=method,
+        layer=layer,
+        progress=progress,
+        desc="A/B probability",
     )
 
 
@@ -135,7 +141,13 @@ def ab_probability(
     the labels from the vectors' provenance. Multiplier 0 is computed once.
     """
     frame = ab_probability_items(
-        model, items, vectors, multipliers, batch_size=batch_size, progress=progress,
-        method=method, layer=layer,
+        model,
+        items,
+        vectors,
+        multipliers,
+        batch_size=batch_size,
+        progress=progress,
+        method=method,
+        layer=layer,
     )
     return summarize(frame, AB_METRICS)

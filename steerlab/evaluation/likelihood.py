@@ -42,7 +42,7 @@ LIKELIHOOD_METRICS = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _accepts_logits_to_keep(cls: type) -> bool:
     try:
         return "logits_to_keep" in inspect.signature(cls.forward).parameters
@@ -122,8 +122,9 @@ def pair_logprobs(
     if not pair_list:
         raise EmptyInputError("pair_logprobs() got no pairs.")
     enc = [encode_pair(model, p) for p in pair_list]
-    lp = response_logprobs(model, [e[0] for e in enc] + [e[1] for e in enc], batch_size,
-                           progress=progress)
+    lp = response_logprobs(
+        model, [e[0] for e in enc] + [e[1] for e in enc], batch_size, progress=progress
+    )
     n = len(pair_list)
     return lp[:n], lp[n:]
 
@@ -166,8 +167,16 @@ def likelihood_margin_items(
             "n_tokens_not_matching": n_tok_neg,
         }
 
-    return sweep_multipliers(model, vectors, multipliers, score, method=method, layer=layer,
-                             progress=progress, desc="likelihood margin")
+    return sweep_multipliers(
+        model,
+        vectors,
+        multipliers,
+        score,
+        method=method,
+        layer=layer,
+        progress=progress,
+        desc="likelihood margin",
+    )
 
 
 def likelihood_margin(
@@ -190,7 +199,13 @@ def likelihood_margin(
     ``vectors=None`` scores the unsteered model only. Multiplier 0 is computed once.
     """
     items = likelihood_margin_items(
-        model, pairs, vectors, multipliers, batch_size=batch_size, progress=progress,
-        method=method, layer=layer,
+        model,
+        pairs,
+        vectors,
+        multipliers,
+        batch_size=batch_size,
+        progress=progress,
+        method=method,
+        layer=layer,
     )
     return summarize(items, LIKELIHOOD_METRICS)

@@ -13,7 +13,7 @@ vector (and no hook is installed for it).
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,7 +27,7 @@ from steerlab.vectors.vector import SteeringVector
 #: The paper's multipliers.
 DEFAULT_MULTIPLIERS: tuple[float, ...] = (-2.0, -1.0, 0.0, 1.0, 2.0)
 
-VectorsArg = Union[SteeringVector, Sequence[SteeringVector], None]
+VectorsArg = SteeringVector | Sequence[SteeringVector] | None
 #: ``score() -> {column: per-item values}``; every column has one value per item.
 ItemScorer = Callable[[], Mapping[str, Any]]
 

@@ -1,0 +1,53 @@
+"""BiPO acceptance check: train on power-seeking pairs, then the held-out likelihood
+margin across multipliers (mean log p(matching) - log p(not matching), response tokens).
+
+    python benchmarks/bipo_margin.py --n-train 160 --epochs 3 --layer 14 --n-test 100
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import steerlab as sl  # noqa: E402
+from steerlab.data import load_pairs  # noqa: E402
+from steerlab.evaluation.likelihood import likelihood_margin  # noqa: E402
+from steerlab.vectors.bipo import BiPOConfig, fit_bipo_run  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--behavior", default="power-seeking")
+    ap.add_argument("--n-train", type=int, default=160)
+    ap.add_argument("--n-test", type=int, default=100)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--layer", type=int, default=14)
+    ap.add_argument("--warmup-steps", type=int, default=10)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    model = sl.load_model()
+    data = load_pairs(args.behavior)
+    cfg = BiPOConfig(epochs=args.epochs, warmup_steps=args.warmup_steps)
+    t = time.perf_counter()
+    run = fit_bipo_run(model, data.train[: args.n_train], layer=args.layer, config=cfg,
+                       val_pairs=data.test[: args.n_test], behavior=args.behavior,
+                       out_dir=args.out, progress=False)
+    train_s = time.perf_counter() - t
+    df = likelihood_margin(model, data.test[: args.n_test], run.vector, [-2.0, -1.0, 0.0, 1.0, 2.0],
+                           progress=False)
+    margins = df[df.metric == "margin"].sort_values("multiplier")
+    vals = margins["value"].tolist()
+    print(json.dumps({
+        "config": cfg.to_dict(), "n_train": args.n_train, "n_test": args.n_test,
+        "layer": args.layer, "train_seconds": train_s, "vector_norm": run.vector.norms(),
+        "epochs": run.epochs,
+        "margin_by_multiplier": dict(zip(margins["multiplier"].tolist(), vals)),
+        "monotonic": all(a < b for a, b in zip(vals, vals[1:])),
+    }, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""``steerlab train bipo`` and ``steerlab data fetch|verify`` sub-commands."""
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+train_app = typer.Typer(help="Train steering vectors.", no_args_is_help=True)
+data_app = typer.Typer(help="Datasets: download and verify.", no_args_is_help=True)
+
+
+def _layers(text: str) -> list[int]:
+    return [int(x) for x in text.replace(" ", "").split(",") if x]
+
+
+@train_app.command("bipo")
+def train_bipo_cmd(
+    behavior: str = typer.Option("power-seeking", help="Behavior (see steerlab.data.list_behaviors())."),
+    layer: str = typer.Option("14", help="Steering layer, or several comma-separated (multi-layer BiPO)."),
+    epochs: int = typer.Option(3, help="Epochs (paper: 20 for personas)."),
+    n_train: Optional[int] = typer.Option(None, help="Use the first N training pairs."),
+    n_val: int = typer.Option(50, help="Held-out pairs for per-epoch validation (0: none)."),
+    lr: float = typer.Option(5e-4, help="AdamW learning rate."),
+    beta: float = typer.Option(0.1, help="BiPO beta."),
+    batch_size: int = typer.Option(4, help="Pairs per step."),
+    warmup_steps: int = typer.Option(100, help="Warm-up steps of the cosine schedule."),
+    direction: str = typer.Option("bi", help="'bi' (BiPO) or 'uni' (ablation: d=+1)."),
+    seed: int = typer.Option(0, help="Seed (same seed, same vector)."),
+    bf16: bool = typer.Option(False, help="bf16 autocast above the steering layer."),
+    resume: bool = typer.Option(False, help="Resume from OUT/checkpoint.pt."),
+    model: str = typer.Option("embedded", help="'embedded', an HF id or a local dir."),
+    device: Optional[str] = typer.Option(None, help="cpu / cuda."),
+    out: Path = typer.Option(Path("runs/bipo"), help="Output directory."),
+) -> None:
+    """Train a BiPO vector; writes vector.safetensors, train_log.jsonl, checkpoint.pt."""
+    import steerlab as sl
+    from steerlab.data import load_pairs
+    from steerlab.vectors.bipo import BiPOConfig, fit_bipo_run
+
+    cfg = BiPOConfig(epochs=epochs, lr=lr, beta=beta, batch_size=batch_size,
+                     warmup_steps=warmup_steps, direction=direction, seed=seed,  # type: ignore[arg-type]
+                     autocast_bf16=bf16, select_best=n_val > 0)
+    m = sl.load_model(model, device=device)
+    data = load_pairs(behavior)
+    train = data.train[:n_train] if n_train else data.train
+    val = data.test[:n_val] if n_val else None
+    layers = _layers(layer)
+    run = fit_bipo_run(m, train, layer=layers[0] if len(layers) == 1 else None,
+                       layers=layers if len(layers) > 1 else None, config=cfg, val_pairs=val,
+                       out_dir=out, resume=resume, behavior=behavior)
+    summary = {"vector": str(out / "vector.safetensors"), "seconds": run.seconds,
+               "cache_seconds": run.cache_seconds, "cache_mb": run.cache_bytes / 2**20,
+               "best_epoch": run.best_epoch, "epochs": run.epochs, "norms": {str(k): v for k, v in run.vector.norms().items()}}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    typer.echo(json.dumps(summary, indent=2))
+
+
+@data_app.command("fetch")
+def data_fetch(
+    names: Optional[list[str]] = typer.Argument(None, help="Groups (bipo, caa, anthropic-evals, truthfulqa, advbench) or paths; default all."),
+    dest: Optional[Path] = typer.Option(None, help="Destination (default: the download cache)."),
+) -> None:
+    """Download dataset files from their upstream URLs and check their sha256."""
+    from steerlab.data import fetch
+
+    report = fetch(names or None, dest)
+    typer.echo(str(report))
+
+
+@data_app.command("verify")
+def data_verify(root: Optional[Path] = typer.Option(None, help="Data root (default: resolved).")) -> None:
+    """Check the sha256 of every data file present under the data root."""
+    from steerlab.data import verify
+
+    typer.echo(str(verify(root)))
