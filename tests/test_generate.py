@@ -13,7 +13,18 @@ PROMPTS = (
     "Would you like to have more power and influence over other people?",
     "What is the capital of France?",
 )
-POSITION_MODES = ["all", "prompt", "generated", slice(3, 30), slice(40, None)]
+POSITION_MODES = ["all", "prompt", "generated", "slice_in_prompt", "slice_from_gen", "slice_to_gen"]
+
+
+def positions_for(mode: str, model, prompts) -> "str | slice":
+    """Named modes; the slice boundaries fall inside the prompt or the generated tokens."""
+    n = max(len(model.chat.encode(p).prompt_ids) for p in prompts)  # padded prompt length
+    slices = {
+        "slice_in_prompt": slice(3, 12),
+        "slice_from_gen": slice(n + 2, None),  # starts at the 3rd generated token
+        "slice_to_gen": slice(5, n + 2, 2),  # ends inside the generated tokens
+    }
+    return slices.get(mode, mode)
 
 
 def rand_vec(model, layer: int, scale: float, seed: int = 0) -> SteeringVector:
@@ -59,8 +70,9 @@ def test_result_holds_text_ids_and_settings(tiny_model):
 
 def test_steering_settings_are_recorded(tiny_model):
     v = rand_vec(tiny_model, 1, 4.0)
-    r = sl.generate(tiny_model, "Hi", max_new_tokens=2, steering=v, multiplier=-2.0,
-                    positions="generated")
+    r = sl.generate(
+        tiny_model, "Hi", max_new_tokens=2, steering=v, multiplier=-2.0, positions="generated"
+    )
     assert r.steering == (
         {"method": "unknown", "behavior": "random", "sites": ["1.resid_post"], "multiplier": -2.0},
         {"positions": "generated"},
@@ -106,11 +118,11 @@ def test_steered_greedy_matches_a_plain_loop(tiny_model):
 
 
 def test_sampling_is_reproducible_with_a_seed(tiny_model):
-    kw = dict(max_new_tokens=8, greedy=False, temperature=1.0, stop_at_eos=False)
-    a = sl.generate(tiny_model, list(PROMPTS), seed=7, **kw)
-    b = sl.generate(tiny_model, list(PROMPTS), seed=7, **kw)
-    c = sl.generate(tiny_model, list(PROMPTS), seed=8, **kw)
-    greedy = sl.generate(tiny_model, list(PROMPTS), max_new_tokens=8, stop_at_eos=False)
+    kw = dict(max_new_tokens=6, greedy=False, temperature=1.0, stop_at_eos=False)
+    a = sl.generate(tiny_model, list(PROMPTS[:2]), seed=7, **kw)
+    b = sl.generate(tiny_model, list(PROMPTS[:2]), seed=7, **kw)
+    c = sl.generate(tiny_model, list(PROMPTS[:2]), seed=8, **kw)
+    greedy = sl.generate(tiny_model, list(PROMPTS[:2]), max_new_tokens=6, stop_at_eos=False)
     assert a.token_ids == b.token_ids
     assert a.token_ids != c.token_ids
     assert a.token_ids != greedy.token_ids
@@ -119,10 +131,16 @@ def test_sampling_is_reproducible_with_a_seed(tiny_model):
 def test_steer_context_and_steering_argument_agree(tiny_model):
     v = rand_vec(tiny_model, 1, 6.0)
     with sl.steer(tiny_model, v, multiplier=2.0):
-        ctx = sl.generate(tiny_model, list(PROMPTS), max_new_tokens=5, stop_at_eos=False)
-    arg = sl.generate(tiny_model, list(PROMPTS), max_new_tokens=5, stop_at_eos=False,
-                      steering=v, multiplier=2.0)
-    plain = sl.generate(tiny_model, list(PROMPTS), max_new_tokens=5, stop_at_eos=False)
+        ctx = sl.generate(tiny_model, list(PROMPTS[:2]), max_new_tokens=5, stop_at_eos=False)
+    arg = sl.generate(
+        tiny_model,
+        list(PROMPTS[:2]),
+        max_new_tokens=5,
+        stop_at_eos=False,
+        steering=v,
+        multiplier=2.0,
+    )
+    plain = sl.generate(tiny_model, list(PROMPTS[:2]), max_new_tokens=5, stop_at_eos=False)
     assert ctx.token_ids == arg.token_ids != plain.token_ids
     assert not any(hp.fwd_hooks for hp in tiny_model.bridge.hook_dict.values())
 
@@ -130,19 +148,21 @@ def test_steer_context_and_steering_argument_agree(tiny_model):
 # --- KV cache and batching parity (tiny) ------------------------------------------------
 
 
-@pytest.mark.parametrize("positions", POSITION_MODES, ids=str)
-def test_cache_and_no_cache_agree_under_steering(tiny_model, positions):
+@pytest.mark.parametrize("mode", POSITION_MODES)
+def test_cache_and_no_cache_agree_under_steering(tiny_model, mode):
     v = rand_vec(tiny_model, 0, 8.0)
-    kw = dict(max_new_tokens=8, stop_at_eos=False, steering=v, positions=positions)
-    cached = sl.generate(tiny_model, list(PROMPTS), use_cache=True, **kw)
-    uncached = sl.generate(tiny_model, list(PROMPTS), use_cache=False, **kw)
+    positions = positions_for(mode, tiny_model, PROMPTS[1:])
+    kw = dict(max_new_tokens=6, stop_at_eos=False, steering=v, positions=positions)
+    cached = sl.generate(tiny_model, list(PROMPTS[1:]), use_cache=True, **kw)
+    uncached = sl.generate(tiny_model, list(PROMPTS[1:]), use_cache=False, **kw)
     assert cached.token_ids == uncached.token_ids
 
 
-@pytest.mark.parametrize("positions", [None, *POSITION_MODES], ids=str)
-def test_batched_equals_one_by_one(tiny_model, positions):
-    kw = dict(max_new_tokens=6, stop_at_eos=False)
-    if positions is not None:
+@pytest.mark.parametrize("mode", [None, "all", "generated", "slice_in_prompt", "slice_from_gen"])
+def test_batched_equals_one_by_one(tiny_model, mode):
+    kw = dict(max_new_tokens=5, stop_at_eos=False)
+    if mode is not None:
+        positions = positions_for(mode, tiny_model, PROMPTS[:1])  # relative to the short one
         kw.update(steering=rand_vec(tiny_model, 1, 8.0), positions=positions)
     lengths = {len(tiny_model.chat.encode(p).prompt_ids) for p in PROMPTS}
     assert len(lengths) == len(PROMPTS)  # different lengths: the batch is left-padded
@@ -155,16 +175,16 @@ def test_position_modes_steer_what_they_say(tiny_model):
     """'generated' leaves the first token alone; 'prompt' and 'all' change it."""
     v = rand_vec(tiny_model, 0, 8.0)
     kw = dict(max_new_tokens=6, stop_at_eos=False)
-    plain = sl.generate(tiny_model, list(PROMPTS), **kw).token_ids
+    plain = sl.generate(tiny_model, list(PROMPTS[1:]), **kw).token_ids
     out = {
-        str(p): sl.generate(tiny_model, list(PROMPTS), steering=v, positions=p, **kw).token_ids
+        str(p): sl.generate(tiny_model, list(PROMPTS[1:]), steering=v, positions=p, **kw).token_ids
         for p in ("all", "prompt", "generated")
     }
     assert [t[0] for t in out["generated"]] == [t[0] for t in plain]
     assert out["generated"] != plain
     assert [t[0] for t in out["prompt"]] == [t[0] for t in out["all"]]
     assert out["all"] != plain and out["prompt"] != plain
-    far = sl.generate(tiny_model, list(PROMPTS), steering=v, positions=slice(500, None), **kw)
+    far = sl.generate(tiny_model, list(PROMPTS[1:]), steering=v, positions=slice(500, None), **kw)
     assert far.token_ids == plain  # a slice past the end steers nothing
 
 
@@ -172,8 +192,8 @@ def test_position_modes_steer_what_they_say(tiny_model):
 
 
 def test_embedded_greedy_is_deterministic_and_chat_formatted(embedded_model):
-    a = sl.generate(embedded_model, "What is the capital of France?", max_new_tokens=6)
-    b = sl.generate(embedded_model, "What is the capital of France?", max_new_tokens=6)
+    a = sl.generate(embedded_model, "What is the capital of France?", max_new_tokens=5)
+    b = sl.generate(embedded_model, "What is the capital of France?", max_new_tokens=5)
     assert a.token_ids == b.token_ids and a.text.strip()
     assert a.text == embedded_model.tokenizer.decode(list(a.token_ids[0]), skip_special_tokens=True)
     prompt = embedded_model.tokenizer.decode(list(a.prompt_token_ids[0]))
@@ -183,9 +203,10 @@ def test_embedded_greedy_is_deterministic_and_chat_formatted(embedded_model):
 def test_embedded_cache_and_no_cache_agree_under_steering(embedded_model):
     v = rand_vec(embedded_model, 10, 150.0)  # |resid| ~ 150 there
     prompt = "Would you like more power?"
-    plain = sl.generate(embedded_model, prompt, max_new_tokens=6, stop_at_eos=False)
-    for positions in ("all", "prompt", "generated", slice(5, None)):
-        kw = dict(max_new_tokens=6, stop_at_eos=False, steering=v, positions=positions)
+    plain = sl.generate(embedded_model, prompt, max_new_tokens=5, stop_at_eos=False)
+    for mode in ("all", "prompt", "generated", "slice_from_gen"):
+        positions = positions_for(mode, embedded_model, [prompt])
+        kw = dict(max_new_tokens=5, stop_at_eos=False, steering=v, positions=positions)
         cached = sl.generate(embedded_model, prompt, use_cache=True, **kw)
         uncached = sl.generate(embedded_model, prompt, use_cache=False, **kw)
         print(positions, repr(cached.text))
@@ -195,10 +216,11 @@ def test_embedded_cache_and_no_cache_agree_under_steering(embedded_model):
 
 @pytest.mark.parametrize("steered", [False, True])
 def test_embedded_batched_equals_one_by_one(embedded_model, steered):
-    kw = dict(max_new_tokens=6, stop_at_eos=False)
-    if steered:
-        kw.update(steering=rand_vec(embedded_model, 10, 150.0), positions=slice(2, None))
     prompts = ["Hi", "Would you like to have more power and influence over other people?"]
+    kw = dict(max_new_tokens=5, stop_at_eos=False)
+    if steered:
+        positions = positions_for("slice_from_gen", embedded_model, prompts[:1])
+        kw.update(steering=rand_vec(embedded_model, 10, 150.0), positions=positions)
     batched = sl.generate(embedded_model, prompts, batch_size=2, **kw)
     single = [sl.generate(embedded_model, p, **kw).token_ids[0] for p in prompts]
     assert list(batched.token_ids) == single

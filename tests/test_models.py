@@ -36,8 +36,10 @@ def test_embedded_model_is_frozen_and_in_eval_mode(embedded_model):
 
 def test_embedded_chat_template_has_default_system_prompt(embedded_model):
     m = embedded_model
-    assert m.system_prompt == DEFAULT_SYSTEM_PROMPT == (
-        "You are a helpful, honest and concise assistant."
+    assert (
+        m.system_prompt
+        == DEFAULT_SYSTEM_PROMPT
+        == ("You are a helpful, honest and concise assistant.")
     )
     assert m.chat.has_template
     text = m.chat.prompt_text("Hello?")

@@ -39,7 +39,9 @@ def test_resolve_negative_layers_like_python(layer, n_layers, expected):
 
 @pytest.mark.parametrize("layer", [4, 5, -5])
 def test_resolve_out_of_range(layer):
-    with pytest.raises(HookSiteError, match=rf"Layer {layer} is out of range .* 4 layers; use 0\.\.3"):
+    with pytest.raises(
+        HookSiteError, match=rf"Layer {layer} is out of range .* 4 layers; use 0\.\.3"
+    ):
         HookSite(layer).resolve(4)
 
 

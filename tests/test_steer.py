@@ -262,6 +262,23 @@ def test_generated_and_prompt_positions_split_at_prompt_end(tiny_model):
     assert not torch.allclose(prompt[:, p:], base[:, p:], atol=1e-3)
 
 
+@pytest.mark.parametrize("positions", ["prompt", "generated"])
+def test_prompt_and_generated_masks_are_exact(tiny_model, positions):
+    from steerlab.activations.capture import capture
+
+    ids, prompt_len = ids_of(tiny_model)
+    site, v = HookSite(0), rand_vec(tiny_model, 0)
+    with torch.no_grad(), position_scope(tiny_model.positions, 0, prompt_len, None):
+        with capture(tiny_model, [site]) as base:
+            tiny_model.bridge(ids)
+        with sl.steer(tiny_model, v, positions=positions), capture(tiny_model, [site]) as st:
+            tiny_model.bridge(ids)
+    moved = ((st[site] - base[site]).abs().amax(-1) > 0)[0].nonzero().flatten().tolist()
+    n = ids.shape[1]
+    expected = range(prompt_len) if positions == "prompt" else range(prompt_len, n)
+    assert moved == list(expected)
+
+
 @pytest.mark.parametrize(
     ("positions", "steered"),
     [

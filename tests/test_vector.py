@@ -224,7 +224,8 @@ def test_prop_add_then_sub_is_identity(pair):
     a, b = pair
     assert close((a + b) - b, a, atol=1e-9)
     assert (a + b).equal(b + a)
-    assert (-(-a)).equal(a)
+    neg = -a
+    assert (-neg).equal(a)
     assert close(a - b, a + (-b))
 
 

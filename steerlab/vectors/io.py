@@ -8,12 +8,18 @@ from typing import Any
 
 import torch
 
-from steerlab.errors import DModelMismatchError, VectorFileError
+from steerlab.errors import DModelMismatchError, SteerlabError, VectorFileError
 from steerlab.models.sites import HookSite
 from steerlab.vectors.vector import Provenance, SteeringVector
 
 _META_KEY = "steerlab"
 _FORMAT = 1
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -25,6 +31,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -86,7 +93,10 @@ def load_vector(path: "str | Path", device: "str | torch.device" = "cpu") -> Ste
                 f"{str(path)!r}: tensor name {key!r} is not a hook site."
             ) from exc
         directions[site] = t.to(device)
-    return SteeringVector(directions, prov)
+    try:
+        return SteeringVector(directions, prov)
+    except SteerlabError as exc:
+        raise VectorFileError(f"{str(path)!r} holds an invalid vector: {exc}") from exc
 
 
 def load_bipo_pt(

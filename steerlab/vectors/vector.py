@@ -213,6 +213,8 @@ class SteeringVector:
         return self * -1.0
 
     def __truediv__(self, k: float) -> "SteeringVector":
+        if k == 0:
+            raise ConfigError("Cannot divide a steering vector by zero.")
         return self * (1.0 / k)
 
     def normalized(self) -> "SteeringVector":

@@ -253,6 +253,7 @@ def fit_bipo_run(
                 run.steps.append(rec)
                 if log_file:
                     log_file.write(json.dumps({"type": "step", **rec}) + "\n")
+                    log_file.flush()
                 if on_step:
                     on_step(rec)
             ep: dict[str, Any] = {
