@@ -1,8 +1,6 @@
 """The ``steerlab`` command line. Heavy modules are imported inside commands."""
 
-import json
 import time
-from pathlib import Path
 
 import typer
 
@@ -46,9 +44,17 @@ def demo(
 
     console = _console()
     t0 = time.perf_counter()
-    run_demo(console, model=model, layer=layer, multiplier=multiplier,
-             max_new_tokens=max_new_tokens, device=device)
-    console.print(f"[dim]demo finished in {time.perf_counter() - t0:.1f}s (steerlab {sl.__version__})")
+    run_demo(
+        console,
+        model=model,
+        layer=layer,
+        multiplier=multiplier,
+        max_new_tokens=max_new_tokens,
+        device=device,
+    )
+    console.print(
+        f"[dim]demo finished in {time.perf_counter() - t0:.1f}s (steerlab {sl.__version__})"
+    )
 
 
 @app.command()

@@ -2,7 +2,6 @@
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -16,10 +15,14 @@ def _layers(text: str) -> list[int]:
 
 @train_app.command("bipo")
 def train_bipo_cmd(
-    behavior: str = typer.Option("power-seeking", help="Behavior (see steerlab.data.list_behaviors())."),
-    layer: str = typer.Option("14", help="Steering layer, or several comma-separated (multi-layer BiPO)."),
+    behavior: str = typer.Option(
+        "power-seeking", help="Behavior (see steerlab.data.list_behaviors())."
+    ),
+    layer: str = typer.Option(
+        "14", help="Steering layer, or several comma-separated (multi-layer BiPO)."
+    ),
     epochs: int = typer.Option(3, help="Epochs (paper: 20 for personas)."),
-    n_train: Optional[int] = typer.Option(None, help="Use the first N training pairs."),
+    n_train: int | None = typer.Option(None, help="Use the first N training pairs."),
     n_val: int = typer.Option(50, help="Held-out pairs for per-epoch validation (0: none)."),
     lr: float = typer.Option(5e-4, help="AdamW learning rate."),
     beta: float = typer.Option(0.1, help="BiPO beta."),
@@ -30,7 +33,7 @@ def train_bipo_cmd(
     bf16: bool = typer.Option(False, help="bf16 autocast above the steering layer."),
     resume: bool = typer.Option(False, help="Resume from OUT/checkpoint.pt."),
     model: str = typer.Option("embedded", help="'embedded', an HF id or a local dir."),
-    device: Optional[str] = typer.Option(None, help="cpu / cuda."),
+    device: str | None = typer.Option(None, help="cpu / cuda."),
     out: Path = typer.Option(Path("runs/bipo"), help="Output directory."),
 ) -> None:
     """Train a BiPO vector; writes vector.safetensors, train_log.jsonl, checkpoint.pt."""
@@ -38,28 +41,53 @@ def train_bipo_cmd(
     from steerlab.data import load_pairs
     from steerlab.vectors.bipo import BiPOConfig, fit_bipo_run
 
-    cfg = BiPOConfig(epochs=epochs, lr=lr, beta=beta, batch_size=batch_size,
-                     warmup_steps=warmup_steps, direction=direction, seed=seed,  # type: ignore[arg-type]
-                     autocast_bf16=bf16, select_best=n_val > 0)
+    cfg = BiPOConfig(
+        epochs=epochs,
+        lr=lr,
+        beta=beta,
+        batch_size=batch_size,
+        warmup_steps=warmup_steps,
+        direction=direction,
+        seed=seed,  # type: ignore[arg-type]
+        autocast_bf16=bf16,
+        select_best=n_val > 0,
+    )
     m = sl.load_model(model, device=device)
     data = load_pairs(behavior)
     train = data.train[:n_train] if n_train else data.train
     val = data.test[:n_val] if n_val else None
     layers = _layers(layer)
-    run = fit_bipo_run(m, train, layer=layers[0] if len(layers) == 1 else None,
-                       layers=layers if len(layers) > 1 else None, config=cfg, val_pairs=val,
-                       out_dir=out, resume=resume, behavior=behavior)
-    summary = {"vector": str(out / "vector.safetensors"), "seconds": run.seconds,
-               "cache_seconds": run.cache_seconds, "cache_mb": run.cache_bytes / 2**20,
-               "best_epoch": run.best_epoch, "epochs": run.epochs, "norms": {str(k): v for k, v in run.vector.norms().items()}}
+    run = fit_bipo_run(
+        m,
+        train,
+        layer=layers[0] if len(layers) == 1 else None,
+        layers=layers if len(layers) > 1 else None,
+        config=cfg,
+        val_pairs=val,
+        out_dir=out,
+        resume=resume,
+        behavior=behavior,
+    )
+    summary = {
+        "vector": str(out / "vector.safetensors"),
+        "seconds": run.seconds,
+        "cache_seconds": run.cache_seconds,
+        "cache_mb": run.cache_bytes / 2**20,
+        "best_epoch": run.best_epoch,
+        "epochs": run.epochs,
+        "norms": {str(k): v for k, v in run.vector.norms().items()},
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     typer.echo(json.dumps(summary, indent=2))
 
 
 @data_app.command("fetch")
 def data_fetch(
-    names: Optional[list[str]] = typer.Argument(None, help="Groups (bipo, caa, anthropic-evals, truthfulqa, advbench) or paths; default all."),
-    dest: Optional[Path] = typer.Option(None, help="Destination (default: the download cache)."),
+    names: list[str] | None = typer.Argument(
+        None,
+        help="Groups (bipo, caa, anthropic-evals, truthfulqa, advbench) or paths; default all.",
+    ),
+    dest: Path | None = typer.Option(None, help="Destination (default: the download cache)."),
 ) -> None:
     """Download dataset files from their upstream URLs and check their sha256."""
     from steerlab.data import fetch
@@ -69,7 +97,9 @@ def data_fetch(
 
 
 @data_app.command("verify")
-def data_verify(root: Optional[Path] = typer.Option(None, help="Data root (default: resolved).")) -> None:
+def data_verify(
+    root: Path | None = typer.Option(None, help="Data root (default: resolved)."),
+) -> None:
     """Check the sha256 of every data file present under the data root."""
     from steerlab.data import verify
 

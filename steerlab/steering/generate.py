@@ -132,7 +132,7 @@ def _generate_batch(
     done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
     out: list[list[int]] = [[] for _ in rows]
     cache = None
-    for step in range(cfg.max_new_tokens):
+    for _ in range(cfg.max_new_tokens):
         if cfg.use_cache and cache is not None:
             inp, offset = ids[:, -1:], ids.shape[1] - 1
         else:
