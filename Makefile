@@ -22,6 +22,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/steerlab demo
+	$(BIN)/steerlab run --out runs/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -12,16 +12,18 @@ app = typer.Typer(
 
 
 def _mount() -> None:
+    """Attach the sub-command modules (each imports its heavy dependencies lazily)."""
+    from steerlab.cli_eval import register as register_eval
+    from steerlab.cli_run import register as register_run
     from steerlab.cli_train import data_app, train_app
+    from steerlab.cli_vectors import eval_app, vector_app
 
     app.add_typer(train_app, name="train")
-    app.add_typer(data_app, name="data")
-    try:
-        from steerlab.cli_vectors import eval_app, vector_app
-    except ImportError:  # pragma: no cover
-        return
     app.add_typer(vector_app, name="vector")
     app.add_typer(eval_app, name="eval")
+    app.add_typer(data_app, name="data")
+    register_eval(eval_app, app)
+    register_run(app)
 
 
 def _console():  # type: ignore[no-untyped-def]
