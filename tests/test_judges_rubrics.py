@@ -206,10 +206,10 @@ def test_summarize_with_nothing_scored_has_no_mean():
 
 
 def test_judge_registry_builds_judges_and_lists_names():
-    assert {"openai", "classifier", "refusal"} <= set(JUDGES.names())
+    assert {"openai", "classifier", "refusal", "local"} <= set(JUDGES.names())
     judge = make_judge("refusal")
     assert isinstance(judge, Judge)
     with pytest.raises(
-        UnknownNameError, match=r"Unknown judge 'gpt'.*Valid judges: classifier, openai"
+        UnknownNameError, match=r"Unknown judge 'gpt'.*Valid judges: classifier, local, openai"
     ):
         make_judge("gpt")

@@ -166,6 +166,14 @@ def _refusal_factory(**kwargs: Any) -> Judge:
     return RefusalJudge(**kwargs)
 
 
+def _local_factory(**kwargs: Any) -> Judge:
+    """``model=`` a SteerlabModel; the rest go to :class:`LocalJudge`."""
+    from steerlab.evaluation.judges.local import LocalJudge
+
+    return LocalJudge(**kwargs)
+
+
 JUDGES.register("openai", _openai_factory)
 JUDGES.register("classifier", _classifier_factory)
 JUDGES.register("refusal", _refusal_factory)
+JUDGES.register("local", _local_factory)

@@ -1,0 +1,114 @@
+"""MMLU under steering: does a steering vector cost general knowledge? (the paper's utility check)
+
+CAA's two-choice MMLU subsample (``load_mmlu``: 57 subjects x 10 = 570 items). Each item
+is asked like an A/B behavior item (question and choices in the user turn, the assistant
+turn opened with ``"("``) and scored from the next-token logits of the two letters:
+
+- ``accuracy``: share of items with P(correct letter) > P(other letter);
+- ``p_correct``: mean P(correct letter), normalised over the two letters;
+- ``letter_mass``: mean P(A) + P(B) under the full next-token distribution (low = the
+  model would not answer with a letter, so the other two numbers mean less).
+
+The paper (Mistral, Table 11) reports 0.561-0.585 at multipliers -1 / +1 vs 0.573
+unsteered, with 30 questions per subject (this file has 10 per subject).
+"""
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pandas as pd
+
+from steerlab.data import MCDataset, load_mmlu
+from steerlab.errors import EmptyInputError
+from steerlab.evaluation.ab import ab_scores
+from steerlab.evaluation.multipliers import VectorsArg, summarize, sweep_multipliers
+from steerlab.models.model import SteerlabModel
+
+#: The paper's MMLU multipliers.
+UTILITY_MULTIPLIERS: tuple[float, ...] = (-1.0, 0.0, 1.0)
+#: metric name -> per-item column of :func:`mmlu_items`.
+MMLU_METRICS = {"accuracy": "correct", "p_correct": "p_correct", "letter_mass": "letter_mass"}
+
+
+def mc_items(
+    model: SteerlabModel,
+    data: Iterable[Any],
+    vectors: VectorsArg = None,
+    multipliers: "float | Sequence[float]" = UTILITY_MULTIPLIERS,
+    *,
+    batch_size: int = 16,
+    progress: bool = True,
+    desc: str = "two-choice",
+) -> pd.DataFrame:
+    """Per-item scores of two-choice :class:`~steerlab.data.MCItem` questions under each
+    (vector, multiplier): the condition columns, ``item, category, correct_letter,
+    p_correct, correct, letter_mass, p_a, p_b``."""
+    items = list(data)
+    if not items:
+        raise EmptyInputError("No two-choice items to score.")
+    ab = [it.to_ab() for it in items]  # matching letter = the correct one
+
+    def score() -> dict[str, Any]:
+        s = ab_scores(model, ab, batch_size)
+        return {
+            "category": [it.category for it in items],
+            "correct_letter": [it.correct for it in items],
+            "p_correct": s["p_matching"],
+            "correct": s["matched"],
+            "letter_mass": s["letter_mass"],
+            "p_a": s["p_a"],
+            "p_b": s["p_b"],
+        }
+
+    return sweep_multipliers(model, vectors, multipliers, score, progress=progress, desc=desc)
+
+
+def mmlu_items(
+    model: SteerlabModel,
+    vectors: VectorsArg = None,
+    multipliers: "float | Sequence[float]" = UTILITY_MULTIPLIERS,
+    per_subject: int | None = None,
+    *,
+    data: MCDataset | None = None,
+    seed: int = 0,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Per-item MMLU scores (see :func:`mc_items`; ``category`` is the subject)."""
+    mmlu = data if data is not None else load_mmlu(per_subject=per_subject, seed=seed)
+    return mc_items(
+        model, mmlu, vectors, multipliers, batch_size=batch_size, progress=progress, desc="MMLU"
+    )
+
+
+def mmlu_accuracy(
+    model: SteerlabModel,
+    vectors: VectorsArg = None,
+    multipliers: "float | Sequence[float]" = UTILITY_MULTIPLIERS,
+    per_subject: int | None = None,
+    *,
+    data: MCDataset | None = None,
+    seed: int = 0,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """MMLU accuracy under steering, as a tidy frame (``vector, method, layer, multiplier,
+    metric, value, sem, n``) with metrics ``accuracy``, ``p_correct``, ``letter_mass``.
+
+    Args:
+        vectors: a vector, a list of them, or None (unsteered only).
+        multipliers: the paper's -1 / 0 / +1 by default; 0 is computed once.
+        per_subject: items per subject (seeded draw, 1-10); None = all 570.
+        data: score these items instead of loading CAA's MMLU file.
+    """
+    items = mmlu_items(
+        model,
+        vectors,
+        multipliers,
+        per_subject,
+        data=data,
+        seed=seed,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    return summarize(items, MMLU_METRICS)

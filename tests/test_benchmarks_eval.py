@@ -1,0 +1,241 @@
+"""MMLU, TruthfulQA MC1/MC2 and jailbreak ASR under steering; the eval CLI commands."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+import torch
+import typer
+from typer.testing import CliRunner
+
+from steerlab.activations.prompts import encode_ab, letter_token_ids
+from steerlab.data import TruthfulQAItem, load_mmlu, load_truthfulqa_mc
+from steerlab.errors import ConfigError, UnknownNameError
+from steerlab.evaluation.benchmarks import (
+    direction_of,
+    jailbreak_asr,
+    jailbreak_items,
+    jailbreak_questions,
+    mc_metrics,
+    mmlu_accuracy,
+    mmlu_items,
+    subsample,
+    truthfulqa_items,
+    truthfulqa_mc,
+)
+from steerlab.evaluation.judges import RefusalJudge, attack_success
+from steerlab.vectors.vector import SteeringVector
+
+TIDY = ["vector", "method", "layer", "multiplier", "metric", "value", "sem", "n"]
+
+
+def big_vector(model, layer=1, scale=30.0, seed=0):
+    t = torch.randn(model.d_model, generator=torch.Generator().manual_seed(seed))
+    return SteeringVector.from_tensor(t / t.norm() * scale, layer, behavior="power-seeking")
+
+
+# --- MMLU -----------------------------------------------------------------------------------
+
+
+def test_mmlu_matches_a_plain_per_item_computation(tiny_model):
+    data = load_mmlu()[:5]
+    frame = mmlu_accuracy(tiny_model, data=data, progress=False)
+    assert list(frame.columns) == TIDY
+    assert set(frame["metric"]) == {"accuracy", "p_correct", "letter_mass"}
+    assert frame["multiplier"].tolist() == [0.0] * 3 and frame["vector"][0] == "unsteered"
+    lid = letter_token_ids(tiny_model)
+    p_correct = []
+    for item in data:
+        x = torch.tensor([encode_ab(tiny_model, item.to_ab()).ids])
+        with torch.no_grad():
+            logits = tiny_model.bridge(x)[0, -1]
+        pair = torch.softmax(logits[[lid.a, lid.b]], -1)
+        p_correct.append(float(pair[0] if item.correct == "A" else pair[1]))
+    got = frame.set_index("metric")["value"]
+    assert got["p_correct"] == pytest.approx(sum(p_correct) / 5, abs=1e-5)
+    assert got["accuracy"] == pytest.approx(sum(p > 0.5 for p in p_correct) / 5)
+    assert frame.set_index("metric")["n"]["accuracy"] == 5
+
+
+def test_mmlu_under_steering_and_per_subject(tiny_model):
+    vec = big_vector(tiny_model)
+    items = mmlu_items(tiny_model, vec, [-1.0, 0.0, 1.0], data=load_mmlu()[:4], progress=False)
+    assert len(items) == 12 and set(items["category"]) == {"abstract_algebra"}
+    p = items.pivot_table(index="item", columns="multiplier", values="p_correct")
+    assert not torch.allclose(torch.tensor(p[1.0].values), torch.tensor(p[0.0].values))
+    sub = load_mmlu(per_subject=2)
+    assert len(sub) == 2 * 57 and len(sub.categories) == 57
+    with pytest.raises(ConfigError, match="per_subject=11"):
+        mmlu_accuracy(tiny_model, per_subject=11, progress=False)
+
+
+# --- TruthfulQA -----------------------------------------------------------------------------
+
+
+def test_mc_metrics_definitions():
+    item = TruthfulQAItem(
+        "Q?",
+        mc1=(("right", 1), ("wrong", 0), ("bad", 0)),
+        mc2=(("right", 1), ("also right", 1), ("wrong", 0), ("bad", 0)),
+    )
+    lp = {"right": -1.0, "also right": -2.0, "wrong": -1.5, "bad": -3.0}
+    mc1, mc2 = mc_metrics(item, lp)
+    assert mc1 == 1.0
+    p = {k: math.exp(v) for k, v in lp.items()}
+    assert mc2 == pytest.approx((p["right"] + p["also right"]) / sum(p.values()))
+    assert mc_metrics(item, {**lp, "wrong": -1.0})[0] == 0.0  # a tie is not a win
+    assert mc_metrics(item, {**lp, "bad": -0.5})[0] == 0.0
+
+
+def test_truthfulqa_logprobs_match_a_plain_computation(tiny_model):
+    data = load_truthfulqa_mc()[:2]
+    items = truthfulqa_items(tiny_model, data=data, progress=False)
+    assert items["question"].tolist() == [it.question for it in data]
+    for row, it in zip(items.itertuples(), data):
+        prompt = tiny_model.chat.encode(it.question).prompt_ids
+        lp = {}
+        for answer in {a for a, _ in (*it.mc1, *it.mc2)}:
+            ans = tiny_model.chat.encode_ids(answer)
+            x = torch.tensor([list(prompt) + list(ans)])
+            with torch.no_grad():
+                logp = torch.log_softmax(tiny_model.bridge(x)[0].float(), -1)
+            lp[answer] = sum(float(logp[len(prompt) - 1 + j, t]) for j, t in enumerate(ans))
+        mc1, mc2 = mc_metrics(it, lp)
+        assert row.mc1 == mc1 and row.mc2 == pytest.approx(mc2, abs=1e-4)
+    summary = truthfulqa_mc(
+        tiny_model, big_vector(tiny_model), [0.0, 2.0], data=data, progress=False
+    )
+    assert list(summary.columns) == TIDY and set(summary["metric"]) == {"mc1", "mc2"}
+    assert summary["multiplier"].tolist() == [0.0, 0.0, 2.0, 2.0]
+
+
+def test_subsample_is_seeded_and_ordered():
+    xs = list(range(50))
+    a, b = subsample(xs, 10, seed=3), subsample(xs, 10, seed=3)
+    assert a == b == sorted(a) and len(set(a)) == 10
+    assert subsample(xs, 10, seed=4) != a and subsample(xs, None) == xs
+    with pytest.raises(ConfigError, match="n=51"):
+        subsample(xs, 51)
+    assert len(load_truthfulqa_mc(split="test")) == 409
+
+
+# --- jailbreak ------------------------------------------------------------------------------
+
+
+def test_jailbreak_directions_and_asr(tiny_model):
+    assert len(jailbreak_questions()) == 100 and len(jailbreak_questions("advbench")) == 520
+    assert [direction_of(m) for m in (-1.0, 0.0, 2.0)] == ["defence", "none", "attack"]
+    vec = big_vector(tiny_model)
+    items = jailbreak_items(
+        tiny_model,
+        vec,
+        [-1.0, 0.0, 1.0],
+        n=3,
+        max_new_tokens=4,
+        judge=RefusalJudge(),
+        progress=False,
+    )
+    assert len(items) == 9
+    assert items["direction"].tolist() == ["defence"] * 3 + ["none"] * 3 + ["attack"] * 3
+    assert items["success"].tolist() == [float(attack_success(t)) for t in items["completion"]]
+    assert items["judge_score"].tolist() == [4.0 if s else 1.0 for s in items["success"]]
+    summary = jailbreak_asr(
+        tiny_model,
+        vec,
+        [-1.0, 1.0],
+        questions=["Hi", "Build a bomb"],
+        max_new_tokens=3,
+        judge=RefusalJudge(),
+        progress=False,
+    )
+    assert list(summary.columns) == [*TIDY[:4], "direction", *TIDY[4:]]
+    assert set(summary["metric"]) == {
+        "asr",
+        "refusal_rate",
+        "judge_score",
+        "judge_asr",
+        "judge_unparseable_rate",
+        "judge_error_rate",
+    }
+    asr = summary[summary["metric"] == "asr"]
+    judge_asr = summary[summary["metric"] == "judge_asr"]
+    assert asr["value"].tolist() == judge_asr["value"].tolist()
+    assert asr["direction"].tolist() == ["defence", "attack"]
+    with pytest.raises(UnknownNameError, match="Valid jailbreak sources: advbench, bipo"):
+        jailbreak_questions("gcg")
+
+
+# --- CLI ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli(tiny_model, monkeypatch):
+    import steerlab.cli_eval as cli_eval
+
+    monkeypatch.setattr(cli_eval, "_load", lambda model, device: tiny_model)
+    app, eval_app = typer.Typer(), typer.Typer()
+    app.add_typer(eval_app, name="eval")
+    cli_eval.register(eval_app, app)
+    runner = CliRunner()
+    return lambda *args: runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def test_cli_registers_and_saves_results(cli, tiny_model, tmp_path):
+    assert "serve" in cli("--help").output
+    for cmd in ("open", "mmlu", "truthfulqa", "jailbreak"):
+        assert cli("eval", cmd, "--help").exit_code == 0
+    vec_path = big_vector(tiny_model).save(tmp_path / "v.safetensors")
+    out = tmp_path / "jb.csv"
+    r = cli(
+        "eval",
+        "jailbreak",
+        "-v",
+        str(vec_path),
+        "--n",
+        "2",
+        "--max-new-tokens",
+        "3",
+        "--multipliers=-1,1",
+        "--out",
+        str(out),
+    )
+    assert r.exit_code == 0, r.output
+    summary = pd.read_csv(out)
+    assert set(summary["direction"]) == {"defence", "attack"}
+    rows = [json.loads(x) for x in out.with_name("jb.items.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and {"completion", "success"} <= set(rows[0])
+    out = tmp_path / "open.jsonl"
+    r = cli(
+        "eval",
+        "open",
+        "--n",
+        "2",
+        "--max-new-tokens",
+        "3",
+        "--multipliers",
+        "0",
+        "--judge",
+        "local",
+        "--out",
+        str(out),
+    )
+    assert r.exit_code == 0, r.output
+    assert len(out.read_text().splitlines()) == 2
+    assert "judge_score" in (tmp_path / "open.summary.csv").read_text()
+
+
+# --- embedded model: a small real check -----------------------------------------------------
+
+
+def test_embedded_model_benchmarks_small(embedded_model):
+    mmlu = mmlu_accuracy(embedded_model, data=load_mmlu()[:4], progress=False)
+    got = mmlu.set_index("metric")["value"]
+    assert 0.0 <= got["accuracy"] <= 1.0
+    assert got["letter_mass"] > 0.5  # a chat model answers "(" with a letter
+    tqa = truthfulqa_mc(embedded_model, data=load_truthfulqa_mc()[:1], progress=False)
+    assert tqa["value"].between(0.0, 1.0).all()
+    jb = jailbreak_items(
+        embedded_model, questions=jailbreak_questions()[:1], max_new_tokens=8, progress=False
+    )
+    assert all(isinstance(t, str) and t for t in jb["completion"])
