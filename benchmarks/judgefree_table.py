@@ -1,32 +1,37 @@
 """Judge-free steering table: CAA, freeform and PCA on one behavior, A/B probability and
 likelihood margin across multipliers.
 
-    .venv/bin/python benchmarks/judgefree_table.py --n-train 200 --n-test 50 \
-        --layers 8,12,14,18 --multipliers=-2,-1,0,1,2 --out benchmarks/results
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/judgefree_table.py --n-train 200 \
+        --n-test 30 --layers 8,12,14,18 --multipliers=-2,-1,0,1,2 --out /tmp/jf
 
-Fits the three methods on the first ``--n-train`` pairs of the behavior's train split
-(CAA and PCA share one collection of A/B answer-letter activations, exactly what
-``fit_caa`` / ``fit_pca`` compute; freeform uses response-mean activations), evaluates
-the unsteered model once and every (method, layer) at every non-zero multiplier on the
-first ``--n-test`` test items (``test_ab``) / pairs (``test``), and prints JSON and a
-markdown table. Diagnostics per layer: the mean residual-stream norm at the answer
-letter and at response tokens, each vector's norm relative to it, and how much of the
-A/B pair differences is the A-vs-B letter identity.
+Fits the methods on the first ``--n-train`` pairs of the behavior's train split (CAA and
+PCA share one collection of A/B answer-letter activations: exactly what ``fit_caa`` /
+``fit_pca`` compute with seed 0; freeform uses response-mean activations), evaluates the
+unsteered model once and every (method, layer) at every non-zero multiplier with
+``ab_probability_items`` / ``likelihood_margin_items`` on the first ``--n-test`` test
+items (``test_ab``) and pairs (``test``), and prints JSON and a markdown table.
+
+Δ columns are paired (same items at the largest vs the smallest multiplier) with their
+standard error. Diagnostics per layer: mean residual norm at the answer letter and at
+response tokens, each vector's norm relative to it, and how much of the A/B pair
+differences is the A-vs-B letter identity (``ab_letter_axis_variance_share``).
 
 ``--rescale F`` rescales every vector to ``F`` x the mean residual norm at its layer
-before the sweep (multipliers then read as fractions of that), to separate "the
-direction does nothing" from "the raw vector is too short". Results are written after
-every vector (``--out``), so an interrupted run keeps what it finished.
+(multipliers then read as fractions of it) to separate "the direction does nothing" from
+"the raw vector is short". Fitted vectors are cached under ``--out`` and reused; results
+are rewritten after every vector, so an interrupted run keeps what it finished.
 """
 
 import argparse
 import json
+import math
 import os
 import platform
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -36,6 +41,8 @@ if "STEERLAB_DATA" not in os.environ:
     _shared = Path(__file__).resolve().parents[2] / "shared" / "data"
     if _shared.is_dir():
         os.environ["STEERLAB_DATA"] = str(_shared)
+
+LETTER_METHODS = ("caa", "pca")  # fitted at the answer letter; the others on responses
 
 
 def _floats(text: str) -> list[float]:
@@ -47,26 +54,29 @@ def _ints(text: str) -> list[int]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--behavior", default="power-seeking")
     p.add_argument("--model", default="embedded")
     p.add_argument("--device", default=None)
     p.add_argument("--n-train", type=int, default=200)
-    p.add_argument("--n-test", type=int, default=50)
-    p.add_argument("--layers", type=_ints, default=[8, 12, 14, 18])
-    p.add_argument("--methods", default="caa,freeform,pca")
+    p.add_argument("--n-test", type=int, default=30)
+    p.add_argument("--layers", type=_ints, default=[8, 12, 14, 18], help="layers fitted")
+    p.add_argument("--eval-layers", type=_ints, default=None, help="subset evaluated")
+    p.add_argument("--methods", default="caa,freeform,pca", help="also: pca_response")
     p.add_argument("--multipliers", type=_floats, default=[-2.0, -1.0, 0.0, 1.0, 2.0])
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument(
-        "--rescale",
-        type=float,
-        default=None,
-        help="rescale each vector to this fraction of the mean residual norm",
-    )
+    p.add_argument("--rescale", type=float, default=None, help="fraction of the residual norm")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     p.add_argument("--tag", default="", help="suffix of the output file names")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# --- fitting (cached) ---------------------------------------------------------------------
 
 
 def diagnostics(acts_ab, acts_ff, vectors, signs) -> list[dict]:  # type: ignore[no-untyped-def]
@@ -74,88 +84,175 @@ def diagnostics(acts_ab, acts_ff, vectors, signs) -> list[dict]:  # type: ignore
 
     ``signs[i]`` is +1 where item i's matching letter is A: the letter part of its
     difference act(matching) - act(other) is then +(A - B), else -(A - B)."""
+    cos = torch.nn.functional.cosine_similarity
+    sign = torch.tensor(signs, dtype=torch.float64)[:, None]
     rows = []
     for site in acts_ab.sites:
-        resid_letter = float(acts_ab.matching[site].norm(dim=-1).mean())
-        resid_resp = float(acts_ff.matching[site].norm(dim=-1).mean())
+        resid = {
+            "letter": float(acts_ab.matching[site].norm(dim=-1).mean()),
+            "response": float(acts_ff.matching[site].norm(dim=-1).mean()),
+        }
         diffs = acts_ab.differences(site).double()
-        # sign +1 where the matching letter is A: the letter axis flips with it
-        sign = torch.tensor(signs, dtype=torch.float64)[:, None]
         letter_axis = (diffs * sign).mean(0)
-        letter_share = float(
-            ((diffs @ (letter_axis / letter_axis.norm())) ** 2).sum() / (diffs**2).sum()
-        )
+        share = float(((diffs @ (letter_axis / letter_axis.norm())) ** 2).sum() / (diffs**2).sum())
         row = {
             "layer": site.layer,
-            "resid_norm_letter": resid_letter,
-            "resid_norm_response": resid_resp,
+            "resid_norm_letter": resid["letter"],
+            "resid_norm_response": resid["response"],
             "ab_pair_diff_norm": float(diffs.norm(dim=-1).mean()),
             "ab_letter_axis_norm": float(letter_axis.norm()),
-            "ab_letter_axis_variance_share": letter_share,
+            "ab_letter_axis_variance_share": share,
         }
         for method, vec in vectors.items():
             d = vec.direction(site).double()
+            ref = resid["letter" if method in LETTER_METHODS else "response"]
             row[f"{method}_norm"] = float(d.norm())
-            ref = resid_resp if method == "freeform" else resid_letter
             row[f"{method}_norm_over_resid"] = float(d.norm()) / ref
-            row[f"{method}_cos_letter_axis"] = float(
-                torch.nn.functional.cosine_similarity(d, letter_axis, dim=0)
-            )
+            row[f"{method}_cos_letter_axis"] = float(cos(d, letter_axis, dim=0))
         if "caa" in vectors and "pca" in vectors:
-            row["cos_caa_pca"] = float(
-                torch.nn.functional.cosine_similarity(
+            pca = vectors["pca"].direction(site).double()
+            row["cos_caa_pca"] = float(cos(vectors["caa"].direction(site).double(), pca, dim=0))
+            row["pca_share_of_diffs_projecting_positive"] = float(
+                ((diffs @ pca) > 0).double().mean()
+            )
+        if "caa" in vectors and "freeform" in vectors:
+            row["cos_caa_freeform"] = float(
+                cos(
                     vectors["caa"].direction(site).double(),
-                    vectors["pca"].direction(site).double(),
+                    vectors["freeform"].direction(site).double(),
                     dim=0,
                 )
             )
-            proj = acts_ab.differences(site).double() @ vectors["pca"].direction(site).double()
-            row["pca_share_of_diffs_projecting_positive"] = float((proj > 0).double().mean())
         rows.append(row)
     return rows
 
 
-def markdown_table(summary: pd.DataFrame, mults: list[float]) -> str:
-    def cell(sub: pd.DataFrame, metric: str, m: float) -> str:
-        r = sub[(sub["metric"] == metric) & (sub["multiplier"] == m)]
-        if r.empty:
-            return ""
-        v, s = float(r["value"].iloc[0]), float(r["sem"].iloc[0])
-        return f"{v:.3f}" if metric == "p_matching" else f"{v:.2f} ± {s:.2f}"
+def fit_all(model, train, args, methods, cache: Path):  # type: ignore[no-untyped-def]
+    """Fitted multi-layer vectors per method and the diagnostics, cached under ``cache``."""
+    import steerlab as sl
+    from steerlab.activations import collect
+    from steerlab.data import pairs_to_ab
+    from steerlab.vectors.fitting import mean_difference, pca_direction, vector_from_acts
+    from steerlab.vectors.freeform import as_pairs
 
-    head = (
-        "| method | layer | "
-        + " | ".join(f"P(match) x{m:g}" for m in mults)
-        + " | ΔP (max−min mult) | "
-        + " | ".join(f"margin x{m:g}" for m in mults)
-        + " | Δmargin |"
-    )
-    lines = [head, "|" + "---|" * (2 + 2 * len(mults) + 2)]
+    files = {m: cache / f"{m}.safetensors" for m in methods}
+    diag_file = cache / "diagnostics.json"
+    if diag_file.is_file() and all(f.is_file() for f in files.values()):
+        _log(f"[fit] reusing {cache}")
+        meta = json.loads(diag_file.read_text())
+        return (
+            {m: sl.load_vector(f) for m, f in files.items()},
+            meta["diagnostics"],
+            meta["fit_seconds"],
+        )
+    t0 = time.perf_counter()
+    progress = not args.no_progress
+    train_ab = list(pairs_to_ab(train, seed=0))  # what fit_caa / fit_pca build (seed 0)
+    acts_ab = collect(model, train_ab, args.layers, "answer_letter", batch_size=args.batch_size,
+                      progress=progress)  # fmt: skip
+    acts_ff = collect(model, as_pairs(train), args.layers, "response_mean",
+                      batch_size=args.batch_size, progress=progress)  # fmt: skip
+
+    def meandiff(a, s):  # type: ignore[no-untyped-def]
+        return mean_difference(a.matching[s], a.not_matching[s])
+
+    def pca(a, s):  # type: ignore[no-untyped-def]
+        return pca_direction(a.differences(s))
+
+    recipes = {
+        "caa": (acts_ab, meandiff, {"seed": 0}),
+        "pca": (acts_ab, pca, {"seed": 0}),
+        "freeform": (acts_ff, meandiff, {}),
+        "pca_response": (acts_ff, pca, {}),
+    }
+    unknown = sorted(set(methods) - set(recipes))
+    if unknown:
+        raise SystemExit(f"unknown methods {unknown}; valid: {', '.join(recipes)}")
+    fitted = {
+        m: vector_from_acts(recipes[m][0], m, recipes[m][1], args.behavior, recipes[m][2])
+        for m in methods
+    }
+    fit_seconds = time.perf_counter() - t0
+    signs = [1.0 if it.matching == "A" else -1.0 for it in train_ab]
+    diag = diagnostics(acts_ab, acts_ff, fitted, signs)
+    cache.mkdir(parents=True, exist_ok=True)
+    for m, vec in fitted.items():
+        vec.save(files[m])
+    diag_file.write_text(json.dumps({"diagnostics": diag, "fit_seconds": fit_seconds}, indent=1))
+    return fitted, diag, fit_seconds
+
+
+# --- tables -------------------------------------------------------------------------------
+
+
+def paired_delta(items: pd.DataFrame, vector: str, col: str, lo: float, hi: float) -> tuple:
+    """Mean and standard error over items of value(hi) - value(lo) for one vector."""
+    sub = items[items["vector"] == vector]
+    a = sub[sub["multiplier"] == hi].sort_values("item")[col].to_numpy(dtype=float)
+    b = sub[sub["multiplier"] == lo].sort_values("item")[col].to_numpy(dtype=float)
+    if len(a) == 0 or len(a) != len(b):
+        return float("nan"), float("nan")
+    d = a - b
+    sem = float(np.std(d, ddof=1) / math.sqrt(len(d))) if len(d) > 1 else float("nan")
+    return float(d.mean()), sem
+
+
+def markdown_table(rows: list[dict], mults: list[float]) -> str:
     lo, hi = min(mults), max(mults)
-    for (method, layer), sub in summary.groupby(["method", "layer"], sort=False):
-        ps = [cell(sub, "p_matching", m) for m in mults]
-        ms = [cell(sub, "margin", m) for m in mults]
-
-        def val(metric: str, m: float, sub: pd.DataFrame = sub) -> float:
-            r = sub[(sub["metric"] == metric) & (sub["multiplier"] == m)]
-            return float(r["value"].iloc[0]) if not r.empty else float("nan")
-
-        dp = val("p_matching", hi) - val("p_matching", lo)
-        dm = val("margin", hi) - val("margin", lo)
+    head = (
+        "| method | layer | |v|/|h| | "
+        + " | ".join(f"P(match) ×{m:g}" for m in mults)
+        + f" | ΔP (×{hi:g} − ×{lo:g}) | "
+        + " | ".join(f"margin ×{m:g}" for m in mults)
+        + f" | Δmargin (×{hi:g} − ×{lo:g}) |"
+    )
+    lines = [head, "|" + "---|" * (3 + 2 * len(mults) + 2)]
+    for r in rows:
+        ps = [f"{r['p_matching'][str(m)]:.3f}" for m in mults]
+        ms = [f"{r['margin'][str(m)]:.2f}" for m in mults]
         lines.append(
-            f"| {method} | {layer} | "
+            f"| {r['method']} | {r['layer']} | {r['norm_over_resid']:.3f} | "
             + " | ".join(ps)
-            + f" | {dp:+.3f} | "
+            + f" | {r['delta_p'][0]:+.3f} ± {r['delta_p'][1]:.3f} | "
             + " | ".join(ms)
-            + f" | {dm:+.2f} |"
+            + f" | {r['delta_margin'][0]:+.2f} ± {r['delta_margin'][1]:.2f} |"
         )
     return "\n".join(lines)
+
+
+def table_rows(summary, ab_items, lk_items, vectors, ratios, mults) -> list[dict]:  # type: ignore[no-untyped-def]
+    lo, hi = min(mults), max(mults)
+    rows = []
+    for label, method, layer in vectors:
+        sub = summary[summary["vector"] == label]
+        if sub.empty:
+            continue
+
+        def values(metric: str, sub: pd.DataFrame = sub) -> dict[str, float]:
+            s = sub[sub["metric"] == metric]
+            return {str(m): float(v) for m, v in zip(s["multiplier"], s["value"])}
+
+        rows.append({
+            "vector": label, "method": method, "layer": layer,
+            "norm_over_resid": ratios[(method, layer)],
+            "p_matching": values("p_matching"), "letter_mass": values("letter_mass"),
+            "margin": values("margin"),
+            "p_a_share": {
+                str(m): float(g["p_a"].div(g["p_a"] + g["p_b"]).mean())
+                for m, g in ab_items[ab_items["vector"] == label].groupby("multiplier")
+            },
+            "delta_p": paired_delta(ab_items, label, "p_matching", lo, hi),
+            "delta_margin": paired_delta(lk_items, label, "margin", lo, hi),
+        })  # fmt: skip
+    return rows
+
+
+# --- main ---------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     import steerlab as sl
-    from steerlab.activations import collect
     from steerlab.data import load_pairs, pairs_to_ab
     from steerlab.evaluation import (
         AB_METRICS,
@@ -164,16 +261,16 @@ def main(argv: list[str] | None = None) -> dict:
         likelihood_margin_items,
         summarize,
     )
-    from steerlab.vectors.fitting import mean_difference, pca_direction, vector_from_acts
-    from steerlab.vectors.freeform import as_pairs
 
     t_start = time.perf_counter()
-    progress = not args.no_progress
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    nonzero = [m for m in args.multipliers if m != 0.0]
+    mults = sorted(set(args.multipliers) | {0.0})
+    nonzero = [m for m in mults if m != 0.0]
     tag = args.tag or (f"rescale{args.rescale:g}" if args.rescale else "raw")
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"judgefree_{args.behavior}_{tag}"
+    layers_key = "-".join(str(x) for x in args.layers)
+    cache = args.out / f"fitted_{args.behavior}_n{args.n_train}_L{layers_key}"
 
     model = sl.load_model(args.model, device=args.device)
     data = load_pairs(args.behavior)
@@ -181,99 +278,56 @@ def main(argv: list[str] | None = None) -> dict:
     test_pairs = data.test.head(args.n_test)
     test_ab = (data.test_ab or pairs_to_ab(data.test)).head(args.n_test)
 
-    # --- fit ----------------------------------------------------------------------------
-    t0 = time.perf_counter()
-    train_ab = list(pairs_to_ab(train, seed=0))  # what fit_caa / fit_pca build (seed 0)
-    acts_ab = collect(
-        model, train_ab, args.layers, "answer_letter", batch_size=args.batch_size, progress=progress
-    )
-    acts_ff = collect(
-        model,
-        as_pairs(train),
-        args.layers,
-        "response_mean",
-        batch_size=args.batch_size,
-        progress=progress,
-    )
-    signs = [1.0 if it.matching == "A" else -1.0 for it in train_ab]
-    fitted = {
-        "caa": vector_from_acts(
-            acts_ab,
-            "caa",
-            lambda a, s: mean_difference(a.matching[s], a.not_matching[s]),
-            args.behavior,
-            {"seed": 0},
-        ),
-        "pca": vector_from_acts(
-            acts_ab, "pca", lambda a, s: pca_direction(a.differences(s)), args.behavior, {"seed": 0}
-        ),
-        "freeform": vector_from_acts(
-            acts_ff,
-            "freeform",
-            lambda a, s: mean_difference(a.matching[s], a.not_matching[s]),
-            args.behavior,
-        ),
-    }
-    fitted = {k: v for k, v in fitted.items() if k in methods}
-    fit_seconds = time.perf_counter() - t0
-    diag = diagnostics(acts_ab, acts_ff, fitted, signs)
+    fitted, diag, fit_seconds = fit_all(model, train, args, methods, cache)
+    _log(f"[fit] {fit_seconds:.0f}s")
     resid = {d["layer"]: d for d in diag}
-
-    vectors = []
-    for layer in args.layers:
+    vectors, ratios = [], {}
+    for layer in args.eval_layers or args.layers:  # layer-major: finished layers are complete
         for method in methods:
             vec = fitted[method].at_site(layer)
+            ref = resid[layer]["resid_norm_letter" if method in LETTER_METHODS
+                               else "resid_norm_response"]  # fmt: skip
             if args.rescale:
-                ref = resid[layer][
-                    "resid_norm_response" if method == "freeform" else "resid_norm_letter"
-                ]
                 vec = vec.normalized() * (args.rescale * ref)
+            ratios[(method, layer)] = float(vec.direction().norm()) / ref
             vectors.append(vec)
 
-    # --- evaluate -----------------------------------------------------------------------
+    # the unsteered model once; every vector's multiplier-0 rows reuse it
     t1 = time.perf_counter()
-    ab_frames = [
-        ab_probability_items(
-            model, test_ab, None, [0.0], batch_size=args.batch_size, progress=False
-        )
-    ]
-    lk_frames = [
-        likelihood_margin_items(
-            model, test_pairs, None, [0.0], batch_size=args.batch_size, progress=False
-        )
-    ]
+    kw = {"batch_size": args.batch_size, "progress": False}
+    base_ab = ab_probability_items(model, test_ab, None, [0.0], **kw)
+    base_lk = likelihood_margin_items(model, test_pairs, None, [0.0], **kw)
     base_seconds = time.perf_counter() - t1
-    print(f"[baseline] {base_seconds:.0f}s", file=sys.stderr, flush=True)
+    _log(f"[baseline] {base_seconds:.0f}s")
 
-    def relabel(frame: pd.DataFrame, like: pd.DataFrame) -> pd.DataFrame:
-        out = frame.copy()
+    def with_base(base: pd.DataFrame, frame: pd.DataFrame) -> list[pd.DataFrame]:
+        b = base.copy()
         for col in ("vector", "method"):
-            out[col] = like[col].iloc[0]
-        out["layer"] = pd.Series([like["layer"].iloc[0]] * len(out), dtype=object)
-        return out
+            b[col] = frame[col].iloc[0]
+        b["layer"] = pd.Series([frame["layer"].iloc[0]] * len(b), dtype=object)
+        return [b, frame]
 
+    ab_frames: list[pd.DataFrame] = []
+    lk_frames: list[pd.DataFrame] = []
+    done: list[tuple[str, str, int]] = []
     result: dict = {}
     for i, vec in enumerate(vectors):
         tv = time.perf_counter()
-        ab = ab_probability_items(
-            model, test_ab, vec, nonzero, batch_size=args.batch_size, progress=False
+        ab = ab_probability_items(model, test_ab, vec, nonzero, **kw)
+        lk = likelihood_margin_items(model, test_pairs, vec, nonzero, **kw)
+        ab_frames += with_base(base_ab, ab)
+        lk_frames += with_base(base_lk, lk)
+        done.append((ab["vector"].iloc[0], vec.method, vec.layers[0]))
+        _log(f"[{i + 1}/{len(vectors)}] {vec.method} L{vec.layers[0]} "
+             f"{time.perf_counter() - tv:.0f}s")  # fmt: skip
+
+        ab_items = pd.concat(ab_frames, ignore_index=True)
+        lk_items = pd.concat(lk_frames, ignore_index=True)
+        summary = pd.concat(
+            [summarize(ab_items, AB_METRICS), summarize(lk_items, LIKELIHOOD_METRICS)],
+            ignore_index=True,
         )
-        lk = likelihood_margin_items(
-            model, test_pairs, vec, nonzero, batch_size=args.batch_size, progress=False
-        )
-        ab_frames += [relabel(ab_frames[0][ab_frames[0]["vector"] == "unsteered"], ab), ab]
-        lk_frames += [relabel(lk_frames[0][lk_frames[0]["vector"] == "unsteered"], lk), lk]
-        print(
-            f"[{i + 1}/{len(vectors)}] {vec.method} L{vec.layers[0]} "
-            f"{time.perf_counter() - tv:.0f}s",
-            file=sys.stderr,
-            flush=True,
-        )
-        ab_sum = summarize(pd.concat(ab_frames, ignore_index=True), AB_METRICS)
-        lk_sum = summarize(pd.concat(lk_frames, ignore_index=True), LIKELIHOOD_METRICS)
-        summary = pd.concat([ab_sum, lk_sum], ignore_index=True)
-        summary = summary[summary["vector"] != "unsteered"].copy()
-        summary = summary.sort_values(["layer", "method", "metric", "multiplier"])
+        rows = table_rows(summary, ab_items, lk_items, done, ratios, mults)
         result = {
             "behavior": args.behavior,
             "model_id": model.model_id,
@@ -282,7 +336,7 @@ def main(argv: list[str] | None = None) -> dict:
             "n_test_pairs": len(test_pairs),
             "layers": args.layers,
             "methods": methods,
-            "multipliers": args.multipliers,
+            "multipliers": mults,
             "rescale": args.rescale,
             "vectors_done": i + 1,
             "vectors_total": len(vectors),
@@ -293,17 +347,16 @@ def main(argv: list[str] | None = None) -> dict:
             "torch_threads": torch.get_num_threads(),
             "platform": platform.platform(),
             "diagnostics": diag,
+            "table": rows,
             "summary": json.loads(summary.to_json(orient="records")),
         }
-        stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
-        stem.with_suffix(".md").write_text(markdown_table(summary, args.multipliers) + "\n")
-        pd.concat(ab_frames + lk_frames, ignore_index=True).to_csv(f"{stem}_items.csv", index=False)
+        Path(f"{stem}.json").write_text(json.dumps(result, indent=1))  # tags may hold dots
+        Path(f"{stem}.md").write_text(markdown_table(rows, mults) + "\n")
+        pd.concat([ab_items, lk_items], ignore_index=True).to_csv(f"{stem}_items.csv", index=False)
 
-    table = markdown_table(pd.DataFrame(result["summary"]), args.multipliers)
     print(json.dumps({k: v for k, v in result.items() if k != "summary"}, indent=1))
-    print(json.dumps(result["summary"]))
     print()
-    print(table)
+    print(markdown_table(result["table"], mults))
     return result
 
 

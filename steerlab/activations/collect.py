@@ -2,7 +2,7 @@
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 import torch
@@ -77,7 +77,7 @@ def _is_ab(item: Any) -> bool:
 
 def collect(
     model: SteerlabModel,
-    data: Sequence[Any],
+    data: Iterable[Any],
     sites: "Sequence[HookSite | int] | HookSite | int",
     positions: str | None = None,
     *,

@@ -6,7 +6,7 @@ logits of the ``A`` and ``B`` tokens at that position, read for the matching let
 behavioral probability). Steering towards the behavior should raise it.
 """
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import pandas as pd
@@ -20,6 +20,7 @@ from steerlab.errors import EmptyInputError
 from steerlab.evaluation.likelihood import logits_at
 from steerlab.evaluation.multipliers import (
     DEFAULT_MULTIPLIERS,
+    MultipliersArg,
     VectorsArg,
     summarize,
     sweep_multipliers,
@@ -37,7 +38,7 @@ AB_METRICS = {
 
 
 def answer_logits(
-    model: SteerlabModel, items: Sequence[Any], batch_size: int = 16, *, progress: bool = False
+    model: SteerlabModel, items: Iterable[Any], batch_size: int = 16, *, progress: bool = False
 ) -> Float[Tensor, "n vocab"]:
     """Next-token logits at the answer-letter position (after ``"("``) of each A/B item.
 
@@ -60,7 +61,7 @@ def answer_logits(
 
 
 def ab_scores(
-    model: SteerlabModel, items: Sequence[Any], batch_size: int = 16, *, progress: bool = False
+    model: SteerlabModel, items: Iterable[Any], batch_size: int = 16, *, progress: bool = False
 ) -> dict[str, Any]:
     """Per-item A/B scores of the current (possibly steered) model.
 
@@ -91,9 +92,9 @@ def ab_scores(
 
 def ab_probability_items(
     model: SteerlabModel,
-    items: Sequence[Any],
+    items: Iterable[Any],
     vectors: VectorsArg = None,
-    multipliers: "float | Sequence[float]" = DEFAULT_MULTIPLIERS,
+    multipliers: MultipliersArg = DEFAULT_MULTIPLIERS,
     *,
     batch_size: int = 16,
     progress: bool = True,
@@ -122,9 +123,9 @@ def ab_probability_items(
 
 def ab_probability(
     model: SteerlabModel,
-    items: Sequence[Any],
+    items: Iterable[Any],
     vectors: VectorsArg = None,
-    multipliers: "float | Sequence[float]" = DEFAULT_MULTIPLIERS,
+    multipliers: MultipliersArg = DEFAULT_MULTIPLIERS,
     *,
     batch_size: int = 16,
     progress: bool = True,

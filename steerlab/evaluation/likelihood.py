@@ -11,7 +11,7 @@ model supports it) and ``log_softmax`` runs only at response positions.
 
 import functools
 import inspect
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pandas as pd
@@ -24,6 +24,7 @@ from steerlab.activations.prompts import encode_pair
 from steerlab.errors import EmptyInputError
 from steerlab.evaluation.multipliers import (
     DEFAULT_MULTIPLIERS,
+    MultipliersArg,
     VectorsArg,
     summarize,
     sweep_multipliers,
@@ -115,7 +116,7 @@ def response_logprobs(
 
 
 def pair_logprobs(
-    model: SteerlabModel, pairs: Sequence[Any], batch_size: int = 16, *, progress: bool = False
+    model: SteerlabModel, pairs: Iterable[Any], batch_size: int = 16, *, progress: bool = False
 ) -> tuple[Float[Tensor, " n"], Float[Tensor, " n"]]:
     """``(log p(matching), log p(not_matching))`` of each preference pair."""
     pair_list = as_pairs(pairs)
@@ -131,9 +132,9 @@ def pair_logprobs(
 
 def likelihood_margin_items(
     model: SteerlabModel,
-    pairs: Sequence[Any],
+    pairs: Iterable[Any],
     vectors: VectorsArg = None,
-    multipliers: "float | Sequence[float]" = DEFAULT_MULTIPLIERS,
+    multipliers: MultipliersArg = DEFAULT_MULTIPLIERS,
     *,
     batch_size: int = 16,
     progress: bool = True,
@@ -181,9 +182,9 @@ def likelihood_margin_items(
 
 def likelihood_margin(
     model: SteerlabModel,
-    pairs: Sequence[Any],
+    pairs: Iterable[Any],
     vectors: VectorsArg = None,
-    multipliers: "float | Sequence[float]" = DEFAULT_MULTIPLIERS,
+    multipliers: MultipliersArg = DEFAULT_MULTIPLIERS,
     *,
     batch_size: int = 16,
     progress: bool = True,

@@ -28,6 +28,8 @@ from steerlab.vectors.vector import SteeringVector
 DEFAULT_MULTIPLIERS: tuple[float, ...] = (-2.0, -1.0, 0.0, 1.0, 2.0)
 
 VectorsArg = SteeringVector | Sequence[SteeringVector] | None
+#: One multiplier or several (ints are fine: the runtime type checker is strict about float).
+MultipliersArg = int | float | Sequence[int | float]
 #: ``score() -> {column: per-item values}``; every column has one value per item.
 ItemScorer = Callable[[], Mapping[str, Any]]
 
@@ -54,7 +56,7 @@ class Condition:
         return self.vector is not None and self.multiplier != 0.0
 
 
-def check_multipliers(multipliers: "float | Sequence[float]") -> tuple[float, ...]:
+def check_multipliers(multipliers: MultipliersArg) -> tuple[float, ...]:
     """Finite multipliers as floats, duplicates dropped (first occurrence kept)."""
     if isinstance(multipliers, (int, float)) and not isinstance(multipliers, bool):
         multipliers = [multipliers]
@@ -102,7 +104,7 @@ def vector_label(vec: SteeringVector) -> str:
 
 def conditions(
     vectors: VectorsArg,
-    multipliers: "float | Sequence[float]" = DEFAULT_MULTIPLIERS,
+    multipliers: MultipliersArg = DEFAULT_MULTIPLIERS,
     *,
     method: str | None = None,
     layer: int | str | None = None,
@@ -133,7 +135,7 @@ def conditions(
 def sweep_multipliers(
     model: SteerlabModel,
     vectors: VectorsArg,
-    multipliers: "float | Sequence[float]",
+    multipliers: MultipliersArg,
     score: ItemScorer,
     *,
     method: str | None = None,
@@ -197,8 +199,8 @@ def summarize(items: pd.DataFrame, metrics: Mapping[str, str]) -> pd.DataFrame:
         )
     rows: list[dict[str, Any]] = []
     keys = list(CONDITION_COLUMNS)
-    for key, group in items.groupby(keys, sort=False, dropna=False):
-        cond = dict(zip(keys, key))
+    for _, group in items.groupby(keys, sort=False, dropna=False):
+        cond = {k: group[k].iloc[0] for k in keys}  # the group's own values (None stays None)
         for metric, col in metrics.items():
             vals = group[col].to_numpy(dtype=float)
             n = int(np.isfinite(vals).sum())
@@ -206,7 +208,7 @@ def summarize(items: pd.DataFrame, metrics: Mapping[str, str]) -> pd.DataFrame:
             sem = float(np.nanstd(vals, ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
             rows.append({**cond, "metric": metric, "value": mean, "sem": sem, "n": n})
     out = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
-    out["layer"] = out["layer"].astype(object)
+    out["layer"] = pd.Series([r["layer"] for r in rows], dtype=object)  # ints stay ints
     return out
 
 

@@ -1,6 +1,6 @@
 """CAA (Rimsky et al.): mean difference at the answer-letter token of A/B prompts."""
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from steerlab.activations.collect import collect
@@ -8,7 +8,7 @@ from steerlab.vectors.fitting import METHODS, mean_difference, vector_from_acts
 from steerlab.vectors.vector import SteeringVector
 
 
-def as_ab_items(data: Sequence[Any], seed: int = 0) -> list[Any]:
+def as_ab_items(data: Iterable[Any], seed: int = 0) -> list[Any]:
     """A/B items as they are, or free-form pairs turned into A/B items (seeded order)."""
     items = list(data)
     if items and hasattr(items[0], "choices"):
@@ -21,7 +21,7 @@ def as_ab_items(data: Sequence[Any], seed: int = 0) -> list[Any]:
 
 def fit_caa(
     model: Any,
-    data: Sequence[Any],
+    data: Iterable[Any],
     layers: Sequence[int],
     *,
     behavior: str = "unknown",

@@ -1,6 +1,6 @@
 """Pure fitting math on contrastive activations, and the registry of vector methods."""
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import torch
@@ -69,7 +69,7 @@ class Fitter(Protocol):
     """A method that turns a model and data into a :class:`SteeringVector`."""
 
     def __call__(
-        self, model: Any, data: Sequence[Any], layers: Sequence[int], **kwargs: Any
+        self, model: Any, data: Iterable[Any], layers: Sequence[int], **kwargs: Any
     ) -> SteeringVector: ...
 
 
@@ -77,7 +77,7 @@ METHODS: Registry[Fitter] = Registry("vector method")
 
 
 def fit(
-    method: str, model: Any, data: Sequence[Any], layers: Sequence[int], **kwargs: Any
+    method: str, model: Any, data: Iterable[Any], layers: Sequence[int], **kwargs: Any
 ) -> SteeringVector:
     """Fit a vector with a registered method (``caa``, ``freeform``, ``pca``, ``bipo``)."""
     return METHODS.get(method)(model, data, layers, **kwargs)

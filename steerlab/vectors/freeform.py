@@ -1,6 +1,6 @@
 """Freeform: mean difference of response-token activations, matching vs not matching."""
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from steerlab.activations.collect import collect
@@ -8,7 +8,7 @@ from steerlab.vectors.fitting import METHODS, mean_difference, vector_from_acts
 from steerlab.vectors.vector import SteeringVector
 
 
-def as_pairs(data: Sequence[Any]) -> list[Any]:
+def as_pairs(data: Iterable[Any]) -> list[Any]:
     """Preference pairs as they are; tuples and A/B items converted."""
     out = []
     for p in data:
@@ -25,7 +25,7 @@ def as_pairs(data: Sequence[Any]) -> list[Any]:
 
 def fit_freeform(
     model: Any,
-    data: Sequence[Any],
+    data: Iterable[Any],
     layers: Sequence[int],
     *,
     behavior: str = "unknown",

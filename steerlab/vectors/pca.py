@@ -1,6 +1,6 @@
 """PCA: first principal component of pair differences, sign fixed to favour matching."""
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from steerlab.activations.collect import collect
@@ -12,7 +12,7 @@ from steerlab.vectors.vector import SteeringVector
 
 def fit_pca(
     model: Any,
-    data: Sequence[Any],
+    data: Iterable[Any],
     layers: Sequence[int],
     *,
     behavior: str = "unknown",

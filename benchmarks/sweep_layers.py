@@ -1,0 +1,38 @@
+"""Layer sweep of the embedded model: ``steerlab sweep`` as a script (until the CLI wires it).
+
+    .venv/bin/python benchmarks/sweep_layers.py --behavior power-seeking \
+        --layers 4,8,12,14,18,22,26 --methods caa,freeform,pca,bipo \
+        --n-train 48 --n-test 16 --bipo-epochs 2 --out runs/sweep-power-seeking
+
+Writes OUT/report.html, results.csv, effects.csv, sweep.json and one folder per
+(method, layer) cell; rerunning with the same settings resumes where it stopped.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if "STEERLAB_DATA" not in os.environ:
+    _shared = Path(__file__).resolve().parents[2] / "shared" / "data"
+    if _shared.is_dir():
+        os.environ["STEERLAB_DATA"] = str(_shared)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from steerlab.cli_run import register  # noqa: E402
+
+app = typer.Typer(add_completion=False)
+
+
+@app.callback()
+def main() -> None:
+    """steerlab sweep / run."""
+
+
+register(app)
+
+if __name__ == "__main__":
+    app(["sweep", *sys.argv[1:]] if sys.argv[1:2] != ["run"] else sys.argv[1:])

@@ -1,0 +1,385 @@
+"""The main job: fit CAA / freeform / PCA / BiPO at one layer, evaluate, write a report.
+
+``run_pipeline(RunConfig(...))`` loads the model and the behavior's data, fits the
+vectors, evaluates them across the multipliers with the judge-free metrics (likelihood
+margin, A/B probability) and with the offline classifier judge on open-ended answers,
+and writes the report directory::
+
+    report.html       self-contained report (figures, tables, configuration, provenance)
+    results.csv/json  tidy results (evaluation, vector, method, layer, multiplier, metric...)
+    effects.csv       steering effect (slope, delta) per method and metric
+    generations.csv   open-ended answers with their judge scores
+    vectors/*.safetensors, bipo/train_log.jsonl, judge.json
+    config.json       configuration, provenance (model, data hashes, seeds, versions) and timings
+    logs/run.log
+"""
+
+import datetime as _dt
+import json
+import logging
+import platform
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from steerlab.analysis.projections import Projection, pca_projection
+from steerlab.analysis.similarity import SimilarityResult, cosine_matrix
+from steerlab.analysis.sweeps import effect_sizes, fit_vectors, versions
+from steerlab.models.model import SteerlabModel
+from steerlab.run.config import RunConfig
+from steerlab.vectors.vector import SteeringVector
+
+log = logging.getLogger("steerlab.run")
+
+
+@dataclass(frozen=True, eq=False)
+class RunResult:
+    """Everything ``steerlab run`` produced (also written to ``out_dir``).
+
+    Attributes:
+        results: tidy: ``evaluation ('margin' / 'ab' / 'judge'), vector, method, layer,
+            multiplier, metric, value, sem, n``.
+        vectors: ``{method: vector}``.
+        training: BiPO steps (``step, loss, reward_margin, vector_norm, lr``) and
+            ``training_epochs`` (per-epoch loss and validation margins).
+        generations: one row per open-ended answer (with its judge score).
+        judge: the classifier judge's held-out accuracy and sizes.
+        similarity: cosines between the methods' vectors.
+        timings: seconds per stage; provenance: model, data hashes, seeds, versions.
+    """
+
+    config: RunConfig
+    out_dir: Path
+    results: pd.DataFrame
+    vectors: dict[str, SteeringVector]
+    training: pd.DataFrame
+    training_epochs: pd.DataFrame
+    generations: pd.DataFrame
+    judge: dict[str, Any]
+    similarity: SimilarityResult | None
+    timings: dict[str, float]
+    provenance: dict[str, Any] = field(default_factory=dict)
+    projection: Projection | None = None
+
+    def effects(self, evaluation: str | None = None) -> pd.DataFrame:
+        """Effect sizes (slope, delta...) of the primary metric of each evaluation."""
+        primary = {"margin": "margin", "ab": "p_matching", "judge": "judge_score"}
+        frames = []
+        for ev, metric in primary.items():
+            if evaluation not in (None, ev):
+                continue
+            sub = self.results[
+                (self.results["evaluation"] == ev) & (self.results["metric"] == metric)
+            ]
+            if not sub.empty:
+                frames.append(effect_sizes(sub).assign(evaluation=ev))
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def to_report(self, title: str | None = None) -> Any:
+        """The run's :class:`~steerlab.reports.Report` (``report(result)`` calls this)."""
+        return build_report(self, title)
+
+
+class _Stages:
+    """Times named stages, logs them and shows them with rich (when a console is given)."""
+
+    def __init__(self, console: Any) -> None:
+        self.console = console
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        log.info("start: %s", name)
+        t0 = time.perf_counter()
+        if self.console is not None:
+            with self.console.status(f"[bold]{name}[/]..."):
+                yield
+        else:
+            yield
+        dt = time.perf_counter() - t0
+        self.timings[name] = dt
+        log.info("done: %s (%.1f s)", name, dt)
+        if self.console is not None:
+            self.console.print(f"[green]✓[/] {name} [dim]({dt:.1f} s)[/]")
+
+
+def _log_to(path: Path) -> logging.Handler:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    return handler
+
+
+def _write(path: Path, text: str) -> None:
+    from steerlab.vectors.io import atomic_write_bytes
+
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def run_pipeline(
+    config: RunConfig,
+    *,
+    model: SteerlabModel | None = None,
+    console: Any = None,
+    on_stage: Callable[[str, float], None] | None = None,
+) -> RunResult:
+    """Run the main job with ``config``; pass ``model`` to reuse a loaded model and a rich
+    ``console`` for progress output. Returns the :class:`RunResult` (also on disk)."""
+    import torch
+
+    from steerlab.data import load_pairs
+    from steerlab.data.pairs import pairs_to_ab
+    from steerlab.evaluation.ab import ab_probability
+    from steerlab.evaluation.likelihood import likelihood_margin
+
+    cfg = config
+    out = cfg.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    handler = _log_to(out / "logs" / "run.log")
+    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    stage = _Stages(console)
+    t_all = time.perf_counter()
+    try:
+        log.info("config: %s", json.dumps(cfg.to_dict()))
+        with stage("load model"):
+            if model is None:
+                import steerlab as sl
+
+                model = sl.load_model(cfg.model, device=cfg.device)
+        layer = model.site(cfg.layer).layer
+        with stage("load data"):
+            data = load_pairs(cfg.behavior, seed=cfg.seed)
+            train = data.train.head(cfg.n_train)
+            test = data.test.head(cfg.n_test)
+            ab = (
+                data.test_ab.head(cfg.n_test)
+                if data.test_ab is not None
+                else pairs_to_ab(test, cfg.seed)
+            )
+            val = data.train[cfg.n_train : cfg.n_train + min(8, cfg.n_test)]
+            questions = list(data.open_ended[: cfg.open_ended])
+        vectors: dict[str, SteeringVector] = {}
+        simple = [m for m in cfg.methods if m != "bipo"]
+        if simple:
+            with stage(f"fit {', '.join(simple)}"):
+                fitted = fit_vectors(model, list(train), simple, [layer], behavior=cfg.behavior,
+                                     seed=cfg.seed, batch_size=cfg.batch_size)  # fmt: skip
+                vectors.update({m: fitted[(m, layer)] for m in simple})
+        steps, epochs = pd.DataFrame(), pd.DataFrame()
+        if "bipo" in cfg.methods:
+            from steerlab.vectors.bipo import BiPOConfig, fit_bipo_run
+
+            with stage(f"train BiPO ({cfg.bipo_epochs} epochs)"):
+                bcfg = BiPOConfig(epochs=cfg.bipo_epochs, lr=cfg.bipo_lr,
+                                  warmup_steps=cfg.bipo_warmup_steps, seed=cfg.seed)  # fmt: skip
+                if (out / "bipo").exists():
+                    shutil.rmtree(out / "bipo")
+                run = fit_bipo_run(model, list(train), layer=layer, config=bcfg,
+                                   val_pairs=list(val) or None, behavior=cfg.behavior,
+                                   out_dir=out / "bipo", progress=False)  # fmt: skip
+                assert run.vector is not None
+                vectors["bipo"] = run.vector
+                steps, epochs = pd.DataFrame(run.steps), pd.DataFrame(run.epochs)
+        vec_list = [vectors[m] for m in cfg.methods]
+        frames = []
+        with stage("evaluate: likelihood margin"):
+            f = likelihood_margin(model, list(test), vec_list, cfg.multipliers,
+                                  batch_size=cfg.batch_size, progress=False)  # fmt: skip
+            frames.append(f.assign(evaluation="margin"))
+        with stage("evaluate: A/B probability"):
+            f = ab_probability(model, list(ab), vec_list, cfg.multipliers,
+                               batch_size=cfg.batch_size, progress=False)  # fmt: skip
+            frames.append(f.assign(evaluation="ab"))
+        judge_info: dict[str, Any] = {}
+        generations = pd.DataFrame()
+        if cfg.open_ended > 0 and questions:
+            from steerlab.evaluation.judges.classifier import ClassifierJudge
+            from steerlab.evaluation.open_ended import run_open_ended, summarize_open_ended
+
+            with stage("fit classifier judge"):
+                jtrain = data.train.head(cfg.judge_train)
+                judge = ClassifierJudge.fit([p.matching for p in jtrain],
+                                            [p.not_matching for p in jtrain],
+                                            seed=cfg.seed, behavior=cfg.behavior)  # fmt: skip
+                judge.save(out / "judge.json")
+                judge_info = {"heldout_accuracy": judge.heldout_accuracy, "n_train": judge.n_train,
+                              "n_test": judge.n_test, "embedder": judge.embedder_name}  # fmt: skip
+            with stage(f"open-ended answers ({len(questions)} questions) + judge"):
+                for name in ("open_ended.jsonl", "open_ended.scores.jsonl"):
+                    (out / name).unlink(missing_ok=True)
+                generations = run_open_ended(model, questions, vec_list, cfg.multipliers,
+                                             out / "open_ended.jsonl",
+                                             max_new_tokens=cfg.max_new_tokens, judge=judge,
+                                             behavior=cfg.behavior, progress=False)  # fmt: skip
+                frames.append(summarize_open_ended(generations).assign(evaluation="judge"))
+        with stage("PCA of held-out activations"):
+            from steerlab.activations.collect import collect
+
+            acts = collect(model, list(test), [layer], "response_mean",
+                           batch_size=cfg.batch_size, progress=False)  # fmt: skip
+            projection = pca_projection(acts, layer, vec_list, seed=cfg.seed)
+        results = pd.concat(frames, ignore_index=True)
+        results = results[["evaluation"] + [c for c in results.columns if c != "evaluation"]]
+        results["layer"] = results["layer"].astype(object)
+        sim = cosine_matrix(vec_list) if len(vec_list) > 1 else None
+        timings = dict(stage.timings)
+        timings["total"] = time.perf_counter() - t_all
+        provenance = {
+            "started": started,
+            "model": {"id": model.model_id, "source": model.source, "d_model": model.d_model,
+                      "n_layers": model.n_layers, "device": str(model.device),
+                      "dtype": str(model.dtype), "load_seconds": model.load_seconds},
+            "data": {"behavior": cfg.behavior, "notes": data.notes,
+                     "train_hash": train.content_hash, "test_hash": test.content_hash,
+                     "test_ab_hash": ab.content_hash, "n_train": len(train),
+                     "n_test": len(test), "n_test_ab": len(ab), "n_val": len(val),
+                     "open_ended_questions": questions},
+            "seed": cfg.seed,
+            "layer": layer,
+            "judge": judge_info,
+            "versions": versions(),
+            "machine": {"platform": platform.platform(), "processor": platform.machine(),
+                        "torch_threads": torch.get_num_threads()},
+        }  # fmt: skip
+        result = RunResult(cfg, out, results, vectors, steps, epochs, generations, judge_info,
+                           sim, timings, provenance, projection)  # fmt: skip
+        with stage("write report"):
+            write_outputs(result)
+        result.timings["total"] = time.perf_counter() - t_all
+        _write(out / "config.json", json.dumps(_config_json(result), indent=2, default=str))
+        log.info("finished in %.1f s", result.timings["total"])
+        if on_stage is not None:
+            for k, v in result.timings.items():
+                on_stage(k, v)
+        return result
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+def _config_json(result: RunResult) -> dict[str, Any]:
+    return {
+        "config": result.config.to_dict(),
+        "provenance": result.provenance,
+        "timings": result.timings,
+        "vectors": {m: v.provenance.to_dict() for m, v in result.vectors.items()},
+    }
+
+
+def write_outputs(result: RunResult) -> None:
+    """Write vectors, tables, generations, config.json and report.html to ``out_dir``."""
+    out = result.out_dir
+    for method, vec in result.vectors.items():
+        vec.save(out / "vectors" / f"{method}-L{result.provenance['layer']}.safetensors")
+    _write(out / "results.csv", result.results.to_csv(index=False))
+    effects = result.effects()
+    _write(out / "effects.csv", effects.to_csv(index=False))
+    if not result.generations.empty:
+        _write(out / "generations.csv", result.generations.to_csv(index=False))
+    payload = {
+        "effects": json.loads(effects.to_json(orient="records")),
+        "judge": result.judge,
+        "results": json.loads(result.results.to_json(orient="records")),
+    }
+    _write(out / "results.json", json.dumps(payload, indent=1))
+    _write(out / "config.json", json.dumps(_config_json(result), indent=2, default=str))
+    result.to_report().save(out / "report.html")
+
+
+def _findings(result: RunResult) -> str:
+    lo, hi = min(result.config.multipliers), max(result.config.multipliers)
+    eff = result.effects()
+    lines = []
+    names = {"margin": "likelihood margin", "ab": "P(matching letter)", "judge": "judge score"}
+    for ev, g in eff.groupby("evaluation", sort=False):
+        parts = [
+            f"{r.method} {r.at_min:.3g} / {r.at_zero:.3g} / {r.at_max:.3g} (slope {r.slope:.3g})"
+            for r in g.itertuples()
+        ]
+        lines.append(f"- {names.get(str(ev), ev)} at x{lo:g} / 0 / x{hi:g}: " + "; ".join(parts))
+    if result.judge:
+        lines.append(
+            f"- Classifier judge ({result.judge.get('embedder')} + logistic regression): "
+            f"held-out accuracy {result.judge['heldout_accuracy']:.2f} on "
+            f"{result.judge['n_test']} texts of the behavior's train pairs."
+        )
+    lines.append(f"- Total time {result.timings.get('total', 0):.0f} s.")
+    return "\n".join(lines)
+
+
+def build_report(result: RunResult, title: str | None = None) -> Any:
+    """Figures, tables and provenance of a run, as a :class:`~steerlab.reports.Report`."""
+    from steerlab.reports import Report
+    from steerlab.viz import figures as vf
+
+    cfg, res = result.config, result.results
+    layer = result.provenance.get("layer", cfg.layer)
+    rep = Report(
+        title or f"steerlab run: {cfg.behavior} at layer {layer}",
+        f"{result.provenance.get('model', {}).get('id', cfg.model)} | methods "
+        f"{', '.join(cfg.methods)} | multipliers {', '.join(f'{m:g}' for m in cfg.multipliers)}",
+    )
+    rep.add_heading("Findings").add_text(_findings(result))
+    rep.add_heading("Judge-free metrics")
+    for ev, metric in (("margin", "margin"), ("ab", "p_matching")):
+        sub = res[res["evaluation"] == ev]
+        if not sub.empty:
+            rep.add_figure(
+                vf.multiplier_curves(sub, metric, error_bars=ev != "margin"),
+                caption="Mean over held-out items"
+                + (" (standard errors in the table below)." if ev == "margin" else " ± SEM."),
+            )
+    eff = result.effects()
+    if not eff.empty:
+        rep.add_table(eff.drop(columns=["vector"]), title="Steering effects",
+                      caption="slope: least-squares slope over the multipliers; delta: value at "
+                      "the largest minus the smallest multiplier.")  # fmt: skip
+    if not result.generations.empty:
+        rep.add_heading("Open-ended answers (offline classifier judge)")
+        rep.add_figure(vf.multiplier_curves(res[res["evaluation"] == "judge"], "judge_score"),
+                       caption="score = 1 + 3 P(matching) from an embedding + logistic-regression "
+                       "classifier (a cheap stand-in for the paper's GPT-4 judge).")  # fmt: skip
+        g = result.generations
+        sample = g[g["question"] == g["question"].iloc[0]]
+        cols = [c for c in ("method", "multiplier", "score", "completion") if c in sample]
+        rep.add_table(sample[cols], title=f"Answers to: {g['question'].iloc[0]}")
+    rep.add_heading("Vectors")
+    norms = pd.DataFrame(
+        [{"method": m, "norm": next(iter(v.norms().values()))} for m, v in result.vectors.items()]
+    )
+    rep.add_table(norms, title="Norms")
+    if result.similarity is not None:
+        rep.add_figure(vf.cosine_heatmap(result.similarity, "Cosine similarity between methods"))
+    if result.projection is not None:
+        p = result.projection
+        rep.add_figure(vf.pca_scatter(p), caption="Held-out pairs' mean response activations "
+                       "(matching vs not matching) in their first two principal components; "
+                       "arrows: each method's direction (label: share of it in the plane).")  # fmt: skip
+        rep.add_table(p.separation, title="Separation of matching vs not matching",
+                      caption="d_prime: difference of means / pooled std along the axis; "
+                      f"logistic regression in the PC plane: {p.logreg_accuracy:.2f} "
+                      f"(full space: {p.logreg_accuracy_full:.2f}), cross-validated.")  # fmt: skip
+    if not result.training.empty:
+        rep.add_heading("BiPO training")
+
+        class _Run:  # the shape training_curves() reads
+            steps = result.training.to_dict("records")
+            epochs = result.training_epochs.to_dict("records")
+
+        rep.add_figure(vf.training_curves(_Run(), title="BiPO training"))
+    rep.add_heading("Configuration and provenance")
+    rep.add_config({"config": cfg.to_dict(), "timings_seconds": result.timings,
+                    "provenance": result.provenance})  # fmt: skip
+    rep.add_table(res, title="All results", max_rows=400)
+    return rep
+
+
+__all__ = ["RunResult", "build_report", "run_pipeline", "write_outputs"]

@@ -1,0 +1,125 @@
+"""``steerlab run``: RunConfig (defaults < file < flags, quick presets, validation), the
+CLI built from it, and the quick job end to end on the embedded model (slow)."""
+
+import json
+import re
+
+import pandas as pd
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from steerlab.cli_run import register
+from steerlab.errors import ConfigError
+from steerlab.run import QUICK, RunConfig, read_config_file
+
+
+def make_app() -> typer.Typer:
+    app = typer.Typer()
+
+    @app.command()
+    def version() -> None:  # a second command, so sub-commands are named
+        typer.echo("0")
+
+    register(app)
+    return app
+
+
+def test_run_config_defaults_and_validation():
+    cfg = RunConfig()
+    assert (cfg.model, cfg.behavior, cfg.layer) == ("embedded", "power-seeking", 14)
+    assert cfg.multipliers == (-2.0, -1.0, 0.0, 1.0, 2.0) and cfg.methods[-1] == "bipo"
+    assert str(cfg.out_dir) == "runs/power-seeking-L14"
+    parsed = RunConfig.build(overrides={"methods": "caa, pca", "multipliers": "-1,0,1"})
+    assert parsed.methods == ("caa", "pca") and parsed.multipliers == (-1.0, 0.0, 1.0)
+    with pytest.raises(ConfigError, match="n_train=1 must be >= 2"):
+        RunConfig(n_train=1)
+    with pytest.raises(ConfigError, match="Did you mean 'bipo'"):
+        RunConfig(methods=("caa", "bpo"))
+    with pytest.raises(ConfigError, match="multipliers="):
+        RunConfig.build(overrides={"multipliers": "a,b"})
+    assert set(RunConfig.help()) == {f for f in RunConfig.__dataclass_fields__}
+    assert all(RunConfig.help().values())
+
+
+def test_run_config_precedence_file_flags_quick(tmp_path):
+    toml = tmp_path / "run.toml"
+    toml.write_text(
+        'layer = 10\nn_test = 5\nmultipliers = [-1, 0, 1]\nbehavior = "wealth-seeking"\n'
+    )
+    cfg = RunConfig.build(toml, {"layer": 12, "quick": True, "model": None})
+    assert cfg.layer == 12  # the flag wins over the file
+    assert cfg.n_test == 5 and cfg.behavior == "wealth-seeking"  # the file wins over quick
+    assert cfg.n_train == QUICK["n_train"] and cfg.bipo_epochs == 1  # quick fills the rest
+    assert cfg.model == "embedded"  # None = flag not given
+    js = tmp_path / "run.json"
+    js.write_text(json.dumps({"run": {"layer": 3}}))
+    assert read_config_file(js) == {"layer": 3}
+    bad = tmp_path / "bad.toml"
+    bad.write_text("layr = 3\n")
+    with pytest.raises(ConfigError, match="Did you mean 'layer'"):
+        RunConfig.build(bad)
+    with pytest.raises(ConfigError, match=r"\.toml or \.json"):
+        RunConfig.build(tmp_path / "x.yaml") if (tmp_path / "x.yaml").write_text("a: 1") else None
+
+
+def test_cli_has_a_flag_per_setting_and_reports_bad_values():
+    runner = CliRunner()
+    app = make_app()
+    out = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "200"}).output
+    for name in RunConfig.__dataclass_fields__:
+        assert "--" + name.replace("_", "-") in out, name
+    assert "--config" in out
+    bad = runner.invoke(app, ["run", "--n-train", "1"], env={"COLUMNS": "200"})
+    assert bad.exit_code != 0 and "n_train=1" in bad.output
+    sweep_help = runner.invoke(app, ["sweep", "--help"], env={"COLUMNS": "200"}).output
+    for flag in ("--behavior", "--layers", "--methods", "--out", "--bipo-epochs", "--resume"):
+        assert flag in sweep_help
+
+
+@pytest.mark.slow
+def test_quick_run_end_to_end(embedded_model, tmp_path, monkeypatch):
+    """`steerlab run --quick` through the CLI (the session's model is reused)."""
+    import steerlab
+
+    monkeypatch.setattr(steerlab, "load_model", lambda *a, **k: embedded_model)
+    out = tmp_path / "run"
+    res = CliRunner().invoke(make_app(), ["run", "--quick", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    for name in ("report.html", "results.csv", "results.json", "effects.csv", "config.json",
+                 "generations.csv", "judge.json", "logs/run.log", "bipo/train_log.jsonl"):  # fmt: skip
+        assert (out / name).is_file(), name
+    assert sorted(p.name for p in (out / "vectors").iterdir()) == [
+        f"{m}-L14.safetensors" for m in ("bipo", "caa", "freeform", "pca")
+    ]
+    results = pd.read_csv(out / "results.csv")
+    assert set(results["evaluation"]) == {"margin", "ab", "judge"}
+    assert set(results["multiplier"]) == {-1.0, 0.0, 1.0}
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["config"]["quick"] is True and meta["timings"]["total"] > 0
+    prov = meta["provenance"]
+    assert prov["model"]["d_model"] == 576 and len(prov["data"]["train_hash"]) == 64
+    assert 0.0 <= prov["judge"]["heldout_accuracy"] <= 1.0 and "torch" in prov["versions"]
+    page = (out / "report.html").read_text()
+    assert not re.search(r"<script[^>]*\ssrc=", page)
+    assert "Open-ended answers" in page and "held-out accuracy" in page
+
+
+def test_sweep_command_writes_a_report(tiny_model, tmp_path, monkeypatch):
+    """`steerlab sweep` end to end on the tiny model (2 layers), then resumed."""
+    import steerlab
+
+    monkeypatch.setattr(steerlab, "load_model", lambda *a, **k: tiny_model)
+    out = tmp_path / "sweep"
+    args = ["sweep", "--layers", "0,1", "--methods", "caa,bipo", "--multipliers", "-1,0,1",
+            "--n-train", "6", "--n-test", "4", "--bipo-epochs", "1", "--out", str(out)]  # fmt: skip
+    runner = CliRunner()
+    res = runner.invoke(make_app(), args, env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "best layer by margin" in res.output and "[4/4]" in res.output
+    for name in ("report.html", "results.csv", "effects.csv", "sweep.json"):
+        assert (out / name).is_file(), name
+    page = (out / "report.html").read_text()
+    assert "Layer sweep: power-seeking" in page and not re.search(r"<script[^>]*\ssrc=", page)
+    again = runner.invoke(make_app(), args, env={"COLUMNS": "200"})
+    assert again.exit_code == 0 and again.output.count("(on disk)") == 4
