@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import pytest
-from _data import require_data_root
+from tests._data import require_data_root
 
 from steerlab.data import (
     BehaviorSpec,

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _data import require_data_root
+from tests._data import require_data_root
 
 from steerlab.data import (
     candidate_roots,

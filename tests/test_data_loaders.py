@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
-from _data import require_data_root
+from tests._data import require_data_root
 
 from steerlab.data import (
     load_advbench_behaviors,
