@@ -24,6 +24,7 @@ from steerlab.analysis.sweeps import (
     effect_sizes,
     evaluate_named,
     fit_vectors,
+    residual_norms,
     sweep,
 )
 from steerlab.analysis.transfer import CrossLayerResult, TransferResult, cross_layer, transfer
@@ -51,6 +52,7 @@ __all__ = [
     "pca_by_layer",
     "pca_projection",
     "released_bipo_table",
+    "residual_norms",
     "separation",
     "sweep",
     "transfer",

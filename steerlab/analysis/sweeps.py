@@ -749,13 +749,17 @@ def sweep(
             progress=cfg.progress,
         )
         fit_seconds = time.perf_counter() - t0
-        for key, vec in fitted.items():
+        for key, fitted_vec in fitted.items():
             if key in vectors or key[1] not in layer_list:
                 continue
-            vectors[key] = vec
+            vectors[key] = fitted_vec
             d = cell_dir(*key)
             if d is not None:
-                vec.save(d / "vector.safetensors")
+                fitted_vec.save(d / "vector.safetensors")
+        if out is not None:
+            _write_json({"seconds": fit_seconds, "layers": todo_layers}, out / "fit.json")
+    elif out is not None and (out / "fit.json").exists():
+        fit_seconds = float(json.loads((out / "fit.json").read_text())["seconds"])
 
     frames: list[pd.DataFrame] = []
     training: list[pd.DataFrame] = []
@@ -769,12 +773,16 @@ def sweep(
         if skipped:
             assert d is not None
             cell_frame = _read_csv(d / "summary.csv")
+            if (d / "cell.json").exists():  # the time it took when it was computed
+                t0 -= float(json.loads((d / "cell.json").read_text()).get("seconds", 0.0))
             if (d / "training.csv").exists():
                 training.append(_read_csv(d / "training.csv"))
         else:
             if (method, layer) in vectors and d is not None and (d / "training.csv").exists():
                 training.append(_read_csv(d / "training.csv"))
-            if (method, layer) not in vectors:  # BiPO, trained per layer
+            if (method, layer) not in vectors:
+                if method != "bipo":  # pragma: no cover - fit_vectors covers every layer
+                    raise ConfigError(f"No {method} vector was fitted at layer {layer}.")
                 vectors[(method, layer)], hist = _bipo_cell(model, sdata, cfg, method, layer, d)
                 training.append(hist)
             vec = applied(vectors[(method, layer)], layer)
@@ -809,6 +817,7 @@ def sweep(
         "residual_norms": norms,
         "fit_seconds": fit_seconds,
         "cell_seconds": seconds,
+        "compute_seconds": fit_seconds + sum(seconds.values()),
         "seconds": time.perf_counter() - t_start,
         "out_dir": str(out) if out else None,
         "versions": versions(),

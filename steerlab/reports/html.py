@@ -265,7 +265,8 @@ def sweep_report(result: SweepResult, title: str | None = None) -> Report:
         lines.append(f"- Best layer per method for {primary_metric(key)}: {_fmt_layer_best(best)}")
     lines.append(
         f"- Held-out data: {info.get('n_test')} pairs / {info.get('n_test_ab')} A/B items; "
-        f"fitted on {info.get('n_train')} pairs. Total {info.get('seconds', 0):.0f} s."
+        f"fitted on {info.get('n_train')} pairs. Compute time "
+        f"{info.get('compute_seconds', info.get('seconds', 0)):.0f} s."
     )
     rep.add_text("\n".join(lines))
     for key in metrics:
