@@ -326,3 +326,9 @@ def pairs_to_ab(pairs: PairDataset | Sequence[PreferencePair], seed: int = 0) ->
     )
     desc = f"{source} (A/B order from pairs_to_ab(seed={seed}))" if source else source
     return ABDataset(items, name, desc, split)
+
+
+# Datasets behave as read-only sequences (len, index, slice, iterate); register them so
+# `Sequence[...]` annotations (checked at runtime under pytest) accept them.
+Sequence.register(PairDataset)
+Sequence.register(ABDataset)
