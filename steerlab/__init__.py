@@ -39,6 +39,23 @@ from steerlab.vectors import (
 
 __version__ = "0.1.0"
 
+# Later stages of the data flow (analysis pulls in scikit-learn, reports pull in plotly)
+# are imported on first use: ``sl.sweep(...)``, ``sl.report(result).save(...)``.
+_LAZY = {
+    "sweep": "steerlab.analysis",
+    "SweepConfig": "steerlab.analysis",
+    "cosine_matrix": "steerlab.analysis",
+    "report": "steerlab.reports",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'steerlab' has no attribute {name!r}")
+
 __all__ = [
     "DEFAULT_SYSTEM_PROMPT",
     "METHODS",
@@ -54,8 +71,10 @@ __all__ = [
     "SteerlabModel",
     "Steering",
     "SteeringVector",
+    "SweepConfig",
     "ab_probability",
     "collect",
+    "cosine_matrix",
     "fit",
     "fit_bipo_run",
     "fit_caa",
@@ -69,6 +88,8 @@ __all__ = [
     "load_pairs",
     "load_truthfulqa_mc",
     "load_vector",
+    "report",
     "steer",
+    "sweep",
     "train_bipo",
 ]
