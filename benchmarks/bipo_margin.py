@@ -1,7 +1,10 @@
 """BiPO acceptance check: train on power-seeking pairs, then the held-out likelihood
 margin across multipliers (mean log p(matching) - log p(not matching), response tokens).
 
-    python benchmarks/bipo_margin.py --n-train 160 --epochs 3 --layer 14 --n-test 100
+    python benchmarks/bipo_margin.py --n-train 160 --epochs 3 --layer 14 --n-test 100 --lr 5e-4
+
+Validation (best-epoch selection) uses ``--n-val`` pairs taken from the train split after
+the first ``--n-train``, so the test pairs are only used for the final measurement.
 """
 
 import argparse
@@ -26,14 +29,17 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--layer", type=int, default=14)
     ap.add_argument("--warmup-steps", type=int, default=10)
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--n-val", type=int, default=32, help="0: no validation")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     model = sl.load_model()
     data = load_pairs(args.behavior)
-    cfg = BiPOConfig(epochs=args.epochs, warmup_steps=args.warmup_steps)
+    cfg = BiPOConfig(epochs=args.epochs, warmup_steps=args.warmup_steps, lr=args.lr)
+    val = data.train[args.n_train : args.n_train + args.n_val] if args.n_val else None
     t = time.perf_counter()
     run = fit_bipo_run(model, data.train[: args.n_train], layer=args.layer, config=cfg,
-                       val_pairs=data.test[: args.n_test], behavior=args.behavior,
+                       val_pairs=val, behavior=args.behavior,
                        out_dir=args.out, progress=False)
     train_s = time.perf_counter() - t
     df = likelihood_margin(model, data.test[: args.n_test], run.vector, [-2.0, -1.0, 0.0, 1.0, 2.0],
@@ -42,7 +48,7 @@ def main() -> None:
     vals = margins["value"].tolist()
     print(json.dumps({
         "config": cfg.to_dict(), "n_train": args.n_train, "n_test": args.n_test,
-        "layer": args.layer, "train_seconds": train_s, "vector_norm": run.vector.norms(),
+        "n_val": args.n_val, "layer": args.layer, "train_seconds": train_s, "vector_norm": run.vector.norms(),
         "epochs": run.epochs,
         "margin_by_multiplier": dict(zip(margins["multiplier"].tolist(), vals)),
         "monotonic": all(a < b for a, b in zip(vals, vals[1:])),

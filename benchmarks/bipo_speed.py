@@ -60,26 +60,34 @@ class PeakRSS:
         return (self.peak - self.base) / 2**20
 
 
-def matmul_gflops(device: torch.device, n: int = 1024, reps: int = 10) -> float:
+def matmul_gflops(device: torch.device, n: int = 1536, reps: int = 5, trials: int = 5) -> float:
+    """Best of ``trials`` fp32 square-matmul rates: what this machine can do at most."""
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     a @ b
-    t = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
+    best = 0.0
+    for _ in range(trials):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = max(best, 2 * n**3 * reps / (time.perf_counter() - t) / 1e9)
+    return best
 
 
 def fast_flops(model, pairs, layer, cfg) -> float:
-    """Forward + input-gradient backward (~2x forward) of the layers above ``layer`` over
-    every packed token, plus the unembedding at response tokens, for one epoch."""
+    """Matmul FLOPs of one fast epoch: forward + input-gradient backward (no weight
+    gradients, so ~1x forward) of the blocks above ``layer`` over every packed token, plus
+    the unembedding at response tokens only. Attention-score FLOPs (short sequences) and
+    element-wise work are left out, so the floor is optimistic."""
     blocks = list(model.bridge.blocks)[layer + 1 :]
     p_upper = sum(p.numel() for b in blocks for p in b.parameters())
     packed = pack_pairs(model, pairs)
     tokens = sum(len(p) for p in packed)
     resp = sum(len(p.matching) + len(p.not_matching) for p in packed)
-    return 3 * (2 * p_upper * tokens) + 3 * (2 * model.d_model * model.d_vocab * resp)
+    return 2 * (2 * p_upper * tokens) + 2 * (2 * model.d_model * model.d_vocab * resp)
 
 
 def main() -> None:
@@ -132,6 +140,11 @@ def main() -> None:
         out["plain"] = {"seconds_per_epoch": plain_total, "peak_rss_delta_mb": mem.delta_mb}
         out["ratio_plain_over_fast_epoch"] = plain_total / out["fast"]["seconds_per_epoch"]
         out["ratio_plain_over_fast_incl_cache"] = plain_total / fast_total
+        # Derived from the measured numbers above: the one-time cache amortised over E epochs.
+        out["ratio_incl_cache_derived"] = {
+            str(e): e * plain_total / (run.cache_seconds + e * out["fast"]["seconds_per_epoch"])
+            for e in (1, 3, 20)
+        }
         out["max_loss_diff_fast_vs_plain"] = max(abs(a - b) for a, b in zip(fast_losses, losses))
         out["max_vector_diff_fast_vs_plain"] = float(
             (run.vector.direction(args.layer) - v_plain.cpu()).abs().max())

@@ -243,7 +243,8 @@ def pca_cmd(
     n_train: int | None = _N_TRAIN,
     out: Path = _OUT,
     positions: str = typer.Option(
-        "answer_letter", help="'answer_letter' (A/B prompts) or 'response_mean' (free-form)."
+        "response_mean",
+        help="'response_mean' (free-form answers, default) or 'answer_letter' (A/B prompts).",
     ),
     model: str = _MODEL,
     device: str | None = _DEVICE,

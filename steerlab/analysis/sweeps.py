@@ -396,39 +396,34 @@ def fit_vectors(
     """One-layer vectors ``{(method, layer): vector}`` of activation-based methods.
 
     Each method runs once over all ``layers`` (activations at every layer come from the
-    same forward passes). CAA and PCA share one collection of A/B answer-letter
+    same forward passes). Freeform and PCA share one collection of response-mean
     activations; the vectors equal those of ``fit('caa'|'pca', ...)``. BiPO is trained
     per layer elsewhere (:func:`sweep`); pass it here and it is trained jointly
     multi-layer, which is not what a sweep wants.
     """
     from steerlab.activations.collect import collect
-    from steerlab.vectors.caa import as_ab_items
     from steerlab.vectors.fitting import fit, mean_difference, pca_direction, vector_from_acts
+    from steerlab.vectors.freeform import as_pairs
 
     layers = [int(x) for x in layers]
     out: dict[tuple[str, int], SteeringVector] = {}
     multi: dict[str, SteeringVector] = {}
     rest = list(dict.fromkeys(methods))
-    if "caa" in rest and "pca" in rest:
+    if "freeform" in rest and "pca" in rest:  # both read response-mean activations
         acts = collect(
-            model,
-            as_ab_items(train, seed),
-            layers,
-            "answer_letter",
-            batch_size=batch_size,
+            model, as_pairs(train), layers, "response_mean", batch_size=batch_size,
             progress=progress,
-        )
-        multi["caa"] = vector_from_acts(
+        )  # fmt: skip
+        multi["freeform"] = vector_from_acts(
             acts,
-            "caa",
+            "freeform",
             lambda a, s: mean_difference(a.matching[s], a.not_matching[s]),
             behavior,
-            {"seed": seed},
         )
         multi["pca"] = vector_from_acts(
             acts, "pca", lambda a, s: pca_direction(a.differences(s)), behavior, {"seed": seed}
         )
-        rest = [m for m in rest if m not in ("caa", "pca")]
+        rest = [m for m in rest if m not in ("freeform", "pca")]
     for method in rest:
         multi[method] = fit(
             method,

@@ -16,7 +16,7 @@ def fit_pca(
     layers: Sequence[int],
     *,
     behavior: str = "unknown",
-    positions: str = "answer_letter",
+    positions: str = "response_mean",
     batch_size: int = 16,
     seed: int = 0,
     progress: bool = True,
@@ -24,8 +24,13 @@ def fit_pca(
 ) -> SteeringVector:
     """PCA of (matching - not_matching) activation differences.
 
-    ``positions='answer_letter'`` (default) uses A/B prompts like CAA;
-    ``'response_mean'`` uses free-form responses like freeform.
+    ``positions='response_mean'`` (default) uses the mean over the free-form response
+    tokens, like freeform; ``'answer_letter'`` uses A/B prompts like CAA. The default is
+    not the letter because there the first component of the (uncentred) differences is the
+    A-vs-B letter axis: its sign flips with the answer order, so the sign-fixed vector
+    points at "the letter A" and its mean projection (its length) is ~0. Measured on the
+    embedded model (power-seeking, layers 8-18): cosine +/-1.000 with the letter axis and
+    no effect on any metric, while CAA's mean difference cancels the letter axis.
     """
     items = as_ab_items(data, seed) if positions == "answer_letter" else as_pairs(data)
     acts = collect(model, items, list(layers), positions, batch_size=batch_size, progress=progress)
