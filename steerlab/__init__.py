@@ -21,7 +21,14 @@ from steerlab.data import (
 )
 from steerlab.errors import SteerlabError
 from steerlab.evaluation import ab_probability, likelihood_margin
-from steerlab.models import DEFAULT_SYSTEM_PROMPT, HookSite, SteerlabModel, load_model
+from steerlab.models import (
+    DEFAULT_SYSTEM_PROMPT,
+    HookSite,
+    SteerlabModel,
+    load_model,
+    lora_finetune,
+    lora_finetune_run,
+)
 from steerlab.steering import GenerationConfig, GenerationResult, Steering, generate, steer
 from steerlab.vectors import (
     METHODS,
@@ -88,6 +95,8 @@ __all__ = [
     "load_pairs",
     "load_truthfulqa_mc",
     "load_vector",
+    "lora_finetune",
+    "lora_finetune_run",
     "report",
     "steer",
     "sweep",
