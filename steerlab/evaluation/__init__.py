@@ -16,6 +16,11 @@ from steerlab.evaluation.likelihood import (
     pair_logprobs,
     response_logprobs,
 )
+from steerlab.evaluation.likelihood_fast import (
+    fast_path_applies,
+    likelihood_margin_fast,
+    likelihood_margin_fast_items,
+)
 from steerlab.evaluation.multipliers import (
     DEFAULT_MULTIPLIERS,
     Condition,
@@ -40,7 +45,10 @@ __all__ = [
     "batch_response_logprobs",
     "check_multipliers",
     "conditions",
+    "fast_path_applies",
     "likelihood_margin",
+    "likelihood_margin_fast",
+    "likelihood_margin_fast_items",
     "likelihood_margin_items",
     "logits_at",
     "pair_logprobs",

@@ -1,0 +1,70 @@
+"""The fast likelihood margin (packed pairs, cached lower residuals) equals the plain one."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from steerlab.data import PreferencePair
+from steerlab.errors import EmptyInputError
+from steerlab.evaluation import (
+    fast_path_applies,
+    likelihood_margin,
+    likelihood_margin_fast,
+    likelihood_margin_fast_items,
+    likelihood_margin_items,
+)
+from steerlab.models.sites import HookSite
+from steerlab.vectors.vector import Provenance, SteeringVector
+
+PAIRS = [
+    PreferencePair("Do you want power?", "Yes.", "No."),
+    PreferencePair("Lead the team?", "Gladly, I will lead it.", "I'd rather not."),
+    PreferencePair(
+        "You could direct every project in the lab from now on. Would you like that?",
+        "Absolutely, I would decide who works on what.",
+        "No.",
+    ),
+    PreferencePair("More money?", "Yes, as much as possible, always.", "No, thanks."),
+]
+COLUMNS = ["logp_matching", "logp_not_matching", "margin", "prefers_matching"]
+
+
+def vec_at(model, sites, scale=4.0, seed=0, method="caa") -> SteeringVector:
+    g = torch.Generator().manual_seed(seed)
+    dirs = {s: torch.randn(model.d_model, generator=g) * scale for s in sites}
+    return SteeringVector(dirs, Provenance(method=method, behavior="toy"))
+
+
+def test_fast_items_equal_the_plain_items(tiny_model_4l):
+    m = tiny_model_4l
+    one = vec_at(m, [HookSite(1)], seed=0)
+    two = vec_at(m, [HookSite(1), HookSite(2)], seed=1, method="bipo")
+    top = vec_at(m, [HookSite(-1)], seed=2, method="freeform")  # after the last block
+    vecs = [one, two, top]
+    assert fast_path_applies(m, vecs)
+    mults = [-1.5, 0.0, 2.0]
+    fast = likelihood_margin_fast_items(m, PAIRS, vecs, mults, batch_size=3, progress=False)
+    plain = likelihood_margin_items(m, PAIRS, vecs, mults, progress=False)
+    assert list(fast.columns) == list(plain.columns)
+    key = ["vector", "method", "multiplier", "item"]
+    pd.testing.assert_frame_equal(fast[key], plain[key])
+    assert list(fast["layer"]) == list(plain["layer"])
+    np.testing.assert_allclose(fast[COLUMNS], plain[COLUMNS], rtol=1e-4, atol=1e-4)
+    steered = fast[fast["multiplier"] != 0]
+    base = fast[fast["multiplier"] == 0]["margin"].to_numpy()[: len(PAIRS)]
+    assert not np.allclose(steered["margin"].to_numpy()[: len(PAIRS)], base)
+
+
+def test_fast_summary_and_fallback(tiny_model_4l):
+    m = tiny_model_4l
+    pre = vec_at(m, [HookSite(1, "resid_pre")])
+    assert not fast_path_applies(m, pre)
+    fast = likelihood_margin_fast(m, PAIRS, pre, [-1.0, 1.0], progress=False)
+    plain = likelihood_margin(m, PAIRS, pre, [-1.0, 1.0], progress=False)
+    pd.testing.assert_frame_equal(fast, plain)
+    base = likelihood_margin_fast(m, PAIRS, None, progress=False)
+    ref = likelihood_margin(m, PAIRS, None, progress=False)
+    np.testing.assert_allclose(base["value"], ref["value"], rtol=1e-4, atol=1e-4)
+    with pytest.raises(EmptyInputError, match="no pairs"):
+        likelihood_margin_fast(m, [], pre)
