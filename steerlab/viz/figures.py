@@ -105,6 +105,57 @@ def multiplier_curves(
     )
 
 
+def multiplier_panels(
+    frame: pd.DataFrame,
+    metric: str = "margin",
+    *,
+    by: str = "method",
+    facet: str = "behavior",
+    title: str | None = None,
+    error_bars: bool = False,
+    cols: int = 4,
+) -> go.Figure:
+    """:func:`multiplier_curves` with one panel per ``facet`` value (the paper's Figure 1:
+    one panel per behavior, one line per method). Each panel has its own y range; a
+    method keeps its colour and has one legend entry across panels."""
+    sub = _pick(frame, metric)
+    if facet not in sub.columns:
+        raise ConfigError(
+            f"No column {facet!r} to facet on; the frame has {list(sub.columns)}. Add one "
+            "(e.g. frame.assign(behavior=...)) or pass facet=."
+        )
+    panels = list(dict.fromkeys(sub[facet]))
+    ncols = max(1, min(cols, len(panels)))
+    nrows = math.ceil(len(panels) / ncols)
+    fig = make_subplots(
+        rows=nrows, cols=ncols, subplot_titles=[str(p) for p in panels],
+        horizontal_spacing=0.06, vertical_spacing=0.18,
+    )  # fmt: skip
+    names = list(dict.fromkeys(sub[by]))
+    for k, panel in enumerate(panels):
+        row, col = k // ncols + 1, k % ncols + 1
+        g = sub[sub[facet] == panel]
+        for i, name in enumerate(names):
+            h = g[g[by] == name].sort_values("multiplier")
+            if h.empty:
+                continue
+            sem = h["sem"] if ("sem" in h and error_bars) else None
+            fig.add_trace(
+                go.Scatter(
+                    x=h["multiplier"], y=h["value"], mode="lines+markers", name=str(name),
+                    legendgroup=str(name), showlegend=k == 0,
+                    line=dict(color=color_of(str(name), i)),
+                    error_y=dict(type="data", array=sem, visible=sem is not None),
+                ),
+                row=row, col=col,
+            )  # fmt: skip
+        fig.update_xaxes(title_text="multiplier", row=row, col=col)
+    fig.update_yaxes(title_text=metric_title(metric), row=1, col=1)
+    return _layout(
+        fig, title or f"{metric_title(metric)} vs multiplier", height=max(380, 320 * nrows)
+    )
+
+
 def layer_heatmaps(
     frame: pd.DataFrame, metric: str = "margin", title: str | None = None
 ) -> go.Figure:
@@ -350,6 +401,7 @@ __all__ = [
     "layer_heatmaps",
     "metric_title",
     "multiplier_curves",
+    "multiplier_panels",
     "norms_bar",
     "pca_scatter",
     "training_curves",
