@@ -52,6 +52,12 @@ def _margin(model: Any, data: Any, vectors: Any, multipliers: Any, **kw: Any) ->
     return likelihood_margin(model, data, vectors, multipliers, **kw)
 
 
+def _margin_fast(model: Any, data: Any, vectors: Any, multipliers: Any, **kw: Any) -> pd.DataFrame:
+    from steerlab.evaluation.likelihood_fast import likelihood_margin_fast
+
+    return likelihood_margin_fast(model, data, vectors, multipliers, **kw)
+
+
 def _ab(model: Any, data: Any, vectors: Any, multipliers: Any, **kw: Any) -> pd.DataFrame:
     from steerlab.evaluation.ab import ab_probability
 
@@ -67,6 +73,17 @@ METRICS.register(
         "margin",
         _margin,
         "likelihood margin log p(matching) - log p(not matching) of held-out pairs",
+    ),
+)
+METRICS.register(
+    "margin_fast",
+    Metric(
+        "margin_fast",
+        "pairs",
+        "margin",
+        _margin_fast,
+        "the 'margin' numbers via packed pairs and cached lower residuals (about 2x cheaper; "
+        "falls back to 'margin' where the fast path does not apply)",
     ),
 )
 METRICS.register(
@@ -235,7 +252,8 @@ class SweepConfig:
 
     n_train: training pairs per cell (the first N of the train split; None: all).
     n_test: held-out pairs and A/B items to evaluate on (None: all).
-    metrics: judge-free metrics to compute (keys of :data:`METRICS`: 'margin', 'ab').
+    metrics: judge-free metrics to compute (keys of :data:`METRICS`: 'margin', 'ab',
+        'margin_fast': the margin numbers, about 2x cheaper).
     bipo_epochs: BiPO epochs per layer (short; the paper uses 20).
     bipo_lr: BiPO learning rate (40x the paper's 5e-4, to make up for ~100x fewer steps).
     bipo_warmup_steps: warm-up steps of BiPO's cosine schedule.
