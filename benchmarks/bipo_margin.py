@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import steerlab as sl  # noqa: E402
 from steerlab.data import load_pairs  # noqa: E402
-from steerlab.evaluation.likelihood import likelihood_margin  # noqa: E402
+from steerlab.evaluation import likelihood_margin_fast  # noqa: E402
 from steerlab.vectors.bipo import BiPOConfig, fit_bipo_run  # noqa: E402
 
 
@@ -42,13 +42,13 @@ def main() -> None:
                        val_pairs=val, behavior=args.behavior,
                        out_dir=args.out, progress=False)
     train_s = time.perf_counter() - t
-    df = likelihood_margin(model, data.test[: args.n_test], run.vector, [-2.0, -1.0, 0.0, 1.0, 2.0],
+    df = likelihood_margin_fast(model, data.test[: args.n_test], run.vector, [-2.0, -1.0, 0.0, 1.0, 2.0],
                            progress=False)
     margins = df[df.metric == "margin"].sort_values("multiplier")
     vals = margins["value"].tolist()
     print(json.dumps({
         "config": cfg.to_dict(), "n_train": args.n_train, "n_test": args.n_test,
-        "n_val": args.n_val, "layer": args.layer, "train_seconds": train_s, "vector_norm": run.vector.norms(),
+        "n_val": args.n_val, "layer": args.layer, "train_seconds": train_s, "vector_norm": {str(k): v for k, v in run.vector.norms().items()},
         "epochs": run.epochs,
         "margin_by_multiplier": dict(zip(margins["multiplier"].tolist(), vals)),
         "monotonic": all(a < b for a, b in zip(vals, vals[1:])),
