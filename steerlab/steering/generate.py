@@ -1,6 +1,7 @@
 """``generate()``: batched chat generation with a KV cache, optionally steered."""
 
 import math
+import warnings
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -144,7 +145,13 @@ def _generate_batch(
                     kwargs["use_cache"] = True
                 else:
                     kwargs["past_key_values"] = cache
-                logits, cache = model.bridge(inp, **kwargs)
+                with warnings.catch_warnings():
+                    # TransformerLens 4.3 reads the cache as past_key_values, which
+                    # transformers 5.2x deprecates (models.compat); the warning is expected.
+                    warnings.filterwarnings(
+                        "ignore", message=".*past_key_values.*deprecated", category=FutureWarning
+                    )
+                    logits, cache = model.bridge(inp, **kwargs)
             else:
                 logits = model.bridge(inp, attention_mask=mask)
         nxt = _next_token(logits[:, -1, :], cfg, gen)
