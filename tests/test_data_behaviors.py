@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import pytest
-from tests._data import require_data_root
 
 from steerlab.data import (
     BehaviorSpec,
@@ -18,6 +17,7 @@ from steerlab.data import (
     split_indices,
 )
 from steerlab.errors import ConfigError, RegistryError, UnknownNameError
+from tests._data import require_data_root
 
 
 @pytest.fixture(scope="module")

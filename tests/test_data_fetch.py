@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests._data import require_data_root
 
 from steerlab.data import (
     candidate_roots,
@@ -22,6 +21,7 @@ from steerlab.data import (
 )
 from steerlab.data.manifest import ManifestEntry
 from steerlab.errors import DataFetchError, DataFormatError, DataNotFoundError, UnknownNameError
+from tests._data import require_data_root
 
 REL = "advbench/data/advbench/harmful_strings.csv"
 

@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import pytest
-from tests._data import require_data_root
 
 from steerlab.data import (
     load_advbench_behaviors,
@@ -19,6 +18,7 @@ from steerlab.data import (
     load_truthfulqa_mc_json,
 )
 from steerlab.errors import DataFormatError, DataNotFoundError
+from tests._data import require_data_root
 
 
 @pytest.fixture(scope="module")
