@@ -138,7 +138,7 @@ def run_pipeline(
     from steerlab.data import load_pairs
     from steerlab.data.pairs import pairs_to_ab
     from steerlab.evaluation.ab import ab_probability
-    from steerlab.evaluation.likelihood import likelihood_margin
+    from steerlab.evaluation.likelihood_fast import likelihood_margin_fast
 
     cfg = config
     out = cfg.out_dir
@@ -191,8 +191,9 @@ def run_pipeline(
         vec_list = [vectors[m] for m in cfg.methods]
         frames = []
         with stage("evaluate: likelihood margin"):
-            f = likelihood_margin(model, list(test), vec_list, cfg.multipliers,
-                                  batch_size=cfg.batch_size, progress=False)  # fmt: skip
+            # Cached residuals below the layer, packed pairs: same numbers, ~3x cheaper.
+            f = likelihood_margin_fast(model, list(test), vec_list, cfg.multipliers,
+                                       batch_size=cfg.batch_size, progress=False)  # fmt: skip
             frames.append(f.assign(evaluation="margin"))
         with stage("evaluate: A/B probability"):
             f = ab_probability(model, list(ab), vec_list, cfg.multipliers,
