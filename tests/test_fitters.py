@@ -167,3 +167,13 @@ def test_pca_fitter_sign_agrees_with_most_differences(tiny_model, positions):
     for s in acts.sites:
         proj = acts.differences(s) @ vec.direction(s)
         assert float((proj > 0).float().mean()) >= 0.5
+
+
+def test_caa_warns_when_the_matching_letter_is_unbalanced():
+    from steerlab.data import ABItem
+    from steerlab.vectors.caa import warn_letter_imbalance
+
+    balanced = [ABItem("q", ("x", "y"), letter) for letter in "ABAB"]
+    assert warn_letter_imbalance(balanced) == 0.0
+    with pytest.warns(UserWarning, match=r"\(A\) in 2 and \(B\) in 1: 33%"):
+        assert warn_letter_imbalance(balanced[:3]) == pytest.approx(1 / 3)
