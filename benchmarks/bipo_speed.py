@@ -110,6 +110,11 @@ def main() -> None:
         "n_layers": model.n_layers, "batch_size": cfg.batch_size,
         "steps_per_epoch": len(epoch_plan([1] * len(pairs), cfg, 0)),
     }
+    # Warm-up: the first forward passes of a process pay one-time costs (allocator,
+    # kernel selection) that would otherwise land on whichever variant runs first.
+    with torch.no_grad():
+        for p in pack_pairs(model, pairs[:4]):
+            model.bridge(torch.tensor([p.prompt + p.matching], device=model.device))
     with PeakRSS() as mem:
         t = time.perf_counter()
         run = fit_bipo_run(model, pairs, layer=args.layer, config=cfg, progress=False)
