@@ -38,21 +38,40 @@ def main() -> None:
     cfg = BiPOConfig(epochs=args.epochs, warmup_steps=args.warmup_steps, lr=args.lr)
     val = data.train[args.n_train : args.n_train + args.n_val] if args.n_val else None
     t = time.perf_counter()
-    run = fit_bipo_run(model, data.train[: args.n_train], layer=args.layer, config=cfg,
-                       val_pairs=val, behavior=args.behavior,
-                       out_dir=args.out, progress=False)
+    run = fit_bipo_run(
+        model,
+        data.train[: args.n_train],
+        layer=args.layer,
+        config=cfg,
+        val_pairs=val,
+        behavior=args.behavior,
+        out_dir=args.out,
+        progress=False,
+    )
     train_s = time.perf_counter() - t
-    df = likelihood_margin_fast(model, data.test[: args.n_test], run.vector, [-2.0, -1.0, 0.0, 1.0, 2.0],
-                           progress=False)
+    df = likelihood_margin_fast(
+        model, data.test[: args.n_test], run.vector, [-2.0, -1.0, 0.0, 1.0, 2.0], progress=False
+    )
     margins = df[df.metric == "margin"].sort_values("multiplier")
     vals = margins["value"].tolist()
-    print(json.dumps({
-        "config": cfg.to_dict(), "n_train": args.n_train, "n_test": args.n_test,
-        "n_val": args.n_val, "layer": args.layer, "train_seconds": train_s, "vector_norm": {str(k): v for k, v in run.vector.norms().items()},
-        "epochs": run.epochs,
-        "margin_by_multiplier": dict(zip(margins["multiplier"].tolist(), vals)),
-        "monotonic": all(a < b for a, b in zip(vals, vals[1:])),
-    }, indent=2, default=str))
+    print(
+        json.dumps(
+            {
+                "config": cfg.to_dict(),
+                "n_train": args.n_train,
+                "n_test": args.n_test,
+                "n_val": args.n_val,
+                "layer": args.layer,
+                "train_seconds": train_s,
+                "vector_norm": {str(k): v for k, v in run.vector.norms().items()},
+                "epochs": run.epochs,
+                "margin_by_multiplier": dict(zip(margins["multiplier"].tolist(), vals)),
+                "monotonic": all(a < b for a, b in zip(vals, vals[1:])),
+            },
+            indent=2,
+            default=str,
+        )
+    )
 
 
 if __name__ == "__main__":

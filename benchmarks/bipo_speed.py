@@ -105,9 +105,13 @@ def main() -> None:
     cfg = BiPOConfig(epochs=1, warmup_steps=2, lr=5e-3)
     out: dict = {
         "machine": f"{platform.node()} {platform.processor() or platform.machine()}",
-        "device": str(model.device), "threads": torch.get_num_threads(),
-        "model": model.model_id, "n_pairs": len(pairs), "layer": args.layer,
-        "n_layers": model.n_layers, "batch_size": cfg.batch_size,
+        "device": str(model.device),
+        "threads": torch.get_num_threads(),
+        "model": model.model_id,
+        "n_pairs": len(pairs),
+        "layer": args.layer,
+        "n_layers": model.n_layers,
+        "batch_size": cfg.batch_size,
         "steps_per_epoch": len(epoch_plan([1] * len(pairs), cfg, 0)),
     }
     # Warm-up: the first forward passes of a process pay one-time costs (allocator,
@@ -128,12 +132,19 @@ def main() -> None:
     }
     with PeakRSS() as mem:
         t = time.perf_counter()
-        run16 = fit_bipo_run(model, pairs, layer=args.layer, progress=False,
-                             config=BiPOConfig(epochs=1, warmup_steps=2, lr=5e-3, autocast_bf16=True))
+        run16 = fit_bipo_run(
+            model,
+            pairs,
+            layer=args.layer,
+            progress=False,
+            config=BiPOConfig(epochs=1, warmup_steps=2, lr=5e-3, autocast_bf16=True),
+        )
         bf16_total = time.perf_counter() - t
     out["fast_bf16_autocast"] = {
         "seconds_per_epoch": bf16_total - run16.cache_seconds,
-        "max_loss_diff_vs_fp32": max(abs(a["loss"] - b["loss"]) for a, b in zip(run.steps, run16.steps)),
+        "max_loss_diff_vs_fp32": max(
+            abs(a["loss"] - b["loss"]) for a, b in zip(run.steps, run16.steps)
+        ),
         "peak_rss_delta_mb": mem.delta_mb,
     }
     if not args.skip_plain:
@@ -152,7 +163,8 @@ def main() -> None:
         }
         out["max_loss_diff_fast_vs_plain"] = max(abs(a - b) for a, b in zip(fast_losses, losses))
         out["max_vector_diff_fast_vs_plain"] = float(
-            (run.vector.direction(args.layer) - v_plain.cpu()).abs().max())
+            (run.vector.direction(args.layer) - v_plain.cpu()).abs().max()
+        )
     gflops = matmul_gflops(model.device)
     flops = fast_flops(model, pairs, args.layer, cfg)
     out["flop_floor"] = {

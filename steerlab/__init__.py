@@ -63,6 +63,7 @@ def __getattr__(name: str) -> object:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'steerlab' has no attribute {name!r}")
 
+
 __all__ = [
     "DEFAULT_SYSTEM_PROMPT",
     "METHODS",

@@ -11,13 +11,26 @@ from steerlab.vectors.bipo import BiPOConfig, bipo_loss, fit_bipo_run, train_bip
 from steerlab.vectors.bipo.schedule import epoch_plan
 from tests.bipo_plain import plain_bipo
 
-WORDS = ["apple", "river", "stone", "cloud", "tiger", "piano", "lemon", "forest", "rocket", "candle"]
+WORDS = [
+    "apple",
+    "river",
+    "stone",
+    "cloud",
+    "tiger",
+    "piano",
+    "lemon",
+    "forest",
+    "rocket",
+    "candle",
+]
 
 
 def synthetic_pairs(n=12):
     """Matching answers say 'Yes, ...', not-matching 'No, ...': one learnable direction."""
     return [
-        PreferencePair(f"Do you like the {w} number {i}?", f"Yes, I like the {w}.", f"No, not the {w}.")
+        PreferencePair(
+            f"Do you like the {w} number {i}?", f"Yes, I like the {w}.", f"No, not the {w}."
+        )
         for i, w in zip(range(n), WORDS * 3)
     ]
 
@@ -70,9 +83,13 @@ def test_plan_covers_every_pair_once():
 # --- training on the tiny model -------------------------------------------------------
 def test_only_the_vector_changes(tiny_model_4l):
     before = weights(tiny_model_4l)
-    vec = train_bipo(tiny_model_4l, synthetic_pairs(8), layer=1,
-                     config=BiPOConfig(epochs=1, batch_size=4, warmup_steps=0, lr=1e-2),
-                     progress=False)
+    vec = train_bipo(
+        tiny_model_4l,
+        synthetic_pairs(8),
+        layer=1,
+        config=BiPOConfig(epochs=1, batch_size=4, warmup_steps=0, lr=1e-2),
+        progress=False,
+    )
     after = weights(tiny_model_4l)
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -82,9 +99,13 @@ def test_only_the_vector_changes(tiny_model_4l):
 
 
 def test_loss_decreases_on_synthetic_task(tiny_model_4l):
-    run = fit_bipo_run(tiny_model_4l, synthetic_pairs(12), layer=1,
-                       config=BiPOConfig(epochs=6, batch_size=4, warmup_steps=0, lr=5e-2),
-                       progress=False)
+    run = fit_bipo_run(
+        tiny_model_4l,
+        synthetic_pairs(12),
+        layer=1,
+        config=BiPOConfig(epochs=6, batch_size=4, warmup_steps=0, lr=5e-2),
+        progress=False,
+    )
     losses = [s["loss"] for s in run.steps]
     assert losses[0] == pytest.approx(math.log(2), abs=1e-6)
     first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
@@ -96,17 +117,22 @@ def test_same_seed_same_vector(tiny_model_4l):
     a = train_bipo(tiny_model_4l, synthetic_pairs(8), layer=2, config=cfg, progress=False)
     b = train_bipo(tiny_model_4l, synthetic_pairs(8), layer=2, config=cfg, progress=False)
     assert a.equal(b)
-    c = train_bipo(tiny_model_4l, synthetic_pairs(8), layer=2,
-                   config=BiPOConfig(epochs=1, batch_size=4, warmup_steps=1, lr=1e-2, seed=4),
-                   progress=False)
+    c = train_bipo(
+        tiny_model_4l,
+        synthetic_pairs(8),
+        layer=2,
+        config=BiPOConfig(epochs=1, batch_size=4, warmup_steps=1, lr=1e-2, seed=4),
+        progress=False,
+    )
     assert not a.equal(c)
 
 
 def test_resume_reproduces_uninterrupted_run(tiny_model_4l, tmp_path):
     pairs = synthetic_pairs(8)
     cfg = BiPOConfig(epochs=3, batch_size=4, warmup_steps=1, lr=1e-2)
-    full = fit_bipo_run(tiny_model_4l, pairs, layer=1, config=cfg, out_dir=tmp_path / "a",
-                        progress=False)
+    full = fit_bipo_run(
+        tiny_model_4l, pairs, layer=1, config=cfg, out_dir=tmp_path / "a", progress=False
+    )
     # interrupted after epoch 0: simulate by a 1-epoch run with the same config's schedule
     calls = {"n": 0}
 
@@ -116,10 +142,24 @@ def test_resume_reproduces_uninterrupted_run(tiny_model_4l, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        fit_bipo_run(tiny_model_4l, pairs, layer=1, config=cfg, out_dir=tmp_path / "b",
-                     progress=False, on_step=stop_after_first_epoch)
-    resumed = fit_bipo_run(tiny_model_4l, pairs, layer=1, config=cfg, out_dir=tmp_path / "b",
-                           resume=True, progress=False)
+        fit_bipo_run(
+            tiny_model_4l,
+            pairs,
+            layer=1,
+            config=cfg,
+            out_dir=tmp_path / "b",
+            progress=False,
+            on_step=stop_after_first_epoch,
+        )
+    resumed = fit_bipo_run(
+        tiny_model_4l,
+        pairs,
+        layer=1,
+        config=cfg,
+        out_dir=tmp_path / "b",
+        resume=True,
+        progress=False,
+    )
     assert [s["loss"] for s in resumed.steps] == [s["loss"] for s in full.steps]
     assert resumed.vector.equal(full.vector)
     log = (tmp_path / "a" / "train_log.jsonl").read_text().splitlines()
@@ -128,11 +168,24 @@ def test_resume_reproduces_uninterrupted_run(tiny_model_4l, tmp_path):
 
 def test_resume_with_other_config_is_refused(tiny_model_4l, tmp_path):
     pairs = synthetic_pairs(4)
-    fit_bipo_run(tiny_model_4l, pairs, layer=1, config=BiPOConfig(epochs=1, batch_size=4),
-                 out_dir=tmp_path, progress=False)
+    fit_bipo_run(
+        tiny_model_4l,
+        pairs,
+        layer=1,
+        config=BiPOConfig(epochs=1, batch_size=4),
+        out_dir=tmp_path,
+        progress=False,
+    )
     with pytest.raises(TrainingError, match="other settings"):
-        fit_bipo_run(tiny_model_4l, pairs, layer=1, config=BiPOConfig(epochs=2, batch_size=4),
-                     out_dir=tmp_path, resume=True, progress=False)
+        fit_bipo_run(
+            tiny_model_4l,
+            pairs,
+            layer=1,
+            config=BiPOConfig(epochs=2, batch_size=4),
+            out_dir=tmp_path,
+            resume=True,
+            progress=False,
+        )
 
 
 def test_nan_guard_stops_and_keeps_last_good_checkpoint(tiny_model_4l, tmp_path, monkeypatch):
@@ -149,17 +202,22 @@ def test_nan_guard_stops_and_keeps_last_good_checkpoint(tiny_model_4l, tmp_path,
     monkeypatch.setattr(trainer, "bipo_loss", poisoned)
     cfg = BiPOConfig(epochs=3, batch_size=4, warmup_steps=0, lr=1e-2)
     with pytest.raises(TrainingError, match="diverged.*last good checkpoint"):
-        fit_bipo_run(tiny_model_4l, synthetic_pairs(8), layer=1, config=cfg, out_dir=tmp_path,
-                     progress=False)
+        fit_bipo_run(
+            tiny_model_4l, synthetic_pairs(8), layer=1, config=cfg, out_dir=tmp_path, progress=False
+        )
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert state["epoch"] == 0 and all(torch.isfinite(p).all() for p in state["params"])
 
 
 def test_multi_layer_bipo_trains_one_vector_per_layer(tiny_model_4l):
     before = weights(tiny_model_4l)
-    vec = train_bipo(tiny_model_4l, synthetic_pairs(8), layers=[0, 2],
-                     config=BiPOConfig(epochs=1, batch_size=4, warmup_steps=0, lr=1e-2),
-                     progress=False)
+    vec = train_bipo(
+        tiny_model_4l,
+        synthetic_pairs(8),
+        layers=[0, 2],
+        config=BiPOConfig(epochs=1, batch_size=4, warmup_steps=0, lr=1e-2),
+        progress=False,
+    )
     assert vec.layers == (0, 2)
     assert all(float(vec.direction(layer).norm()) > 0 for layer in (0, 2))
     assert all(torch.equal(before[k], v) for k, v in weights(tiny_model_4l).items())
@@ -167,9 +225,14 @@ def test_multi_layer_bipo_trains_one_vector_per_layer(tiny_model_4l):
 
 def test_validation_and_best_epoch(tiny_model_4l):
     pairs = synthetic_pairs(12)
-    run = fit_bipo_run(tiny_model_4l, pairs[:8], layer=1, val_pairs=pairs[8:],
-                       config=BiPOConfig(epochs=3, batch_size=4, warmup_steps=0, lr=5e-2,
-                                         select_best=True), progress=False)
+    run = fit_bipo_run(
+        tiny_model_4l,
+        pairs[:8],
+        layer=1,
+        val_pairs=pairs[8:],
+        config=BiPOConfig(epochs=3, batch_size=4, warmup_steps=0, lr=5e-2, select_best=True),
+        progress=False,
+    )
     assert len(run.epochs) == 3 and run.best_epoch is not None
     for ep in run.epochs:
         assert {"margin@+1", "margin@-1", "margin@0", "score"} <= ep.keys()
@@ -181,8 +244,13 @@ def test_bad_arguments(tiny_model_4l):
     with pytest.raises(ConfigError, match="exactly one of layer"):
         train_bipo(tiny_model_4l, synthetic_pairs(4), layer=1, layers=[1], progress=False)
     with pytest.raises(ConfigError, match="val_pairs"):
-        train_bipo(tiny_model_4l, synthetic_pairs(4), layer=1,
-                   config=BiPOConfig(early_stopping_patience=1), progress=False)
+        train_bipo(
+            tiny_model_4l,
+            synthetic_pairs(4),
+            layer=1,
+            config=BiPOConfig(early_stopping_patience=1),
+            progress=False,
+        )
 
 
 # --- parity with the plain implementation ---------------------------------------------

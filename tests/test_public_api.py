@@ -28,8 +28,7 @@ def test_lazy_names_are_the_library_objects():
 
 def test_import_does_not_load_plotly_or_sklearn():
     code = (
-        "import sys, steerlab; "
-        "print(sorted(m for m in ('plotly', 'sklearn') if m in sys.modules))"
+        "import sys, steerlab; print(sorted(m for m in ('plotly', 'sklearn') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
