@@ -9,16 +9,14 @@ the first ``--n-train``, so the test pairs are only used for the final measureme
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import _env  # noqa: F401  (set-up: data root, offline, sys.path)
 
-import steerlab as sl  # noqa: E402
-from steerlab.data import load_pairs  # noqa: E402
-from steerlab.evaluation import likelihood_margin_fast  # noqa: E402
-from steerlab.vectors.bipo import BiPOConfig, fit_bipo_run  # noqa: E402
+import steerlab as sl
+from steerlab.data import load_pairs
+from steerlab.evaluation import likelihood_margin_fast
+from steerlab.vectors.bipo import BiPOConfig, fit_bipo_run
 
 
 def main() -> None:

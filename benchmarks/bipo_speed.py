@@ -10,21 +10,18 @@ import argparse
 import json
 import os
 import platform
-import sys
 import threading
 import time
-from pathlib import Path
 
+import _env  # noqa: F401  (set-up: data root, offline, sys.path)
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import steerlab as sl  # noqa: E402
-from steerlab.data import load_pairs  # noqa: E402
-from steerlab.vectors.bipo import BiPOConfig, fit_bipo_run  # noqa: E402
-from steerlab.vectors.bipo.cache import pack_pairs  # noqa: E402
-from steerlab.vectors.bipo.schedule import epoch_plan  # noqa: E402
-from tests.bipo_plain import plain_bipo  # noqa: E402
+import steerlab as sl
+from steerlab.data import load_pairs
+from steerlab.vectors.bipo import BiPOConfig, fit_bipo_run
+from steerlab.vectors.bipo.cache import pack_pairs
+from steerlab.vectors.bipo.schedule import epoch_plan
+from tests.bipo_plain import plain_bipo
 
 
 class PeakRSS:

@@ -22,15 +22,9 @@ import sys
 import time
 from pathlib import Path
 
+import _env  # noqa: F401  (set-up: data root, offline, sys.path)
 import pandas as pd
 import torch
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-if "STEERLAB_DATA" not in os.environ:
-    _shared = Path(__file__).resolve().parents[2] / "shared" / "data"
-    if _shared.is_dir():
-        os.environ["STEERLAB_DATA"] = str(_shared)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -25,22 +25,15 @@ are rewritten after every vector, so an interrupted run keeps what it finished.
 import argparse
 import json
 import math
-import os
 import platform
 import sys
 import time
 from pathlib import Path
 
+import _env  # noqa: F401  (set-up: data root, offline, sys.path)
 import numpy as np
 import pandas as pd
 import torch
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-if "STEERLAB_DATA" not in os.environ:
-    _shared = Path(__file__).resolve().parents[2] / "shared" / "data"
-    if _shared.is_dir():
-        os.environ["STEERLAB_DATA"] = str(_shared)
 
 LETTER_METHODS = ("caa", "pca")  # fitted at the answer letter; the others on responses
 

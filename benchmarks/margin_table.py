@@ -7,14 +7,13 @@ fast path), as JSON and a markdown table.
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import _env  # noqa: F401  (set-up: data root, offline, sys.path)
 
-import steerlab as sl  # noqa: E402
-from steerlab.evaluation import likelihood_margin_fast, pivot_metric  # noqa: E402
+import steerlab as sl
+from steerlab.evaluation import likelihood_margin_fast, pivot_metric
 
 
 def main() -> None:

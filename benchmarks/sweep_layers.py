@@ -8,21 +8,12 @@ Writes OUT/report.html, results.csv, effects.csv, sweep.json and one folder per
 (method, layer) cell; rerunning with the same settings resumes where it stopped.
 """
 
-import os
 import sys
-from pathlib import Path
 
+import _env  # noqa: F401  (set-up: data root, offline, sys.path)
 import typer
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-if "STEERLAB_DATA" not in os.environ:
-    _shared = Path(__file__).resolve().parents[2] / "shared" / "data"
-    if _shared.is_dir():
-        os.environ["STEERLAB_DATA"] = str(_shared)
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from steerlab.cli_run import register  # noqa: E402
+from steerlab.cli_run import register
 
 app = typer.Typer(add_completion=False)
 
