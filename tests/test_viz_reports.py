@@ -14,7 +14,7 @@ from steerlab.analysis import cosine_matrix, pca_projection
 from steerlab.analysis.sweeps import SweepConfig, SweepResult, effect_sizes
 from steerlab.errors import ConfigError
 from steerlab.models.sites import HookSite
-from steerlab.reports import Report, find_chromium, png_stats, report, screenshot
+from steerlab.reports import Report, find_chromium, report, screenshot
 from steerlab.vectors.vector import SteeringVector
 from steerlab.viz import (
     cosine_heatmap,
@@ -24,6 +24,7 @@ from steerlab.viz import (
     pca_scatter,
     training_curves,
 )
+from tests._png import png_stats
 
 METHODS = ("caa", "freeform", "pca", "bipo")
 LAYERS = (4, 8, 12)

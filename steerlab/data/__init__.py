@@ -29,12 +29,14 @@ from steerlab.data.benchmarks import (
 )
 from steerlab.data.choices import format_choices, parse_letter, split_choices
 from steerlab.data.fetch import FetchReport, FileStatus, fetch, verify
-from steerlab.data.loaders import (
+from steerlab.data.loaders_csv import (
     load_advbench_behaviors,
     load_advbench_strings,
-    load_anthropic_jsonl,
     load_bipo_ab_csv,
     load_bipo_csv,
+)
+from steerlab.data.loaders_json import (
+    load_anthropic_jsonl,
     load_caa_ab_json,
     load_caa_mc_json,
     load_caa_open_ended_json,

@@ -9,12 +9,14 @@ Heavy dependencies (torch, transformers, scikit-learn) load only when a classifi
 fitted or used.
 """
 
+from collections.abc import Callable
+from typing import Any
+
+from steerlab._registry import Registry
 from steerlab.evaluation.judges.base import (
-    JUDGES,
     Judge,
     JudgeRequest,
     JudgeResult,
-    make_judge,
     summarize,
 )
 from steerlab.evaluation.judges.cache import JsonDiskCache, cache_key
@@ -35,6 +37,39 @@ from steerlab.evaluation.judges.rubrics import (
     get_rubric,
     parse_score,
 )
+
+JudgeFactory = Callable[..., Judge]
+
+JUDGES: Registry[JudgeFactory] = Registry("judge")
+"""Judge factories by name; ``make_judge(name, **kwargs)`` calls them."""
+
+
+def make_judge(name: str, **kwargs: Any) -> Judge:
+    """Build the judge registered under ``name`` with ``kwargs``.
+
+    Raises :class:`~steerlab.errors.UnknownNameError` listing the valid names.
+    """
+    return JUDGES.get(name)(**kwargs)
+
+
+def _classifier(**kwargs: Any) -> Judge:
+    """``path=...`` loads a saved classifier; otherwise the kwargs go to ``fit``."""
+    if "path" in kwargs:
+        return ClassifierJudge.load(kwargs.pop("path"), **kwargs)
+    return ClassifierJudge.fit(**kwargs)
+
+
+def _local(**kwargs: Any) -> Judge:
+    """``model=`` a SteerlabModel; the rest go to :class:`LocalJudge` (imports torch)."""
+    from steerlab.evaluation.judges.local import LocalJudge
+
+    return LocalJudge(**kwargs)
+
+
+JUDGES.register("openai", OpenAICompatJudge)
+JUDGES.register("classifier", _classifier)
+JUDGES.register("refusal", RefusalJudge)
+JUDGES.register("local", _local)
 
 __all__ = [
     "JUDGES",

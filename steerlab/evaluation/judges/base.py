@@ -5,16 +5,16 @@ optional reference answers) and returns one :class:`JudgeResult` per request, in
 Every result keeps the judge's raw output and a status, so :func:`summarize` can report
 how many answers were unparseable or failed instead of silently averaging the rest.
 
-Judges are built by name through :data:`JUDGES` / :func:`make_judge`; implementations
-live in their own modules and are imported only when their factory is called.
+Judges are built by name through :data:`~steerlab.evaluation.judges.JUDGES` /
+:func:`~steerlab.evaluation.judges.make_judge`; each implementation lives in its own module
+and is registered in the package's ``__init__``.
 """
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from steerlab._registry import Registry
 from steerlab.errors import ConfigError
 
 Status = Literal["ok", "unparseable", "error"]
@@ -128,52 +128,3 @@ def summarize(results: Iterable[JudgeResult]) -> dict[str, Any]:
         "n_unparseable": n_unparseable,
         "n_error": n_error,
     }
-
-
-JudgeFactory = Callable[..., Judge]
-
-JUDGES: Registry[JudgeFactory] = Registry("judge")
-"""Judge factories by name; ``make_judge(name, **kwargs)`` calls them."""
-
-
-def make_judge(name: str, **kwargs: Any) -> Judge:
-    """Build the judge registered under ``name`` with ``kwargs``.
-
-    Raises :class:`~steerlab.errors.UnknownNameError` listing the valid names.
-    """
-    return JUDGES.get(name)(**kwargs)
-
-
-def _openai_factory(**kwargs: Any) -> Judge:
-    from steerlab.evaluation.judges.openai_compat import OpenAICompatJudge
-
-    return OpenAICompatJudge(**kwargs)
-
-
-def _classifier_factory(**kwargs: Any) -> Judge:
-    """``path=...`` loads a saved classifier; otherwise the kwargs go to ``fit``."""
-    from steerlab.evaluation.judges.classifier import ClassifierJudge
-
-    if "path" in kwargs:
-        path = kwargs.pop("path")
-        return ClassifierJudge.load(path, **kwargs)
-    return ClassifierJudge.fit(**kwargs)
-
-
-def _refusal_factory(**kwargs: Any) -> Judge:
-    from steerlab.evaluation.judges.refusal import RefusalJudge
-
-    return RefusalJudge(**kwargs)
-
-
-def _local_factory(**kwargs: Any) -> Judge:
-    """``model=`` a SteerlabModel; the rest go to :class:`LocalJudge`."""
-    from steerlab.evaluation.judges.local import LocalJudge
-
-    return LocalJudge(**kwargs)
-
-
-JUDGES.register("openai", _openai_factory)
-JUDGES.register("classifier", _classifier_factory)
-JUDGES.register("refusal", _refusal_factory)
-JUDGES.register("local", _local_factory)
