@@ -13,7 +13,7 @@ import sys
 import _env  # noqa: F401  (set-up: data root, offline, sys.path)
 import typer
 
-from steerlab.cli_run import register
+from steerlab.cli import run, sweep
 
 app = typer.Typer(add_completion=False)
 
@@ -23,7 +23,8 @@ def main() -> None:
     """steerlab sweep / run."""
 
 
-register(app)
+run.register(app)
+sweep.register(app)
 
 if __name__ == "__main__":
     app(["sweep", *sys.argv[1:]] if sys.argv[1:2] != ["run"] else sys.argv[1:])

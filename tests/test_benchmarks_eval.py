@@ -6,7 +6,6 @@ import math
 import pandas as pd
 import pytest
 import torch
-import typer
 from typer.testing import CliRunner
 
 from steerlab.activations.prompts import encode_ab, letter_token_ids
@@ -171,12 +170,9 @@ def test_jailbreak_directions_and_asr(tiny_model):
 
 @pytest.fixture
 def cli(tiny_model, monkeypatch):
-    import steerlab.cli_eval as cli_eval
+    from steerlab.cli import _common, app
 
-    monkeypatch.setattr(cli_eval, "_load", lambda model, device: tiny_model)
-    app, eval_app = typer.Typer(), typer.Typer()
-    app.add_typer(eval_app, name="eval")
-    cli_eval.register(eval_app, app)
+    monkeypatch.setattr(_common, "load_model", lambda model, device: tiny_model)
     runner = CliRunner()
     return lambda *args: runner.invoke(app, list(args), catch_exceptions=False)
 

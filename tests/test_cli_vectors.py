@@ -10,8 +10,10 @@ import typer
 from typer.testing import CliRunner
 
 import steerlab as sl
-from steerlab import cli_vectors
-from steerlab.cli_vectors import eval_app, parse_layers, parse_multipliers, vector_app
+from steerlab.cli import _common
+from steerlab.cli._common import parse_layers, parse_multipliers
+from steerlab.cli.eval import eval_app
+from steerlab.cli.vector import vector_app
 
 runner = CliRunner(env={"COLUMNS": "200"})  # wide rich tables: no wrapped labels
 
@@ -19,7 +21,7 @@ runner = CliRunner(env={"COLUMNS": "200"})  # wide rich tables: no wrapped label
 @pytest.fixture()
 def reuse_model(embedded_model, monkeypatch):
     """Commands get the session's embedded model instead of loading it again."""
-    monkeypatch.setattr(cli_vectors, "_load_model", lambda name, device: embedded_model)
+    monkeypatch.setattr(_common, "load_model", lambda name, device: embedded_model)
     return embedded_model
 
 

@@ -9,7 +9,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from steerlab.cli_run import register
+from steerlab.cli import run as run_cli
+from steerlab.cli import sweep as sweep_cli
 from steerlab.errors import ConfigError
 from steerlab.run import QUICK, RunConfig, read_config_file
 
@@ -21,7 +22,8 @@ def make_app() -> typer.Typer:
     def version() -> None:  # a second command, so sub-commands are named
         typer.echo("0")
 
-    register(app)
+    run_cli.register(app)
+    sweep_cli.register(app)
     return app
 
 

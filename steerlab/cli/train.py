@@ -1,4 +1,4 @@
-"""``steerlab train bipo`` and ``steerlab data fetch|verify`` sub-commands."""
+"""``steerlab train bipo``."""
 
 import json
 from pathlib import Path
@@ -6,7 +6,6 @@ from pathlib import Path
 import typer
 
 train_app = typer.Typer(help="Train steering vectors.", no_args_is_help=True)
-data_app = typer.Typer(help="Datasets: download and verify.", no_args_is_help=True)
 
 
 def _layers(text: str) -> list[int]:
@@ -79,28 +78,3 @@ def train_bipo_cmd(
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     typer.echo(json.dumps(summary, indent=2))
-
-
-@data_app.command("fetch")
-def data_fetch(
-    names: list[str] | None = typer.Argument(
-        None,
-        help="Groups (bipo, caa, anthropic-evals, truthfulqa, advbench) or paths; default all.",
-    ),
-    dest: Path | None = typer.Option(None, help="Destination (default: the download cache)."),
-) -> None:
-    """Download dataset files from their upstream URLs and check their sha256."""
-    from steerlab.data import fetch
-
-    report = fetch(names or None, dest)
-    typer.echo(str(report))
-
-
-@data_app.command("verify")
-def data_verify(
-    root: Path | None = typer.Option(None, help="Data root (default: resolved)."),
-) -> None:
-    """Check the sha256 of every data file present under the data root."""
-    from steerlab.data import verify
-
-    typer.echo(str(verify(root)))

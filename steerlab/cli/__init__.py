@@ -1,0 +1,46 @@
+"""The ``steerlab`` command line: one module per command group.
+
+``run`` (the main job), ``sweep``, ``train``, ``vector``, ``eval`` (+ ``benchmarks``),
+``data``, ``serve`` and ``demo``; :mod:`steerlab.cli._common` holds what they share
+(console, layer / multiplier parsing, model loading). Heavy modules are imported inside
+the commands, so ``steerlab --help`` is fast.
+"""
+
+import typer
+
+app = typer.Typer(
+    help="steerlab: steering vectors (CAA, freeform, PCA, BiPO) on TransformerLens hooks.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+
+
+def _mount() -> None:
+    """Attach the command groups (each imports its heavy dependencies lazily)."""
+    from steerlab.cli import data, demo, run, serve, sweep, train, vector
+    from steerlab.cli import eval as eval_cmds
+
+    app.add_typer(train.train_app, name="train")
+    app.add_typer(vector.vector_app, name="vector")
+    app.add_typer(eval_cmds.eval_app, name="eval")
+    app.add_typer(data.data_app, name="data")
+    run.register(app)
+    sweep.register(app)
+    serve.register(app)
+    demo.register(app)
+
+
+@app.command()
+def version() -> None:
+    """Print the steerlab version."""
+    import steerlab
+
+    typer.echo(steerlab.__version__)
+
+
+_mount()
+
+__all__ = ["app"]
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
