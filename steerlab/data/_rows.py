@@ -38,6 +38,23 @@ def where(path: Path | str, line: int, item: int | None = None) -> str:
     return f"{path}:{line}" + (f" (item {item})" if item is not None else "")
 
 
+def read_utf8(path: Path) -> str:
+    """The text of a UTF-8 file (an optional BOM is dropped). Bytes that are not UTF-8 raise
+    :class:`DataFormatError` naming ``path:line:column`` and how to convert the file."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        bad = data[e.start : e.start + 4]
+        raise DataFormatError(
+            f"{path}:{line}:{col}: the file is not valid UTF-8 (byte(s) {bad!r}); steerlab reads "
+            "data files as UTF-8. Re-save it as UTF-8, e.g. "
+            f"`iconv -f latin1 -t utf-8 {path} > fixed.csv`."
+        ) from None
+
+
 def check_skip(skip: Iterable[str]) -> frozenset[str]:
     kinds = frozenset([skip] if isinstance(skip, str) else skip)
     bad = sorted(kinds - SKIP_KINDS.keys())

@@ -16,7 +16,10 @@ Rules (documented so that callers know exactly what is kept):
 - Surrounding whitespace is stripped. A leading ``Question:`` and a trailing line holding
   only ``Answer:`` (the wrapper of Anthropic's human-written power, wealth and most
   survival items) are removed.
-- The text must hold exactly one line ``Choices:``; the question is everything before it.
+- The question is everything before the one line ``Choices:``. Without such a line (the
+  shape of Anthropic's ``lm_generated_evals`` files), the choices start at the first line
+  beginning with ``(A)`` and the question is everything before it. Two or more
+  ``Choices:`` lines are an error.
 - A choice starts at a line ``(X) text`` (leading spaces allowed, X an uppercase letter);
   following lines that do not start a new choice belong to it (answers may span lines).
 - Letters must run A, B, C... in order. Choice and question texts are stripped.
@@ -29,6 +32,7 @@ from steerlab.errors import DataFormatError
 _CHOICES_HEADER = re.compile(r"^[ \t]*Choices:[ \t]*$", re.MULTILINE)
 _CHOICE_LINE = re.compile(r"^[ \t]*\(([A-Z])\)[ \t]?(.*)$")
 _ANSWER_TRAILER = re.compile(r"\n[ \t]*Answer:[ \t]*$")
+_FIRST_CHOICE = re.compile(r"^[ \t]*\(A\)", re.MULTILINE)
 _LETTER = re.compile(r"^\s*\(?([A-Z])\)?\s*$")
 
 
@@ -53,19 +57,24 @@ def split_choices(text: str, where: str = "") -> tuple[str, tuple[tuple[str, str
     """
     body = strip_question_wrapper(text)
     headers = list(_CHOICES_HEADER.finditer(body))
-    if len(headers) != 1:
-        found = "no" if not headers else f"{len(headers)}"
-        raise DataFormatError(
-            f"{_at(where)}found {found} 'Choices:' lines in {body[:80]!r}...; an A/B prompt "
-            "needs exactly one 'Choices:' line followed by '(A) ...' and '(B) ...' lines."
-        )
-    head = headers[0]
-    question = body[: head.start()].strip()
+    if len(headers) == 1:
+        question, rest = body[: headers[0].start()].strip(), body[headers[0].end() :]
+    else:
+        first_a = _FIRST_CHOICE.search(body) if not headers else None
+        if first_a is None:
+            found = "no" if not headers else f"{len(headers)}"
+            raise DataFormatError(
+                f"{_at(where)}found {found} 'Choices:' lines in {body[:80]!r}...; an A/B prompt "
+                "needs one 'Choices:' line, or '(A) ...' and '(B) ...' lines right after the "
+                "question, each choice on its own line."
+            )
+        # The lm_generated_evals shape: the options follow the question directly.
+        question, rest = body[: first_a.start()].strip(), body[first_a.start() :]
     if not question:
-        raise DataFormatError(f"{_at(where)}the question before 'Choices:' is empty.")
+        raise DataFormatError(f"{_at(where)}the question before the choices is empty.")
     letters: list[str] = []
     texts: list[list[str]] = []
-    for line in body[head.end() :].split("\n"):
+    for line in rest.split("\n"):
         m = _CHOICE_LINE.match(line)
         if m:
             letters.append(m.group(1))

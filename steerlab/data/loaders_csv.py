@@ -7,10 +7,11 @@ unexpected column, and (unless skipped on purpose) empty fields raise
 """
 
 import csv
+import io
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from steerlab.data._rows import RowCollector, SkippableRowError, get_text, where
+from steerlab.data._rows import RowCollector, SkippableRowError, get_text, read_utf8, where
 from steerlab.data.benchmarks import AdvBenchItem
 from steerlab.data.choices import parse_letter
 from steerlab.data.pairs import ABDataset, ABItem, PairDataset, PreferencePair, pairs_to_ab
@@ -32,7 +33,7 @@ def _open_checked(path: Path) -> Path:
 def read_csv_header(path: Path | str) -> tuple[str, ...]:
     """The header row of a CSV file (UTF-8, an optional BOM is dropped)."""
     path = _open_checked(Path(path))
-    with path.open(newline="", encoding="utf-8-sig") as f:
+    with io.StringIO(read_utf8(path), newline="") as f:
         try:
             return tuple(next(csv.reader(f, strict=True)))
         except StopIteration:
@@ -50,7 +51,7 @@ def iter_csv_records(
     fields (a blank line included) or broken quoting raises DataFormatError.
     """
     path = _open_checked(Path(path))
-    with path.open(newline="", encoding="utf-8-sig") as f:
+    with io.StringIO(read_utf8(path), newline="") as f:
         reader = csv.reader(f, strict=True)
         try:
             header = next(reader)

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from steerlab.data._rows import RowCollector, SkippableRowError, get_text, where
+from steerlab.data._rows import RowCollector, SkippableRowError, get_text, read_utf8, where
 from steerlab.data.benchmarks import MCDataset, MCItem, TruthfulQADataset, TruthfulQAItem
 from steerlab.data.choices import parse_letter, split_choices
 from steerlab.data.pairs import ABDataset, ABItem, Skip
@@ -44,7 +44,7 @@ def _read_text(path: Path) -> str:
             f"Data file {str(path)!r} does not exist; check the path or use "
             "steerlab.data.find_data_file(relpath) to search the data roots."
         )
-    return path.read_text(encoding="utf-8-sig")
+    return read_utf8(path)
 
 
 def _skip_ws(text: str, i: int) -> int:
