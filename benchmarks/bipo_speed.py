@@ -17,9 +17,9 @@ import _env  # noqa: F401  (set-up: data root, offline, sys.path)
 import torch
 
 import steerlab as sl
+from steerlab.activations.packed import pack_pairs
 from steerlab.data import load_pairs
 from steerlab.vectors.bipo import BiPOConfig, fit_bipo_run
-from steerlab.vectors.bipo.cache import pack_pairs
 from steerlab.vectors.bipo.schedule import epoch_plan
 from tests.bipo_plain import plain_bipo
 

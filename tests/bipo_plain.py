@@ -32,7 +32,7 @@ def _seq_logprob(model, prompt_ids, response_ids, hook=None):
 def plain_bipo(model, pairs, layer, config: BiPOConfig, max_steps=None):
     """Returns (vector tensor, list of per-step losses)."""
     enc = [encode_pair(model, p) for p in pairs]
-    from steerlab.vectors.bipo.packing import pack
+    from steerlab.activations.packed import pack
 
     lengths = [len(pack(a, b)) for a, b in enc]
     v = torch.zeros(model.d_model, requires_grad=True, device=model.device)

@@ -10,7 +10,6 @@ from steerlab.evaluation import (
     fast_path_applies,
     likelihood_margin,
     likelihood_margin_fast,
-    likelihood_margin_fast_items,
     likelihood_margin_items,
 )
 from steerlab.models.sites import HookSite
@@ -35,7 +34,9 @@ def test_fast_items_equal_the_plain_items(tiny_model_4l):
     vecs = [one, two, top]
     assert fast_path_applies(m, vecs)
     mults = [-1.5, 0.0, 2.0]
-    fast = likelihood_margin_fast_items(m, PAIRS, vecs, mults, batch_size=3, progress=False)
+    fast = likelihood_margin_fast(
+        m, PAIRS, vecs, mults, batch_size=3, progress=False, per_item=True
+    )
     plain = likelihood_margin_items(m, PAIRS, vecs, mults, progress=False)
     assert list(fast.columns) == list(plain.columns)
     key = ["vector", "method", "multiplier", "item"]

@@ -16,11 +16,7 @@ from steerlab.evaluation.likelihood import (
     pair_logprobs,
     response_logprobs,
 )
-from steerlab.evaluation.likelihood_fast import (
-    fast_path_applies,
-    likelihood_margin_fast,
-    likelihood_margin_fast_items,
-)
+from steerlab.evaluation.likelihood_fast import fast_path_applies, likelihood_margin_fast
 from steerlab.evaluation.multipliers import (
     DEFAULT_MULTIPLIERS,
     Condition,
@@ -48,7 +44,6 @@ __all__ = [
     "fast_path_applies",
     "likelihood_margin",
     "likelihood_margin_fast",
-    "likelihood_margin_fast_items",
     "likelihood_margin_items",
     "logits_at",
     "pair_logprobs",

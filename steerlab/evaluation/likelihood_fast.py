@@ -1,4 +1,4 @@
-"""The likelihood margin through BiPO's fast path: packed pairs, cached lower residuals.
+"""The likelihood margin through the packed-pair forward: cached lower residuals.
 
 The same numbers as :func:`~steerlab.evaluation.likelihood.likelihood_margin` (up to float
 rounding), several times cheaper when many (vector, multiplier) conditions are scored:
@@ -11,7 +11,9 @@ rounding), several times cheaper when many (vector, multiplier) conditions are s
 
 It applies when every site of every vector is ``resid_post`` (added at every position, as
 ``steer()`` does by default) and the model has a plain linear unembedding; otherwise the
-call goes through :func:`~steerlab.evaluation.likelihood.likelihood_margin_items`.
+call goes through :func:`~steerlab.evaluation.likelihood.likelihood_margin_items`. The
+engine (packing, cache, upper forward) is :mod:`steerlab.activations.packed`, shared with
+BiPO training.
 """
 
 from collections.abc import Iterable
@@ -23,6 +25,13 @@ import torch
 from torch import Tensor
 
 from steerlab.activations.batch import length_sorted_batches
+from steerlab.activations.packed import (
+    PairCache,
+    build_cache,
+    sequence_logprobs,
+    supports_fast_unembed,
+    upper_token_logprobs,
+)
 from steerlab.errors import EmptyInputError
 from steerlab.evaluation.likelihood import LIKELIHOOD_METRICS, likelihood_margin_items
 from steerlab.evaluation.multipliers import (
@@ -36,9 +45,6 @@ from steerlab.evaluation.multipliers import (
 from steerlab.models.model import SteerlabModel
 from steerlab.steering.steer import Steering
 from steerlab.utils.progress import progress_bar
-from steerlab.vectors.bipo.cache import PairCache, build_cache
-from steerlab.vectors.bipo.fastpath import supports_fast_unembed, upper_token_logprobs
-from steerlab.vectors.bipo.packing import sequence_logprobs
 from steerlab.vectors.freeform import as_pairs
 from steerlab.vectors.vector import SteeringVector
 
@@ -78,7 +84,7 @@ def _steered_logprobs(
     return lp_m, lp_n
 
 
-def likelihood_margin_fast_items(
+def likelihood_margin_fast(
     model: SteerlabModel,
     pairs: Iterable[Any],
     vectors: VectorsArg = None,
@@ -86,16 +92,25 @@ def likelihood_margin_fast_items(
     *,
     batch_size: int = 8,
     progress: bool = True,
+    per_item: bool = False,
 ) -> pd.DataFrame:
-    """Per-pair log-likelihoods under each (vector, multiplier); the columns of
-    :func:`~steerlab.evaluation.likelihood.likelihood_margin_items`."""
+    """Mean likelihood margin of held-out pairs under steering (the tidy frame of
+    :func:`~steerlab.evaluation.likelihood.likelihood_margin`), via cached residuals.
+
+    Use it when scoring several vectors or multipliers at the same layer: the work
+    below the layer and the shared prompt are computed once.
+
+    per_item: return the per-pair log-likelihoods under each (vector, multiplier)
+        instead (the columns of :func:`~steerlab.evaluation.likelihood.likelihood_margin_items`).
+    """
     pair_list = as_pairs(pairs)
     if not pair_list:
         raise EmptyInputError("likelihood_margin_fast() got no pairs.")
     if not fast_path_applies(model, vectors):
-        return likelihood_margin_items(
+        items = likelihood_margin_items(
             model, pair_list, vectors, multipliers, batch_size=batch_size, progress=progress
         )
+        return items if per_item else summarize(items, LIKELIHOOD_METRICS)
     conds = conditions(vectors, multipliers)
     caches: dict[int, PairCache] = {}
 
@@ -143,25 +158,5 @@ def likelihood_margin_fast_items(
                 }
             )
         )
-    return pd.concat(frames, ignore_index=True)
-
-
-def likelihood_margin_fast(
-    model: SteerlabModel,
-    pairs: Iterable[Any],
-    vectors: VectorsArg = None,
-    multipliers: MultipliersArg = DEFAULT_MULTIPLIERS,
-    *,
-    batch_size: int = 8,
-    progress: bool = True,
-) -> pd.DataFrame:
-    """Mean likelihood margin of held-out pairs under steering (the tidy frame of
-    :func:`~steerlab.evaluation.likelihood.likelihood_margin`), via cached residuals.
-
-    Use it when scoring several vectors or multipliers at the same layer: the work
-    below the layer and the shared prompt are computed once.
-    """
-    items = likelihood_margin_fast_items(
-        model, pairs, vectors, multipliers, batch_size=batch_size, progress=progress
-    )
-    return summarize(items, LIKELIHOOD_METRICS)
+    items = pd.concat(frames, ignore_index=True)
+    return items if per_item else summarize(items, LIKELIHOOD_METRICS)

@@ -1,4 +1,5 @@
-"""BiPO: config, objective, packing, the fast path and the trainer."""
+"""BiPO: config, objective, batch plans, checkpoints and the trainer (its packed-pair
+forward is :mod:`steerlab.activations.packed`)."""
 
 from steerlab.vectors.bipo.config import BiPOConfig
 from steerlab.vectors.bipo.loss import bipo_loss, cosine_with_warmup

@@ -18,16 +18,20 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from steerlab.activations.packed import (
+    PairCache,
+    build_cache,
+    sequence_logprobs,
+    supports_fast_unembed,
+    upper_token_logprobs,
+)
 from steerlab.errors import ConfigError, EmptyInputError, TrainingError
 from steerlab.models.model import SteerlabModel
 from steerlab.models.sites import HookSite
 from steerlab.utils.progress import progress_bar
-from steerlab.vectors.bipo.cache import PairCache, build_cache
 from steerlab.vectors.bipo.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from steerlab.vectors.bipo.config import BiPOConfig
-from steerlab.vectors.bipo.fastpath import supports_fast_unembed, upper_token_logprobs
 from steerlab.vectors.bipo.loss import bipo_loss, cosine_with_warmup
-from steerlab.vectors.bipo.packing import sequence_logprobs
 from steerlab.vectors.bipo.schedule import epoch_plan, steps_per_epoch
 from steerlab.vectors.fitting import METHODS
 from steerlab.vectors.vector import Provenance, SteeringVector

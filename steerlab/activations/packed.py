@@ -1,0 +1,341 @@
+"""The packed-pair forward: one row per preference pair, cached lower residuals, and the
+layers above a site with the unembedding at response positions only.
+
+Shared by BiPO training (``steerlab.vectors.bipo``) and the fast likelihood margin
+(``steerlab.evaluation.likelihood_fast``).
+
+Packing: ``prompt + matching + not_matching`` share one row; the not-matching tokens may
+not attend to the matching ones and take the position ids that follow the prompt, so each
+response sees exactly the context it would see alone while the prompt is computed once
+for both (attention is causal: the prompt never sees either response).
+
+Forward: TransformerBridge's ``forward(start_at_layer=k)`` injects a residual at block
+``k`` but still runs blocks ``0..k-1`` and discards their output. :func:`skip_lower_blocks`
+makes those blocks return their input unchanged for the duration of a call, so the work
+below the site is really skipped. :func:`final_hidden_only` makes the unembedding an
+identity so the bridge returns the final normalised residual; log-probs are then taken
+only where a response token is predicted.
+
+Cache: :func:`build_cache` stores, per pair, the packed tokens, ``resid_post`` of one
+layer and the unsteered (reference) log-probs of both responses.
+"""
+
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from steerlab.activations.batch import length_sorted_batches
+from steerlab.activations.capture import capture
+from steerlab.activations.prompts import encode_pair
+from steerlab.errors import EmptyInputError
+from steerlab.models.chat import EncodedText
+from steerlab.models.model import SteerlabModel
+from steerlab.models.sites import HookSite
+from steerlab.utils.progress import progress_bar
+
+# --- packing ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PackedPair:
+    prompt: tuple[int, ...]
+    matching: tuple[int, ...]
+    not_matching: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if not self.prompt or not self.matching or not self.not_matching:
+            raise EmptyInputError(
+                "A BiPO pair needs a non-empty prompt and two non-empty responses."
+            )
+
+    @property
+    def ids(self) -> tuple[int, ...]:
+        return self.prompt + self.matching + self.not_matching
+
+    def __len__(self) -> int:
+        return len(self.prompt) + len(self.matching) + len(self.not_matching)
+
+    def position_ids(self) -> list[int]:
+        p, c, r = len(self.prompt), len(self.matching), len(self.not_matching)
+        return list(range(p + c)) + list(range(p, p + r))
+
+    def targets(self) -> tuple[list[int], list[int], list[int], list[int]]:
+        """(positions, tokens) whose logits predict the matching / not-matching tokens."""
+        p, c, r = len(self.prompt), len(self.matching), len(self.not_matching)
+        pos_m = list(range(p - 1, p + c - 1))
+        pos_n = [p - 1] + list(range(p + c, p + c + r - 1))
+        return pos_m, list(self.matching), pos_n, list(self.not_matching)
+
+
+def pack(pos: EncodedText, neg: EncodedText) -> PackedPair:
+    if pos.prompt_ids != neg.prompt_ids:
+        raise ValueError("The two sides of a pair must share the prompt.")
+    return PackedPair(pos.prompt_ids, pos.response_ids, neg.response_ids)
+
+
+def pack_pairs(model: SteerlabModel, pairs: Sequence[Any]) -> list[PackedPair]:
+    return [pack(*encode_pair(model, p)) for p in pairs]
+
+
+@dataclass(frozen=True)
+class PackedBatch:
+    """Right-padded packed pairs with their 4-D attention mask and target index lists.
+
+    tgt_row/tgt_pos/tgt_tok: one entry per predicted response token;
+    tgt_seg: ``2 * example + side`` (side 0 = matching, 1 = not matching).
+    """
+
+    ids: Int[Tensor, "batch pos"]
+    position_ids: Int[Tensor, "batch pos"]
+    allowed: Bool[Tensor, "batch pos pos"]
+    lengths: Int[Tensor, " batch"]
+    tgt_row: Int[Tensor, " n_tok"]
+    tgt_pos: Int[Tensor, " n_tok"]
+    tgt_tok: Int[Tensor, " n_tok"]
+    tgt_seg: Int[Tensor, " n_tok"]
+
+    @property
+    def batch(self) -> int:
+        return int(self.ids.shape[0])
+
+    def attention_mask(self, dtype: torch.dtype) -> Float[Tensor, "batch 1 pos pos"]:
+        """Additive 4-D mask: 0 where attention is allowed, the dtype's minimum elsewhere."""
+        zero = torch.zeros((), dtype=dtype, device=self.allowed.device)
+        neg = torch.full((), torch.finfo(dtype).min, dtype=dtype, device=self.allowed.device)
+        return torch.where(self.allowed, zero, neg).unsqueeze(1)
+
+    def to(self, device: "torch.device | str") -> "PackedBatch":
+        fields = (self.ids, self.position_ids, self.allowed, self.lengths)
+        targets = (self.tgt_row, self.tgt_pos, self.tgt_tok, self.tgt_seg)
+        return PackedBatch(*(t.to(device) for t in fields + targets))
+
+
+def collate(pairs: Sequence[PackedPair], pad_id: int) -> PackedBatch:
+    if not pairs:
+        raise EmptyInputError("Cannot collate zero pairs.")
+    width = max(len(p) for p in pairs)
+    b = len(pairs)
+    ids = torch.full((b, width), pad_id, dtype=torch.long)
+    pos_ids = torch.zeros((b, width), dtype=torch.long)
+    causal = torch.tril(torch.ones(width, width, dtype=torch.bool))
+    allowed = causal.repeat(b, 1, 1)
+    rows, poss, toks, segs = [], [], [], []
+    for i, p in enumerate(pairs):
+        n, np_, nc = len(p), len(p.prompt), len(p.matching)
+        ids[i, :n] = torch.tensor(p.ids)
+        pos_ids[i, :n] = torch.tensor(p.position_ids())
+        if n < width:  # padding: keep positions increasing; pad keys are masked below
+            pos_ids[i, n:] = torch.arange(n, width)
+        allowed[i, np_ + nc : n, np_ : np_ + nc] = False  # not-matching can't see matching
+        allowed[i, :n, n:] = False
+        pm, tm, pn, tn = p.targets()
+        rows += [i] * (len(pm) + len(pn))
+        poss += pm + pn
+        toks += tm + tn
+        segs += [2 * i] * len(pm) + [2 * i + 1] * len(pn)
+    lengths = torch.tensor([len(p) for p in pairs], dtype=torch.long)
+    targets = (torch.tensor(rows), torch.tensor(poss), torch.tensor(toks), torch.tensor(segs))
+    return PackedBatch(ids, pos_ids, allowed, lengths, *targets)
+
+
+def sequence_logprobs(
+    token_logprobs: Float[Tensor, " n_tok"], batch: PackedBatch
+) -> tuple[Float[Tensor, " batch"], Float[Tensor, " batch"]]:
+    """Sum token log-probs per (example, side) -> (matching, not_matching) per example."""
+    sums = torch.zeros(2 * batch.batch, dtype=token_logprobs.dtype, device=token_logprobs.device)
+    sums = sums.index_add(0, batch.tgt_seg.to(token_logprobs.device), token_logprobs)
+    sums = sums.view(batch.batch, 2)
+    return sums[:, 0], sums[:, 1]
+
+
+# --- the forward above a layer --------------------------------------------------------------
+
+
+def _identity_block(*args: Any, **kwargs: Any) -> Any:
+    return args[0] if args else kwargs["hidden_states"]
+
+
+def _identity(x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+    return x
+
+
+@contextmanager
+def _patched_forward(module: torch.nn.Module, fn: Any) -> Iterator[None]:
+    had = "forward" in module.__dict__
+    old = module.__dict__.get("forward")
+    module.forward = fn  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        if had:
+            module.forward = old  # type: ignore[method-assign]
+        else:
+            del module.forward
+
+
+@contextmanager
+def skip_lower_blocks(model: SteerlabModel, start: int) -> Iterator[None]:
+    """Blocks ``0..start-1`` pass their input through untouched inside the block."""
+    with ExitStack() as stack:
+        for block in list(model.bridge.blocks)[:start]:
+            stack.enter_context(_patched_forward(block.original_component, _identity_block))
+        yield
+
+
+def unembed_linear(model: SteerlabModel) -> torch.nn.Linear | None:
+    comp = getattr(model.bridge.unembed, "original_component", None)
+    return comp if isinstance(comp, torch.nn.Linear) else None
+
+
+def supports_fast_unembed(model: SteerlabModel) -> bool:
+    cfg = model.bridge.original_model.config
+    return unembed_linear(model) is not None and not getattr(cfg, "final_logit_softcapping", None)
+
+
+@contextmanager
+def final_hidden_only(model: SteerlabModel) -> Iterator[None]:
+    """The unembedding becomes an identity: the forward returns ``ln_final`` output."""
+    lin = unembed_linear(model)
+    assert lin is not None
+    with _patched_forward(lin, _identity):
+        yield
+
+
+def lower_residuals(
+    model: SteerlabModel, batch: PackedBatch, layer: int
+) -> Float[Tensor, "batch pos d_model"]:
+    """``resid_post`` of ``layer`` for a packed batch, without any vector (no grad)."""
+    site = HookSite(layer, "resid_post")
+    stop = layer + 1 if layer + 1 < model.n_layers else None
+    mask = batch.attention_mask(model.dtype)
+    with torch.no_grad(), capture(model, [site]) as store:
+        model.bridge(
+            batch.ids, attention_mask=mask, position_ids=batch.position_ids, stop_at_layer=stop
+        )
+    return store[site]
+
+
+def token_logprobs_from_hidden(
+    model: SteerlabModel, hidden: Float[Tensor, "n_tok d_model"], tokens: Tensor
+) -> Float[Tensor, " n_tok"]:
+    lin = unembed_linear(model)
+    assert lin is not None
+    logits = F.linear(hidden, lin.weight, lin.bias)
+    return logits.float().log_softmax(-1).gather(1, tokens[:, None]).squeeze(1)
+
+
+def upper_token_logprobs(
+    model: SteerlabModel,
+    resid: Float[Tensor, "batch pos d_model"],
+    batch: PackedBatch,
+    layer: int,
+    hooks: Sequence[tuple[str, Any]] = (),
+) -> Float[Tensor, " n_tok"]:
+    """Log-probs of the response tokens, running only the layers above ``layer``.
+
+    ``resid`` is the residual after block ``layer`` (a steering vector already added);
+    ``hooks`` are extra TransformerLens hooks (multi-layer vectors above ``layer``).
+    """
+    start = layer + 1
+    mask = batch.attention_mask(resid.dtype if resid.is_floating_point() else model.dtype)
+    with ExitStack() as stack:
+        stack.enter_context(final_hidden_only(model))
+        if hooks:
+            stack.enter_context(model.bridge.hooks(fwd_hooks=list(hooks)))
+        if start < model.n_layers:
+            stack.enter_context(skip_lower_blocks(model, start))
+            hidden = model.bridge(
+                resid, start_at_layer=start, attention_mask=mask, position_ids=batch.position_ids
+            )
+        else:  # a site after the last block: only the final norm remains
+            hidden = model.bridge.ln_final(resid)
+    sel = hidden[batch.tgt_row, batch.tgt_pos]
+    return token_logprobs_from_hidden(model, sel, batch.tgt_tok)
+
+
+def full_token_logprobs(
+    model: SteerlabModel, batch: PackedBatch, hooks: Sequence[tuple[str, Any]] = ()
+) -> Float[Tensor, " n_tok"]:
+    """Slow fallback and reference: full forward, full-vocabulary logits."""
+    mask = batch.attention_mask(model.dtype)
+    with model.bridge.hooks(fwd_hooks=list(hooks)):
+        logits = model.bridge(batch.ids, attention_mask=mask, position_ids=batch.position_ids)
+    lp = logits[batch.tgt_row, batch.tgt_pos].float().log_softmax(-1)
+    return lp.gather(1, batch.tgt_tok[:, None]).squeeze(1)
+
+
+# --- the cache ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class PairCache:
+    """Per pair: the packed tokens, the residual after ``layer`` (``[len, d_model]``) and
+    the reference (unsteered) log-probs of both responses."""
+
+    packed: tuple[PackedPair, ...]
+    residuals: tuple[Tensor, ...]
+    ref_matching: Tensor
+    ref_not_matching: Tensor
+    layer: int
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(p) for p in self.packed]
+
+    @property
+    def nbytes(self) -> int:
+        return (
+            sum(r.numel() * r.element_size() for r in self.residuals)
+            + 2 * self.ref_matching.numel() * 8
+        )
+
+    def batch(
+        self, idx: Sequence[int], pad_id: int, device: torch.device
+    ) -> tuple[PackedBatch, Tensor]:
+        b = collate([self.packed[i] for i in idx], pad_id).to(device)
+        width = b.ids.shape[1]
+        first = self.residuals[idx[0]]
+        resid = torch.zeros(len(idx), width, first.shape[-1], dtype=first.dtype, device=device)
+        for j, i in enumerate(idx):
+            r = self.residuals[i]
+            resid[j, : r.shape[0]] = r.to(device)
+        return b, resid
+
+
+@torch.no_grad()
+def build_cache(
+    model: SteerlabModel,
+    pairs: Sequence[Any],
+    layer: int,
+    *,
+    batch_size: int = 8,
+    dtype: torch.dtype | None = None,
+    progress: bool = True,
+    desc: str = "BiPO cache",
+) -> PairCache:
+    """Encode and pack ``pairs``; store ``resid_post`` of ``layer`` and reference log-probs
+    (the same frozen model without any vector: no second model copy)."""
+    packed = pack_pairs(model, pairs)
+    lengths = [len(p) for p in packed]
+    residuals: list[Tensor | None] = [None] * len(packed)
+    ref_m = torch.zeros(len(packed), dtype=torch.float64)
+    ref_n = torch.zeros(len(packed), dtype=torch.float64)
+    for idx in progress_bar(
+        length_sorted_batches(lengths, batch_size), desc=desc, enabled=progress
+    ):
+        b = collate([packed[i] for i in idx], model.pad_token_id).to(model.device)
+        resid = lower_residuals(model, b, layer)
+        lp = upper_token_logprobs(model, resid, b, layer)
+        m, n = sequence_logprobs(lp, b)
+        for j, i in enumerate(idx):
+            residuals[i] = resid[j, : lengths[i]].to(dtype or resid.dtype).clone()
+            ref_m[i], ref_n[i] = float(m[j]), float(n[j])
+    return PairCache(
+        tuple(packed), tuple(r for r in residuals if r is not None), ref_m, ref_n, layer
+    )
