@@ -216,3 +216,26 @@ def test_judged_rows_count_failures_and_resume(tiny_model, tmp_path):
     )
     assert judge.seen == 3  # verdicts come from the scores file
     assert again["status"].tolist() == frame["status"].tolist()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"my notes, one line without a final newline", b'{"note": 1}\n', b"plain\ntext\n"],
+)
+def test_a_file_steerlab_did_not_write_is_refused_and_left_untouched(tiny_model, tmp_path, content):
+    # Issue 18 item 5: an existing user file must never be cut or appended to.
+    path = tmp_path / "notes.txt"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match="not a results file written by steerlab"):
+        run(tiny_model, path)
+    assert path.read_bytes() == content
+
+
+def test_a_crash_during_the_very_first_row_is_still_repaired(tiny_model, tmp_path):
+    path = tmp_path / "first.jsonl"
+    full = run(tiny_model, tmp_path / "full.jsonl")
+    first = (tmp_path / "full.jsonl").read_text().splitlines()[0]
+    path.write_text(first[: len(first) // 2])  # half of the first row, no newline
+    frame = run(tiny_model, path)
+    assert len(read_jsonl(path)) == len(full)
+    assert frame["completion"].tolist() == full["completion"].tolist()

@@ -83,7 +83,9 @@ def read_jsonl(path: "str | Path", *, repair: bool = False) -> list[dict[str, An
 
     The last line is ignored when it is cut short (no final newline) or does not parse:
     that is what a crash mid-write leaves. With ``repair=True`` it is also cut from the
-    file, so that appending starts on a clean line. A malformed line before the last one
+    file, so that appending starts on a clean line; a file steerlab did not write (a row
+    without ``key``, or a cut-off line that does not start like steerlab's rows) raises
+    :class:`~steerlab.errors.ConfigError` and is left untouched. A malformed line before the last one
     raises :class:`~steerlab.errors.DataFormatError` naming the line.
     """
     path = Path(path)
@@ -112,17 +114,38 @@ def read_jsonl(path: "str | Path", *, repair: bool = False) -> list[dict[str, An
             continue
         last_row = not any(rest.strip() for rest in lines[i + 1 :])
         if not last_row:
+            if repair:
+                _check_own_file(path, rows, line)
             raise DataFormatError(
                 f"{path}:{i + 1}: malformed JSONL row ({error}); fix or delete that line, "
                 "or write to a new file."
             )
         break
+    if repair:
+        _check_own_file(path, rows, data[good_end:])
     if repair and good_end < len(data):
         with open(path, "r+b") as fh:
             fh.truncate(good_end)
             fh.flush()
             os.fsync(fh.fileno())
     return rows
+
+
+_OWN_ROW_START = b'{"key": '
+
+
+def _check_own_file(path: Path, rows: list[dict[str, Any]], tail: bytes) -> None:
+    """Refuse to append to (or cut) a file steerlab did not write. Every row steerlab writes
+    is a JSON object whose first field is ``key``, so a crash can only leave a cut-off
+    line that starts the same way."""
+    foreign = next((i for i, r in enumerate(rows) if "key" not in r), None)
+    tail = tail.strip()
+    if foreign is not None or (tail and not tail.startswith(_OWN_ROW_START)):
+        raise ConfigError(
+            f"{path} exists but is not a results file written by steerlab (its rows lack the "
+            "'key' field steerlab writes first); steerlab will not append to or cut it. "
+            "Pass another output path."
+        )
 
 
 def append_jsonl(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
