@@ -114,7 +114,7 @@ def read_jsonl(path: "str | Path", *, repair: bool = False) -> list[dict[str, An
             continue
         last_row = not any(rest.strip() for rest in lines[i + 1 :])
         if not last_row:
-            if repair:
+            if repair and not rows:  # a foreign file, rather than a damaged one of ours
                 _check_own_file(path, rows, line)
             raise DataFormatError(
                 f"{path}:{i + 1}: malformed JSONL row ({error}); fix or delete that line, "
