@@ -14,7 +14,7 @@ from torch import Tensor
 from steerlab.errors import ConfigError, EmptyInputError
 from steerlab.models.model import SteerlabModel
 from steerlab.models.positions import PositionSpec, position_scope
-from steerlab.steering.steer import Steering, VectorsLike, steer
+from steerlab.steering.steer import Steering, StrengthArg, VectorsLike, resolve_steering, steer
 from steerlab.utils.progress import progress_bar
 
 
@@ -186,16 +186,18 @@ def generate(
     stop_at_eos: bool = True,
     system_prompt: str | None = None,
     steering: "VectorsLike | Steering | None" = None,
-    multiplier: "float | Sequence[float]" = 1.0,
+    multiplier: "float | Sequence[float] | None" = None,
     positions: PositionSpec = "all",
     progress: bool = False,
+    strength: "StrengthArg | None" = None,
 ) -> GenerationResult:
     """Generate completions for ``prompts`` (chat template applied by default).
 
     Greedy by default. Prompts are sorted by length, batched and left-padded; padding
     never changes a completion. ``steering=`` (a vector, a list of vectors or a
-    :class:`Steering`) with ``multiplier=`` and ``positions=`` steers this call only;
-    an enclosing ``with steer(...)`` also applies.
+    :class:`Steering`) with ``multiplier=`` (default 1) or ``strength=`` (relative to
+    the typical residual norm, or ``"recommended"``; see :func:`steer`) and
+    ``positions=`` steers this call only; an enclosing ``with steer(...)`` also applies.
     """
     prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
     if not prompt_list:
@@ -223,7 +225,11 @@ def generate(
         if not r:
             raise EmptyInputError(f"Prompt {i} ({prompt_list[i]!r}) encodes to zero tokens.")
     order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
-    spec = Steering.of(steering, multiplier, positions) if steering is not None else None
+    spec = (
+        resolve_steering(model, steering, multiplier, strength, positions)
+        if steering is not None
+        else None
+    )
     ctx = steer(model, spec) if spec is not None else nullcontext()
     gen = None if greedy else torch.Generator().manual_seed(seed)
     results: dict[int, list[int]] = {}

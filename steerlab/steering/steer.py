@@ -1,5 +1,9 @@
 """``steer()``: add ``multiplier * direction`` at hook sites, inside a context manager.
 
+The amount is a raw ``multiplier`` or a ``strength`` relative to the model's typical
+residual norm (:mod:`steerlab.steering.strength`); ``strength="recommended"`` uses the
+strength stored in a calibrated vector's provenance.
+
 Built on TransformerLens hooks (``bridge.hooks``). Hooks return new tensors; when the
 context exits (normally or through an exception) every hook it added is removed, so the
 model computes exactly what it computed before.
@@ -17,18 +21,33 @@ from steerlab.errors import ConfigError, EmptyInputError
 from steerlab.models.model import SteerlabModel
 from steerlab.models.positions import PositionSpec, check_positions, position_mask
 from steerlab.models.sites import HookSite
+from steerlab.steering.strength import (
+    RECOMMENDED,
+    in_norm_units,
+    recommended_strength,
+    site_multipliers,
+    vector_norms,
+)
 from steerlab.vectors.vector import SteeringVector
 
 VectorsLike = Union[SteeringVector, Sequence[SteeringVector]]
+#: One strength, one per vector, or "recommended" (ints are fine; other strings are refused
+#: with a message, so the type stays ``str``).
+StrengthArg = Union[int, float, Sequence[Union[int, float]], str]
 
 
 @dataclass(frozen=True)
 class Steering:
-    """What to steer with: vectors, one multiplier per vector, and the positions."""
+    """What to steer with: vectors, one multiplier per vector, and the positions.
+
+    ``strengths`` records the strength per vector when the steering was asked for in
+    strength units (:meth:`at_strength`); the multipliers are then the equivalent ones.
+    """
 
     vectors: tuple[SteeringVector, ...]
     multipliers: tuple[float, ...]
     positions: PositionSpec = "all"
+    strengths: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.vectors:
@@ -42,6 +61,10 @@ class Steering:
             if isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m):
                 raise ConfigError(f"Multiplier {m!r} must be a finite number.")
         check_positions(self.positions)
+        if self.strengths is not None and len(self.strengths) != len(self.vectors):
+            raise ConfigError(
+                f"Got {len(self.strengths)} strengths for {len(self.vectors)} vectors."
+            )
 
     @classmethod
     def of(
@@ -62,6 +85,55 @@ class Steering:
             mults = tuple(float(m) for m in multiplier)  # type: ignore[union-attr]
         return cls(vecs, mults, positions)
 
+    @classmethod
+    def at_strength(
+        cls,
+        model: SteerlabModel,
+        vectors: VectorsLike,
+        strength: StrengthArg,
+        positions: PositionSpec = "all",
+    ) -> "Steering":
+        """Steering whose added vectors have ``strength`` relative to ``model``'s typical
+        residual norm at each site (one number for all vectors, one per vector, or
+        ``"recommended"`` for each vector's calibrated strength).
+
+        A vector whose sites all need the same multiplier keeps its direction and gets
+        that multiplier; otherwise it is rescaled to norm units and the multiplier is
+        the strength itself.
+        """
+        base = cls.of(vectors, 1.0, positions)
+        n = len(base.vectors)
+        if isinstance(strength, str):
+            if strength != RECOMMENDED:
+                raise ConfigError(
+                    f"strength={strength!r}; pass a number (e.g. 0.1) or {RECOMMENDED!r}."
+                )
+            wanted = tuple(recommended_strength(v).strength for v in base.vectors)
+        elif isinstance(strength, (int, float)) and not isinstance(strength, bool):
+            wanted = (float(strength),) * n
+        else:
+            wanted = tuple(
+                float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else x
+                for x in strength
+            )
+            if len(wanted) != n:
+                raise ConfigError(
+                    f"Got {len(wanted)} strengths for {n} vectors; pass one for all or one "
+                    "per vector."
+                )
+        vecs, mults = [], []
+        for vec, s in zip(base.vectors, wanted):
+            norms = vector_norms(model, vec)
+            per_site = site_multipliers(vec, s, norms)
+            first = next(iter(per_site.values()))
+            if all(math.isclose(m, first, rel_tol=1e-9, abs_tol=1e-12) for m in per_site.values()):
+                vecs.append(vec)
+                mults.append(first)
+            else:
+                vecs.append(in_norm_units(vec, norms))
+                mults.append(float(s))
+        return cls(tuple(vecs), tuple(mults), positions, tuple(float(s) for s in wanted))
+
     def deltas(self, model: SteerlabModel) -> dict[HookSite, Tensor]:
         """Summed ``multiplier * direction`` per resolved site, on the model's device/dtype."""
         out: dict[HookSite, Tensor] = {}
@@ -81,8 +153,9 @@ class Steering:
                 "behavior": v.behavior,
                 "sites": [str(s) for s in v.sites],
                 "multiplier": m,
+                **({"strength": self.strengths[i]} if self.strengths is not None else {}),
             }
-            for v, m in zip(self.vectors, self.multipliers)
+            for i, (v, m) in enumerate(zip(self.vectors, self.multipliers))
         ] + ([{"positions": str(self.positions)}] if self.positions != "all" else [])
 
 
@@ -99,24 +172,54 @@ def _make_hook(model: SteerlabModel, delta: Tensor, positions: PositionSpec) -> 
     return hook
 
 
+def resolve_steering(
+    model: SteerlabModel,
+    vectors: "VectorsLike | Steering",
+    multiplier: "float | Sequence[float] | None" = None,
+    strength: "StrengthArg | None" = None,
+    positions: PositionSpec = "all",
+) -> Steering:
+    """The :class:`Steering` for ``multiplier`` *or* ``strength`` (neither: multiplier 1)."""
+    if multiplier is not None and strength is not None:
+        raise ConfigError(
+            f"Got both multiplier={multiplier!r} and strength={strength!r}; pass exactly one "
+            "(multiplier: raw scale of the vector; strength: |k v| / mean ||h|| at the site)."
+        )
+    if strength is None:
+        return Steering.of(vectors, 1.0 if multiplier is None else multiplier, positions)
+    if isinstance(vectors, Steering):
+        raise ConfigError(
+            "strength= cannot re-scale a ready Steering; pass the vectors instead, or build "
+            "it with Steering.at_strength(model, vectors, strength)."
+        )
+    return Steering.at_strength(model, vectors, strength, positions)
+
+
 @contextmanager
 def steer(
     model: SteerlabModel,
     vectors: "VectorsLike | Steering",
-    multiplier: "float | Sequence[float]" = 1.0,
+    multiplier: "float | Sequence[float] | None" = None,
     positions: PositionSpec = "all",
+    *,
+    strength: "StrengthArg | None" = None,
 ) -> Iterator[Steering]:
     """Steer ``model`` inside a ``with`` block.
 
     Args:
         vectors: a :class:`SteeringVector`, a list of them, or a :class:`Steering`.
-        multiplier: one number for all vectors or one per vector.
+        multiplier: one number for all vectors or one per vector (default 1 when
+            ``strength`` is not given either).
         positions: ``"all"`` (default, as in BiPO), ``"prompt"``, ``"generated"``, or a
             ``slice`` of token indices counted from each sequence's first real token.
+        strength: instead of ``multiplier``: ``|k v| / mean ||h||`` at each site (the
+            typical norm is measured once per model and site on the neutral text set and
+            cached), one number or one per vector; ``"recommended"`` uses each vector's
+            calibrated strength (an error if it has none).
 
     Several vectors at the same site add up. The model is restored exactly on exit.
     """
-    spec = Steering.of(vectors, multiplier, positions)
+    spec = resolve_steering(model, vectors, multiplier, strength, positions)
     deltas = spec.deltas(model)
     fwd_hooks = [
         (site.hook_name(model), _make_hook(model, delta, spec.positions))
