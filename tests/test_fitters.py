@@ -158,7 +158,7 @@ def test_freeform_equals_plain_response_mean_difference(tiny_model):
 @pytest.mark.parametrize("positions", ["answer_letter", "response_mean"])
 def test_pca_fitter_sign_agrees_with_most_differences(tiny_model, positions):
     from steerlab.activations import collect
-    from steerlab.vectors.caa import as_ab_items
+    from steerlab.data.convert import as_ab_items
 
     m = tiny_model
     vec = fit_pca(m, PAIRS, [0, 1], positions=positions, progress=False)

@@ -12,6 +12,7 @@ from torch import Tensor
 
 from steerlab.errors import ConfigError, VectorFileError
 from steerlab.models.sites import HookSite
+from steerlab.utils.files import atomic_write_bytes
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,8 +57,6 @@ class ContrastiveActivations:
 
     def save(self, path: "str | Path") -> Path:
         from safetensors.torch import save
-
-        from steerlab.vectors.io import atomic_write_bytes
 
         path = Path(path)
         tensors = {}

@@ -7,7 +7,8 @@
 - :class:`PairDataset` / :class:`ABDataset`: named, immutable sequences of them with a
   stable ``content_hash`` (recorded in a vector's provenance) and the rows that the loader
   skipped on purpose (``skipped``).
-- :class:`BehaviorData`: what :func:`steerlab.data.load_pairs` returns.
+- :class:`BehaviorData`: what :func:`steerlab.data.load_pairs` returns; ``split(n_train,
+  n_test, seed)`` gives the :class:`HeldOutSplit` a vector is fitted and evaluated on.
 """
 
 import dataclasses
@@ -301,6 +302,47 @@ class BehaviorData:
             isinstance(q, str) for q in self.open_ended
         ):
             raise DataFormatError("BehaviorData.open_ended must be a tuple of str.")
+
+    def split(
+        self, n_train: int | None = None, n_test: int | None = None, seed: int = 0
+    ) -> "HeldOutSplit":
+        """The first ``n_train`` train pairs, the first ``n_test`` test pairs and A/B items
+        (``test_ab``, else the test pairs turned into A/B items with ``pairs_to_ab(seed)``);
+        None: all of them."""
+        train = self.train.head(n_train) if n_train else self.train
+        test = self.test.head(n_test) if n_test else self.test
+        if self.test_ab is None:
+            ab = pairs_to_ab(test, seed)
+        else:
+            ab = self.test_ab.head(n_test) if n_test else self.test_ab
+        return HeldOutSplit(self.name, train, test, ab)
+
+
+def content_hash(items: Any) -> str:
+    """``items.content_hash`` when the dataset has one, else a sha256 of their reprs."""
+    h = getattr(items, "content_hash", None)
+    if isinstance(h, str):
+        return h
+    digest = hashlib.sha256()
+    for it in items:
+        digest.update(repr(it).encode())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True, eq=False)
+class HeldOutSplit:
+    """What a vector is fitted on (``train``: pairs or A/B items) and evaluated on
+    (held-out ``test`` pairs and ``test_ab`` items), for the behavior ``name``."""
+
+    name: str
+    train: Sequence[Any]
+    test: Sequence[Any]
+    test_ab: Sequence[Any]
+
+    def hashes(self) -> dict[str, str]:
+        """:func:`content_hash` of each part (recorded as provenance)."""
+        parts = {"train": self.train, "test": self.test, "test_ab": self.test_ab}
+        return {k: content_hash(v) for k, v in parts.items()}
 
 
 def pairs_to_ab(pairs: PairDataset | Sequence[PreferencePair], seed: int = 0) -> ABDataset:

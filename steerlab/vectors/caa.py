@@ -4,20 +4,13 @@ import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from steerlab.activations.collect import collect
-from steerlab.vectors.fitting import METHODS, mean_difference, vector_from_acts
+from steerlab.vectors.fitting import (
+    METHODS,
+    VectorMethod,
+    fit_from_activations,
+    mean_difference_of,
+)
 from steerlab.vectors.vector import SteeringVector
-
-
-def as_ab_items(data: Iterable[Any], seed: int = 0) -> list[Any]:
-    """A/B items as they are, or free-form pairs turned into A/B items (seeded order)."""
-    items = list(data)
-    if items and hasattr(items[0], "choices"):
-        return items
-    from steerlab.data.pairs import PreferencePair, pairs_to_ab
-
-    pairs = [p if isinstance(p, PreferencePair) else PreferencePair(*p) for p in items]
-    return list(pairs_to_ab(pairs, seed=seed))
 
 
 def warn_letter_imbalance(items: Sequence[Any], tolerance: float = 0.1) -> float:
@@ -36,7 +29,7 @@ def warn_letter_imbalance(items: Sequence[Any], tolerance: float = 0.1) -> float
             f"CAA on {n} A/B items with the matching answer as (A) in {n_a} and (B) in "
             f"{n - n_a}: {share:.0%} of the A-vs-B letter identity stays in the vector. Use "
             "an even number of pairs (pairs_to_ab balances the letters) or more items.",
-            stacklevel=3,
+            stacklevel=4,
         )
     return share
 
@@ -54,18 +47,19 @@ def fit_caa(
 ) -> SteeringVector:
     """CAA vector: mean over items of act(prompt + matching letter) - act(+ other letter)
     at the letter token, at ``resid_post`` of each layer."""
-    items = as_ab_items(data, seed)
-    warn_letter_imbalance(items)
-    acts = collect(
-        model, items, list(layers), "answer_letter", batch_size=batch_size, progress=progress
-    )
-    return vector_from_acts(
-        acts,
-        "caa",
-        lambda a, s: mean_difference(a.matching[s], a.not_matching[s]),
-        behavior,
-        {"seed": seed},
-    )
+    return fit_from_activations(
+        model, data, ["caa"], layers, behavior=behavior, batch_size=batch_size, seed=seed,
+        progress=progress,
+    )["caa"]  # fmt: skip
 
 
-METHODS.register("caa", fit_caa)
+METHODS.register(
+    "caa",
+    VectorMethod(
+        fit_caa,
+        positions="answer_letter",
+        reduce=mean_difference_of,
+        seeded=True,
+        check_items=warn_letter_imbalance,
+    ),
+)

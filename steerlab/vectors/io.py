@@ -1,8 +1,6 @@
 """Saving and loading steering vectors (safetensors + JSON metadata), and BiPO ``.pt`` import."""
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -10,32 +8,11 @@ import torch
 
 from steerlab.errors import DModelMismatchError, SteerlabError, VectorFileError
 from steerlab.models.sites import HookSite
+from steerlab.utils.files import atomic_write_bytes
 from steerlab.vectors.vector import Provenance, SteeringVector
 
 _META_KEY = "steerlab"
 _FORMAT = 1
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same directory + rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_vector(vector: SteeringVector, path: "str | Path") -> Path:

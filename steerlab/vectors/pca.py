@@ -3,10 +3,12 @@
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from steerlab.activations.collect import collect
-from steerlab.vectors.caa import as_ab_items
-from steerlab.vectors.fitting import METHODS, pca_direction, vector_from_acts
-from steerlab.vectors.freeform import as_pairs
+from steerlab.vectors.fitting import (
+    METHODS,
+    VectorMethod,
+    fit_from_activations,
+    pca_direction_of,
+)
 from steerlab.vectors.vector import SteeringVector
 
 
@@ -32,11 +34,13 @@ def fit_pca(
     embedded model (power-seeking, layers 8-18): cosine +/-1.000 with the letter axis and
     no effect on any metric, while CAA's mean difference cancels the letter axis.
     """
-    items = as_ab_items(data, seed) if positions == "answer_letter" else as_pairs(data)
-    acts = collect(model, items, list(layers), positions, batch_size=batch_size, progress=progress)
-    return vector_from_acts(
-        acts, "pca", lambda a, s: pca_direction(a.differences(s)), behavior, {"seed": seed}
-    )
+    return fit_from_activations(
+        model, data, ["pca"], layers, positions=positions, behavior=behavior,
+        batch_size=batch_size, seed=seed, progress=progress,
+    )["pca"]  # fmt: skip
 
 
-METHODS.register("pca", fit_pca)
+METHODS.register(
+    "pca",
+    VectorMethod(fit_pca, positions="response_mean", reduce=pca_direction_of, seeded=True),
+)

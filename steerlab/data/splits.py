@@ -1,0 +1,54 @@
+"""Held-out splits of what a user passes: a behavior's data or a plain list of pairs.
+
+:meth:`BehaviorData.split <steerlab.data.pairs.BehaviorData.split>` keeps the behavior's
+own train / test splits; :func:`split_items` splits a plain sequence with a seeded
+shuffle; :func:`held_out` picks the one that fits.
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+from steerlab.data.behaviors import split_indices
+from steerlab.data.convert import as_pairs
+from steerlab.data.pairs import BehaviorData, HeldOutSplit, pairs_to_ab
+from steerlab.errors import EmptyInputError
+
+
+def split_items(
+    items: Sequence[Any],
+    n_train: int | None = None,
+    n_test: int | None = None,
+    seed: int = 0,
+    name: str = "unknown",
+) -> HeldOutSplit:
+    """A seeded split of pairs or A/B items: ``n_test`` (default and at most half) held
+    out, ``n_train`` (default the rest) to fit on. Held-out A/B items are the items
+    themselves, or the held-out pairs turned into A/B items with ``pairs_to_ab(seed)``."""
+    items = list(items)
+    if len(items) < 2:
+        raise EmptyInputError(
+            f"A held-out split needs at least 2 pairs (some to fit, some to evaluate); "
+            f"got {len(items)}."
+        )
+    n = len(items)
+    k_test = min(n_test or n // 2, n // 2) or 1
+    k_train = min(n_train or n - k_test, n - k_test)
+    tr, te, _ = split_indices(n, k_test, seed, k_train)
+    train = [items[i] for i in tr]
+    test_items = [items[i] for i in te]
+    test = as_pairs(test_items)
+    ab = test_items if hasattr(test_items[0], "choices") else list(pairs_to_ab(test, seed))
+    return HeldOutSplit(name, train, test, ab)
+
+
+def held_out(
+    data: Any, n_train: int | None = None, n_test: int | None = None, seed: int = 0
+) -> HeldOutSplit:
+    """``data.split(...)`` of a :class:`BehaviorData`, else :func:`split_items` of a
+    sequence (named after its ``name`` attribute when it has one)."""
+    if isinstance(data, BehaviorData):
+        return data.split(n_train, n_test, seed)
+    return split_items(data, n_train, n_test, seed, str(getattr(data, "name", "unknown")))
+
+
+__all__ = ["held_out", "split_items"]
