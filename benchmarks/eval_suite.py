@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     import steerlab as sl
     from steerlab.data import load_mmlu
-    from steerlab.evaluation.benchmarks import jailbreak_items, mmlu_accuracy, truthfulqa_mc
+    from steerlab.evaluation.benchmarks import jailbreak_asr, mmlu_accuracy, truthfulqa_mc
     from steerlab.evaluation.benchmarks.jailbreak import ASR_METRICS, direction_of
     from steerlab.evaluation.multipliers import summarize
 
@@ -150,13 +150,14 @@ def main(argv: list[str] | None = None) -> dict:
     if "jailbreak" not in skip:
         t0 = time.perf_counter()
         jb_n = 3 if args.smoke else min(args.jb_n, 100)
-        jb_items = jailbreak_items(
+        jb_items = jailbreak_asr(
             model,
             vec,
             mults,
             n=jb_n if jb_n < 100 else None,
             max_new_tokens=4 if args.smoke else args.max_new_tokens,
             batch_size=args.batch_size,
+            per_item=True,
         )
         jb_items.to_json(out / "jailbreak.items.jsonl", orient="records", lines=True)
         frames["jailbreak"] = summarize(jb_items, ASR_METRICS)

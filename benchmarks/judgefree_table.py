@@ -8,8 +8,8 @@ Fits the methods on the first ``--n-train`` pairs of the behavior's train split 
 PCA share one collection of A/B answer-letter activations: exactly what ``fit_caa`` /
 ``fit_pca`` compute with seed 0; freeform uses response-mean activations), evaluates the
 unsteered model once and every (method, layer) at every non-zero multiplier with
-``ab_probability_items`` / ``likelihood_margin_items`` on the first ``--n-test`` test
-items (``test_ab``) and pairs (``test``), and prints JSON and a markdown table.
+``ab_probability`` / ``likelihood_margin`` (``per_item=True``) on the first ``--n-test``
+test items (``test_ab``) and pairs (``test``), and prints JSON and a markdown table.
 
 Δ columns are paired (same items at the largest vs the smallest multiplier) with their
 standard error. Diagnostics per layer: mean residual norm at the answer letter and at
@@ -125,8 +125,8 @@ def fit_all(model, train, args, methods, cache: Path):  # type: ignore[no-untype
     import steerlab as sl
     from steerlab.activations import collect
     from steerlab.data import pairs_to_ab
+    from steerlab.data.convert import as_pairs
     from steerlab.vectors.fitting import mean_difference, pca_direction, vector_from_acts
-    from steerlab.vectors.freeform import as_pairs
 
     files = {m: cache / f"{m}.safetensors" for m in methods}
     diag_file = cache / "diagnostics.json"
@@ -250,8 +250,8 @@ def main(argv: list[str] | None = None) -> dict:
     from steerlab.evaluation import (
         AB_METRICS,
         LIKELIHOOD_METRICS,
-        ab_probability_items,
-        likelihood_margin_items,
+        ab_probability,
+        likelihood_margin,
         summarize,
     )
 
@@ -288,8 +288,8 @@ def main(argv: list[str] | None = None) -> dict:
     # the unsteered model once; every vector's multiplier-0 rows reuse it
     t1 = time.perf_counter()
     kw = {"batch_size": args.batch_size, "progress": False}
-    base_ab = ab_probability_items(model, test_ab, None, [0.0], **kw)
-    base_lk = likelihood_margin_items(model, test_pairs, None, [0.0], **kw)
+    base_ab = ab_probability(model, test_ab, None, [0.0], per_item=True, **kw)
+    base_lk = likelihood_margin(model, test_pairs, None, [0.0], per_item=True, **kw)
     base_seconds = time.perf_counter() - t1
     _log(f"[baseline] {base_seconds:.0f}s")
 
@@ -306,8 +306,8 @@ def main(argv: list[str] | None = None) -> dict:
     result: dict = {}
     for i, vec in enumerate(vectors):
         tv = time.perf_counter()
-        ab = ab_probability_items(model, test_ab, vec, nonzero, **kw)
-        lk = likelihood_margin_items(model, test_pairs, vec, nonzero, **kw)
+        ab = ab_probability(model, test_ab, vec, nonzero, per_item=True, **kw)
+        lk = likelihood_margin(model, test_pairs, vec, nonzero, per_item=True, **kw)
         ab_frames += with_base(base_ab, ab)
         lk_frames += with_base(base_lk, lk)
         done.append((ab["vector"].iloc[0], vec.method, vec.layers[0]))

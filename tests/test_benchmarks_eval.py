@@ -14,13 +14,10 @@ from steerlab.errors import ConfigError, UnknownNameError
 from steerlab.evaluation.benchmarks import (
     direction_of,
     jailbreak_asr,
-    jailbreak_items,
     jailbreak_questions,
     mc_metrics,
     mmlu_accuracy,
-    mmlu_items,
     subsample,
-    truthfulqa_items,
     truthfulqa_mc,
 )
 from steerlab.evaluation.judges import RefusalJudge, attack_success
@@ -59,7 +56,9 @@ def test_mmlu_matches_a_plain_per_item_computation(tiny_model):
 
 def test_mmlu_under_steering_and_per_subject(tiny_model):
     vec = big_vector(tiny_model)
-    items = mmlu_items(tiny_model, vec, [-1.0, 0.0, 1.0], data=load_mmlu()[:4], progress=False)
+    items = mmlu_accuracy(
+        tiny_model, vec, [-1.0, 0.0, 1.0], data=load_mmlu()[:4], progress=False, per_item=True
+    )
     assert len(items) == 12 and set(items["category"]) == {"abstract_algebra"}
     p = items.pivot_table(index="item", columns="multiplier", values="p_correct")
     assert not torch.allclose(torch.tensor(p[1.0].values), torch.tensor(p[0.0].values))
@@ -89,7 +88,7 @@ def test_mc_metrics_definitions():
 
 def test_truthfulqa_logprobs_match_a_plain_computation(tiny_model):
     data = load_truthfulqa_mc()[:2]
-    items = truthfulqa_items(tiny_model, data=data, progress=False)
+    items = truthfulqa_mc(tiny_model, data=data, progress=False, per_item=True)
     assert items["question"].tolist() == [it.question for it in data]
     for row, it in zip(items.itertuples(), data):
         prompt = tiny_model.chat.encode(it.question).prompt_ids
@@ -126,7 +125,7 @@ def test_jailbreak_directions_and_asr(tiny_model):
     assert len(jailbreak_questions()) == 100 and len(jailbreak_questions("advbench")) == 520
     assert [direction_of(m) for m in (-1.0, 0.0, 2.0)] == ["defence", "none", "attack"]
     vec = big_vector(tiny_model)
-    items = jailbreak_items(
+    items = jailbreak_asr(
         tiny_model,
         vec,
         [-1.0, 0.0, 1.0],
@@ -134,6 +133,7 @@ def test_jailbreak_directions_and_asr(tiny_model):
         max_new_tokens=4,
         judge=RefusalJudge(),
         progress=False,
+        per_item=True,
     )
     assert len(items) == 9
     assert items["direction"].tolist() == ["defence"] * 3 + ["none"] * 3 + ["attack"] * 3
@@ -231,7 +231,11 @@ def test_embedded_model_benchmarks_small(embedded_model):
     assert got["letter_mass"] > 0.5  # a chat model answers "(" with a letter
     tqa = truthfulqa_mc(embedded_model, data=load_truthfulqa_mc()[:1], progress=False)
     assert tqa["value"].between(0.0, 1.0).all()
-    jb = jailbreak_items(
-        embedded_model, questions=jailbreak_questions()[:1], max_new_tokens=8, progress=False
+    jb = jailbreak_asr(
+        embedded_model,
+        questions=jailbreak_questions()[:1],
+        max_new_tokens=8,
+        progress=False,
+        per_item=True,
     )
     assert all(isinstance(t, str) and t for t in jb["completion"])

@@ -18,12 +18,10 @@ from steerlab.evaluation import (
     AB_METRICS,
     LIKELIHOOD_METRICS,
     ab_probability,
-    ab_probability_items,
     batch_response_logprobs,
     check_multipliers,
     conditions,
     likelihood_margin,
-    likelihood_margin_items,
     logits_at,
     response_logprobs,
     summarize,
@@ -82,7 +80,7 @@ def test_response_logprobs_equal_a_plain_computation(tiny_model):
 
 def test_unsteered_margin_equals_a_plain_computation_on_the_embedded_model(embedded_model):
     m, pairs = embedded_model, PAIRS[:2]
-    frame = likelihood_margin_items(m, pairs, None, [0], batch_size=2, progress=False)
+    frame = likelihood_margin(m, pairs, None, [0], batch_size=2, progress=False, per_item=True)
     plain_pos = [plain_logprob(m, p.question, p.matching) for p in pairs]
     plain_neg = [plain_logprob(m, p.question, p.not_matching) for p in pairs]
     np.testing.assert_allclose(frame["logp_matching"], plain_pos, atol=1e-4, rtol=0)
@@ -127,8 +125,12 @@ def test_vector_margin_at_multiplier_zero_equals_the_unsteered_margin(tiny_model
 
 def test_ab_probability_invariant_to_batch_size_and_equal_to_plain(tiny_model):
     vec = rand_vec(tiny_model)
-    one = ab_probability_items(tiny_model, ITEMS, vec, [0, 2], batch_size=1, progress=False)
-    four = ab_probability_items(tiny_model, ITEMS, vec, [0, 2], batch_size=4, progress=False)
+    one = ab_probability(
+        tiny_model, ITEMS, vec, [0, 2], batch_size=1, progress=False, per_item=True
+    )
+    four = ab_probability(
+        tiny_model, ITEMS, vec, [0, 2], batch_size=4, progress=False, per_item=True
+    )
     for col in ("p_matching", "p_a", "p_b", "letter_mass"):
         np.testing.assert_allclose(one[col], four[col], atol=1e-5, rtol=0)
     plain = [plain_p_matching(tiny_model, it) for it in ITEMS]
@@ -138,7 +140,9 @@ def test_ab_probability_invariant_to_batch_size_and_equal_to_plain(tiny_model):
 
 def test_ab_probability_on_the_embedded_model(embedded_model):
     items = ITEMS[:2]
-    frame = summarize(ab_probability_items(embedded_model, items, progress=False), AB_METRICS)
+    frame = summarize(
+        ab_probability(embedded_model, items, progress=False, per_item=True), AB_METRICS
+    )
     assert list(frame.columns) == SUMMARY_COLUMNS
     values = frame.set_index("metric")["value"]
     assert 0.0 <= values["p_matching"] <= 1.0
@@ -148,8 +152,8 @@ def test_ab_probability_on_the_embedded_model(embedded_model):
 
 
 def test_ab_accepts_pairs_and_rejects_empty(tiny_model):
-    a = ab_probability_items(tiny_model, PAIRS[:2], progress=False)  # pairs_to_ab(seed=0)
-    b = ab_probability_items(tiny_model, pairs_to_ab(PAIRS[:2], seed=0), progress=False)
+    a = ab_probability(tiny_model, PAIRS[:2], progress=False, per_item=True)  # pairs_to_ab(seed=0)
+    b = ab_probability(tiny_model, pairs_to_ab(PAIRS[:2], seed=0), progress=False, per_item=True)
     np.testing.assert_allclose(a["p_matching"], b["p_matching"])
     with pytest.raises(EmptyInputError):
         ab_probability(tiny_model, [], progress=False)

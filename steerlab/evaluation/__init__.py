@@ -1,9 +1,9 @@
-"""Evaluation of steered models: A/B scoring, likelihoods, judges and benchmarks."""
+"""Evaluation of steered models: A/B scoring, likelihoods, the judge-free metric registry,
+judges and benchmarks."""
 
 from steerlab.evaluation.ab import (
     AB_METRICS,
     ab_probability,
-    ab_probability_items,
     ab_scores,
     answer_logits,
 )
@@ -11,12 +11,19 @@ from steerlab.evaluation.likelihood import (
     LIKELIHOOD_METRICS,
     batch_response_logprobs,
     likelihood_margin,
-    likelihood_margin_items,
     logits_at,
     pair_logprobs,
     response_logprobs,
 )
 from steerlab.evaluation.likelihood_fast import fast_path_applies, likelihood_margin_fast
+from steerlab.evaluation.metrics import (
+    METRICS,
+    Metric,
+    evaluate_named,
+    metric_items,
+    primary_metric,
+    resolve_metric,
+)
 from steerlab.evaluation.multipliers import (
     DEFAULT_MULTIPLIERS,
     Condition,
@@ -33,21 +40,25 @@ __all__ = [
     "AB_METRICS",
     "DEFAULT_MULTIPLIERS",
     "LIKELIHOOD_METRICS",
+    "METRICS",
     "Condition",
+    "Metric",
     "ab_probability",
-    "ab_probability_items",
     "ab_scores",
     "answer_logits",
     "batch_response_logprobs",
     "check_multipliers",
     "conditions",
+    "evaluate_named",
     "fast_path_applies",
     "likelihood_margin",
     "likelihood_margin_fast",
-    "likelihood_margin_items",
     "logits_at",
+    "metric_items",
     "pair_logprobs",
     "pivot_metric",
+    "primary_metric",
+    "resolve_metric",
     "response_logprobs",
     "summarize",
     "sweep_multipliers",

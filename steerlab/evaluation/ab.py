@@ -16,6 +16,7 @@ from torch import Tensor
 
 from steerlab.activations.batch import length_sorted_batches, right_pad
 from steerlab.activations.prompts import encode_ab, letter_token_ids
+from steerlab.data.convert import as_ab_items
 from steerlab.errors import EmptyInputError
 from steerlab.evaluation.likelihood import logits_at
 from steerlab.evaluation.multipliers import (
@@ -27,9 +28,8 @@ from steerlab.evaluation.multipliers import (
 )
 from steerlab.models.model import SteerlabModel
 from steerlab.utils.progress import progress_bar
-from steerlab.vectors.caa import as_ab_items
 
-#: metric name -> per-item column of :func:`ab_probability_items`.
+#: metric name -> per-item column of ``ab_probability(..., per_item=True)``.
 AB_METRICS = {
     "p_matching": "p_matching",
     "matching_rate": "matched",
@@ -90,37 +90,6 @@ def ab_scores(
     }
 
 
-def ab_probability_items(
-    model: SteerlabModel,
-    items: Iterable[Any],
-    vectors: VectorsArg = None,
-    multipliers: MultipliersArg = DEFAULT_MULTIPLIERS,
-    *,
-    batch_size: int = 16,
-    progress: bool = True,
-    method: str | None = None,
-    layer: int | str | None = None,
-) -> pd.DataFrame:
-    """Per-item A/B scores under each (vector, multiplier).
-
-    Columns: ``vector, method, layer, multiplier, item`` and those of :func:`ab_scores`.
-    Free-form pairs are turned into A/B items first (``pairs_to_ab``, seed 0).
-    """
-    item_list = as_ab_items(items)
-    if not item_list:
-        raise EmptyInputError("ab_probability() got no items.")
-    return sweep_multipliers(
-        model,
-        vectors,
-        multipliers,
-        lambda: ab_scores(model, item_list, batch_size),
-        method=method,
-        layer=layer,
-        progress=progress,
-        desc="A/B probability",
-    )
-
-
 def ab_probability(
     model: SteerlabModel,
     items: Iterable[Any],
@@ -131,6 +100,7 @@ def ab_probability(
     progress: bool = True,
     method: str | None = None,
     layer: int | str | None = None,
+    per_item: bool = False,
 ) -> pd.DataFrame:
     """Behavioral probability on A/B items under steering (tidy frame).
 
@@ -139,16 +109,23 @@ def ab_probability(
     ``p_matching > 0.5``) and ``letter_mass`` (mean P(A) + P(B) over the whole
     vocabulary). Columns: ``vector, method, layer, multiplier, metric, value, sem, n``.
     ``vectors=None`` scores the unsteered model only; ``method`` / ``layer`` override
-    the labels from the vectors' provenance. Multiplier 0 is computed once.
+    the labels from the vectors' provenance. Multiplier 0 is computed once. Free-form
+    pairs are turned into A/B items first (``pairs_to_ab``, seed 0).
+
+    ``per_item=True`` returns the per-item scores instead: ``vector, method, layer,
+    multiplier, item`` and the columns of :func:`ab_scores`.
     """
-    frame = ab_probability_items(
+    item_list = as_ab_items(items)
+    if not item_list:
+        raise EmptyInputError("ab_probability() got no items.")
+    frame = sweep_multipliers(
         model,
-        items,
         vectors,
         multipliers,
-        batch_size=batch_size,
-        progress=progress,
+        lambda: ab_scores(model, item_list, batch_size),
         method=method,
         layer=layer,
+        progress=progress,
+        desc="A/B probability",
     )
-    return summarize(frame, AB_METRICS)
+    return frame if per_item else summarize(frame, AB_METRICS)

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from steerlab.activations.batch import TokenBatch, length_sorted_batches, right_pad
 from steerlab.activations.prompts import encode_pair
+from steerlab.data.convert import as_pairs
 from steerlab.errors import EmptyInputError
 from steerlab.evaluation.multipliers import (
     DEFAULT_MULTIPLIERS,
@@ -32,9 +33,8 @@ from steerlab.evaluation.multipliers import (
 from steerlab.models.chat import EncodedText
 from steerlab.models.model import SteerlabModel
 from steerlab.utils.progress import progress_bar
-from steerlab.vectors.freeform import as_pairs
 
-#: metric name -> per-item column of :func:`likelihood_margin_items`.
+#: metric name -> per-item column of ``likelihood_margin(..., per_item=True)``.
 LIKELIHOOD_METRICS = {
     "margin": "margin",
     "logp_matching": "logp_matching",
@@ -130,7 +130,7 @@ def pair_logprobs(
     return lp[:n], lp[n:]
 
 
-def likelihood_margin_items(
+def likelihood_margin(
     model: SteerlabModel,
     pairs: Iterable[Any],
     vectors: VectorsArg = None,
@@ -140,12 +140,20 @@ def likelihood_margin_items(
     progress: bool = True,
     method: str | None = None,
     layer: int | str | None = None,
+    per_item: bool = False,
 ) -> pd.DataFrame:
-    """Per-pair log-likelihoods under each (vector, multiplier).
+    """Mean likelihood margin of held-out preference pairs under steering (tidy frame).
 
-    Columns: ``vector, method, layer, multiplier, item, logp_matching,
-    logp_not_matching, margin, prefers_matching`` (1.0 where the margin is positive),
-    ``n_tokens_matching, n_tokens_not_matching``.
+    For each vector (evaluated separately) and multiplier: metrics ``margin`` (mean of
+    ``log p(matching) - log p(not_matching)``, response tokens summed), ``logp_matching``,
+    ``logp_not_matching`` and ``prefers_matching`` (share of pairs with a positive
+    margin). Columns: ``vector, method, layer, multiplier, metric, value, sem, n``.
+    ``vectors=None`` scores the unsteered model only. Multiplier 0 is computed once.
+
+    ``per_item=True`` returns the per-pair log-likelihoods instead: ``vector, method,
+    layer, multiplier, item, logp_matching, logp_not_matching, margin,
+    prefers_matching`` (1.0 where the margin is positive), ``n_tokens_matching,
+    n_tokens_not_matching``.
     """
     pair_list = as_pairs(pairs)
     if not pair_list:
@@ -168,7 +176,7 @@ def likelihood_margin_items(
             "n_tokens_not_matching": n_tok_neg,
         }
 
-    return sweep_multipliers(
+    frame = sweep_multipliers(
         model,
         vectors,
         multipliers,
@@ -178,35 +186,4 @@ def likelihood_margin_items(
         progress=progress,
         desc="likelihood margin",
     )
-
-
-def likelihood_margin(
-    model: SteerlabModel,
-    pairs: Iterable[Any],
-    vectors: VectorsArg = None,
-    multipliers: MultipliersArg = DEFAULT_MULTIPLIERS,
-    *,
-    batch_size: int = 16,
-    progress: bool = True,
-    method: str | None = None,
-    layer: int | str | None = None,
-) -> pd.DataFrame:
-    """Mean likelihood margin of held-out preference pairs under steering (tidy frame).
-
-    For each vector (evaluated separately) and multiplier: metrics ``margin`` (mean of
-    ``log p(matching) - log p(not_matching)``, response tokens summed), ``logp_matching``,
-    ``logp_not_matching`` and ``prefers_matching`` (share of pairs with a positive
-    margin). Columns: ``vector, method, layer, multiplier, metric, value, sem, n``.
-    ``vectors=None`` scores the unsteered model only. Multiplier 0 is computed once.
-    """
-    items = likelihood_margin_items(
-        model,
-        pairs,
-        vectors,
-        multipliers,
-        batch_size=batch_size,
-        progress=progress,
-        method=method,
-        layer=layer,
-    )
-    return summarize(items, LIKELIHOOD_METRICS)
+    return frame if per_item else summarize(frame, LIKELIHOOD_METRICS)

@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from steerlab.data import MCDataset, load_mmlu
+from steerlab.data import MCDataset, MCItem, load_mmlu
 from steerlab.errors import EmptyInputError
 from steerlab.evaluation.ab import ab_scores
 from steerlab.evaluation.multipliers import VectorsArg, summarize, sweep_multipliers
@@ -26,24 +26,35 @@ from steerlab.models.model import SteerlabModel
 
 #: The paper's MMLU multipliers.
 UTILITY_MULTIPLIERS: tuple[float, ...] = (-1.0, 0.0, 1.0)
-#: metric name -> per-item column of :func:`mmlu_items`.
+#: metric name -> per-item column of ``mmlu_accuracy(..., per_item=True)``.
 MMLU_METRICS = {"accuracy": "correct", "p_correct": "p_correct", "letter_mass": "letter_mass"}
 
 
-def mc_items(
+def mmlu_accuracy(
     model: SteerlabModel,
-    data: Iterable[Any],
     vectors: VectorsArg = None,
     multipliers: "float | Sequence[float]" = UTILITY_MULTIPLIERS,
+    per_subject: int | None = None,
     *,
+    data: "MCDataset | Iterable[MCItem] | None" = None,
+    seed: int = 0,
     batch_size: int = 16,
     progress: bool = True,
-    desc: str = "two-choice",
+    per_item: bool = False,
 ) -> pd.DataFrame:
-    """Per-item scores of two-choice :class:`~steerlab.data.MCItem` questions under each
-    (vector, multiplier): the condition columns, ``item, category, correct_letter,
-    p_correct, correct, letter_mass, p_a, p_b``."""
-    items = list(data)
+    """MMLU accuracy under steering, as a tidy frame (``vector, method, layer, multiplier,
+    metric, value, sem, n``) with metrics ``accuracy``, ``p_correct``, ``letter_mass``.
+
+    Args:
+        vectors: a vector, a list of them, or None (unsteered only).
+        multipliers: the paper's -1 / 0 / +1 by default; 0 is computed once.
+        per_subject: items per subject (seeded draw, 1-10); None = all 570.
+        data: score these two-choice items instead of loading CAA's MMLU file.
+        per_item: return the per-item scores instead: the condition columns, ``item,
+            category`` (the subject), ``correct_letter, p_correct, correct, letter_mass,
+            p_a, p_b``.
+    """
+    items = list(data if data is not None else load_mmlu(per_subject=per_subject, seed=seed))
     if not items:
         raise EmptyInputError("No two-choice items to score.")
     ab = [it.to_ab() for it in items]  # matching letter = the correct one
@@ -60,55 +71,5 @@ def mc_items(
             "p_b": s["p_b"],
         }
 
-    return sweep_multipliers(model, vectors, multipliers, score, progress=progress, desc=desc)
-
-
-def mmlu_items(
-    model: SteerlabModel,
-    vectors: VectorsArg = None,
-    multipliers: "float | Sequence[float]" = UTILITY_MULTIPLIERS,
-    per_subject: int | None = None,
-    *,
-    data: MCDataset | None = None,
-    seed: int = 0,
-    batch_size: int = 16,
-    progress: bool = True,
-) -> pd.DataFrame:
-    """Per-item MMLU scores (see :func:`mc_items`; ``category`` is the subject)."""
-    mmlu = data if data is not None else load_mmlu(per_subject=per_subject, seed=seed)
-    return mc_items(
-        model, mmlu, vectors, multipliers, batch_size=batch_size, progress=progress, desc="MMLU"
-    )
-
-
-def mmlu_accuracy(
-    model: SteerlabModel,
-    vectors: VectorsArg = None,
-    multipliers: "float | Sequence[float]" = UTILITY_MULTIPLIERS,
-    per_subject: int | None = None,
-    *,
-    data: MCDataset | None = None,
-    seed: int = 0,
-    batch_size: int = 16,
-    progress: bool = True,
-) -> pd.DataFrame:
-    """MMLU accuracy under steering, as a tidy frame (``vector, method, layer, multiplier,
-    metric, value, sem, n``) with metrics ``accuracy``, ``p_correct``, ``letter_mass``.
-
-    Args:
-        vectors: a vector, a list of them, or None (unsteered only).
-        multipliers: the paper's -1 / 0 / +1 by default; 0 is computed once.
-        per_subject: items per subject (seeded draw, 1-10); None = all 570.
-        data: score these items instead of loading CAA's MMLU file.
-    """
-    items = mmlu_items(
-        model,
-        vectors,
-        multipliers,
-        per_subject,
-        data=data,
-        seed=seed,
-        batch_size=batch_size,
-        progress=progress,
-    )
-    return summarize(items, MMLU_METRICS)
+    frame = sweep_multipliers(model, vectors, multipliers, score, progress=progress, desc="MMLU")
+    return frame if per_item else summarize(frame, MMLU_METRICS)

@@ -29,7 +29,7 @@ from steerlab.evaluation.multipliers import VectorsArg, summarize, sweep_multipl
 from steerlab.models.chat import EncodedText
 from steerlab.models.model import SteerlabModel
 
-#: metric name -> per-item column of :func:`truthfulqa_items`.
+#: metric name -> per-item column of ``truthfulqa_mc(..., per_item=True)``.
 TRUTHFULQA_METRICS = {"mc1": "mc1", "mc2": "mc2"}
 
 
@@ -58,7 +58,7 @@ def mc_metrics(item: TruthfulQAItem, logp: dict[str, float]) -> tuple[float, flo
     return mc1, mc2
 
 
-def truthfulqa_items(
+def truthfulqa_mc(
     model: SteerlabModel,
     vectors: VectorsArg = None,
     multipliers: "float | Sequence[float]" = UTILITY_MULTIPLIERS,
@@ -70,9 +70,20 @@ def truthfulqa_items(
     seed: int = 0,
     batch_size: int = 16,
     progress: bool = True,
+    per_item: bool = False,
 ) -> pd.DataFrame:
-    """Per-question MC1 / MC2 under each (vector, multiplier): the condition columns,
-    ``item, question, mc1, mc2, n_mc1, n_mc2``."""
+    """TruthfulQA MC1 and MC2 accuracy under steering, as a tidy frame (``vector,
+    method, layer, multiplier, metric, value, sem, n``; metrics ``mc1``, ``mc2``).
+
+    Args:
+        version: ``"v1"`` (817 questions, the paper's) or ``"2025"``.
+        split: ``"all"`` or the ``load_pairs("truthfulqa")`` split (``"test"``: 409
+            questions never used to train a truthfulqa vector).
+        n: score a seeded subsample of ``n`` questions (None = all).
+        data: score these items instead of loading ``mc_task.json``.
+        per_item: return the per-question scores instead: the condition columns,
+            ``item, question, mc1, mc2, n_mc1, n_mc2``.
+    """
     if data is None:
         data = load_truthfulqa_mc(version=version, split=split, seed=seed)
     items: list[TruthfulQAItem] = subsample(data, n, seed)
@@ -101,44 +112,7 @@ def truthfulqa_items(
             "n_mc2": [len(it.mc2) for it in items],
         }
 
-    return sweep_multipliers(
+    frame = sweep_multipliers(
         model, vectors, multipliers, score, progress=progress, desc="TruthfulQA MC"
     )
-
-
-def truthfulqa_mc(
-    model: SteerlabModel,
-    vectors: VectorsArg = None,
-    multipliers: "float | Sequence[float]" = UTILITY_MULTIPLIERS,
-    *,
-    data: "TruthfulQADataset | Sequence[TruthfulQAItem] | None" = None,
-    version: str = "v1",
-    split: str = "all",
-    n: int | None = None,
-    seed: int = 0,
-    batch_size: int = 16,
-    progress: bool = True,
-) -> pd.DataFrame:
-    """TruthfulQA MC1 and MC2 accuracy under steering, as a tidy frame (``vector,
-    method, layer, multiplier, metric, value, sem, n``; metrics ``mc1``, ``mc2``).
-
-    Args:
-        version: ``"v1"`` (817 questions, the paper's) or ``"2025"``.
-        split: ``"all"`` or the ``load_pairs("truthfulqa")`` split (``"test"``: 409
-            questions never used to train a truthfulqa vector).
-        n: score a seeded subsample of ``n`` questions (None = all).
-        data: score these items instead of loading ``mc_task.json``.
-    """
-    items = truthfulqa_items(
-        model,
-        vectors,
-        multipliers,
-        data=data,
-        version=version,
-        split=split,
-        n=n,
-        seed=seed,
-        batch_size=batch_size,
-        progress=progress,
-    )
-    return summarize(items, TRUTHFULQA_METRICS)
+    return frame if per_item else summarize(frame, TRUTHFULQA_METRICS)
