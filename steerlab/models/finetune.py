@@ -131,6 +131,98 @@ def _check(rank: int, alpha: float, dropout: float, steps: int, lr: float, batch
             raise ConfigError(f"lora_finetune: {msg}.")
 
 
+class LoraTrainer:
+    """LoRA adapters (``peft``) on a plain copy of a model, AdamW (constant lr) and a
+    seeded batch order that cycles through the encoded texts. :meth:`step` trains on the
+    next batch; :meth:`merge` folds the adapters into the copy's weights and returns it.
+
+    Build it inside ``torch.random.fork_rng`` after seeding: the LoRA init draws from
+    the global RNG.
+    """
+
+    def __init__(
+        self,
+        model: SteerlabModel,
+        encoded: Sequence[EncodedText],
+        *,
+        rank: int,
+        alpha: float,
+        dropout: float,
+        target_modules: Sequence[str],
+        lr: float,
+        batch_size: int,
+        max_length: int,
+        seed: int,
+        device: torch.device,
+    ) -> None:
+        from peft import LoraConfig, get_peft_model
+
+        hf = plain_hf_copy(model).to(device)
+        names = {n.rsplit(".", 1)[-1] for n, _ in hf.named_modules()}
+        unknown = [m for m in target_modules if m not in names]
+        if unknown:
+            raise ConfigError(
+                f"target_modules {unknown} are not modules of {model.model_id}; linear layers "
+                f"include {sorted(n for n in names if n.endswith('proj'))}."
+            )
+        lora = LoraConfig(
+            r=rank,
+            lora_alpha=alpha,
+            lora_dropout=dropout,
+            target_modules=list(target_modules),
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
+        with warnings.catch_warnings():  # peft calls a deprecated transformers helper
+            warnings.simplefilter("ignore", FutureWarning)
+            self.peft_model = get_peft_model(hf, lora)
+        self.peft_model.train()
+        params = [p for p in self.peft_model.parameters() if p.requires_grad]
+        self.trainable_parameters = sum(p.numel() for p in params)
+        self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+        self.encoded, self.pad_id, self.device = list(encoded), model.pad_token_id, device
+        self.lr, self.batch_size, self.max_length = lr, batch_size, max_length
+        self._gen = torch.Generator().manual_seed(seed)
+        self._order: list[int] = []
+        self.steps: list[dict[str, Any]] = []
+
+    def _next_batch(self) -> list[int]:
+        idx: list[int] = []
+        while len(idx) < min(self.batch_size, len(self.encoded)):
+            if not self._order:
+                self._order = torch.randperm(len(self.encoded), generator=self._gen).tolist()
+            idx.append(self._order.pop())
+        return idx
+
+    def step(self) -> dict[str, Any]:
+        """One optimiser step on the next batch; returns its record ``step, loss, lr``."""
+        number = len(self.steps) + 1
+        batch = [self.encoded[i] for i in self._next_batch()]
+        ids, mask, labels = _pad(batch, self.pad_id, self.max_length)
+        dev = self.device
+        out = self.peft_model(
+            input_ids=ids.to(dev), attention_mask=mask.to(dev), labels=labels.to(dev)
+        )
+        loss = out.loss
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"LoRA fine-tune diverged at step {number} (loss {loss.item()}); lower lr "
+                f"(now {self.lr})."
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        rec = {"step": number, "loss": float(loss.item()), "lr": self.lr}
+        self.steps.append(rec)
+        return rec
+
+    def merge(self) -> Any:
+        """The copy with the adapters merged into its weights (eval mode)."""
+        merged = self.peft_model.merge_and_unload()
+        merged.eval()
+        return merged
+
+
 def lora_finetune_run(
     model: SteerlabModel,
     texts: Sequence[Any],
@@ -160,7 +252,7 @@ def lora_finetune_run(
         model_id: the new model's id (default ``'<source id>+lora-r<rank>-<steps>steps'``).
     """
     try:
-        from peft import LoraConfig, get_peft_model
+        import peft  # noqa: F401
     except ImportError as exc:  # pragma: no cover - peft is an optional extra
         raise ConfigError(
             "lora_finetune needs peft: pip install 'steerlab[transfer]' (or pip install peft)."
@@ -178,78 +270,29 @@ def lora_finetune_run(
         raise EmptyInputError(
             f"No response tokens within max_length={max_length}; raise max_length."
         )
-    rng_devices = [dev] if dev.type == "cuda" else []
-    with torch.random.fork_rng(devices=rng_devices):
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         torch.manual_seed(seed)
-        hf = plain_hf_copy(model).to(dev)
-        names = {n.rsplit(".", 1)[-1] for n, _ in hf.named_modules()}
-        unknown = [m for m in target_modules if m not in names]
-        if unknown:
-            raise ConfigError(
-                f"target_modules {unknown} are not modules of {model.model_id}; linear layers "
-                f"include {sorted(n for n in names if n.endswith('proj'))}."
-            )
-        lora = LoraConfig(
-            r=rank,
-            lora_alpha=alpha,
-            lora_dropout=dropout,
-            target_modules=list(target_modules),
-            bias="none",
-            task_type="CAUSAL_LM",
-        )
-        with warnings.catch_warnings():  # peft calls a deprecated transformers helper
-            warnings.simplefilter("ignore", FutureWarning)
-            peft_model = get_peft_model(hf, lora)
-        peft_model.train()
-        params = [p for p in peft_model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-        gen = torch.Generator().manual_seed(seed)
-        order: list[int] = []
-        log: list[dict[str, Any]] = []
-        for step in range(1, steps + 1):
-            idx = []
-            while len(idx) < min(batch_size, len(encoded)):
-                if not order:
-                    order = torch.randperm(len(encoded), generator=gen).tolist()
-                idx.append(order.pop())
-            ids, mask, labels = _pad([encoded[i] for i in idx], model.pad_token_id, max_length)
-            out = peft_model(
-                input_ids=ids.to(dev), attention_mask=mask.to(dev), labels=labels.to(dev)
-            )
-            loss = out.loss
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"LoRA fine-tune diverged at step {step} (loss {loss.item()}); lower lr "
-                    f"(now {lr})."
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            log.append({"step": step, "loss": float(loss.item()), "lr": lr})
-        trainable = sum(p.numel() for p in params)
-        merged = peft_model.merge_and_unload()
-    merged.eval()
-    change = _relative_change(model, merged, target_modules)
+        trainer = LoraTrainer(
+            model, encoded, rank=rank, alpha=alpha, dropout=dropout,
+            target_modules=target_modules, lr=lr, batch_size=batch_size,
+            max_length=max_length, seed=seed, device=dev,
+        )  # fmt: skip
+        for _ in range(steps):
+            trainer.step()
+        merged = trainer.merge()
+    change = _relative_change(model, merged, target_modules)  # before _wrap renames modules
     settings = {
         "source": model.model_id, "rank": rank, "alpha": alpha, "dropout": dropout,
         "steps": steps, "lr": lr, "batch_size": batch_size, "max_length": max_length,
         "target_modules": list(target_modules), "seed": seed, "n_texts": len(items),
     }  # fmt: skip
     new_id = model_id or f"{model.model_id}+lora-r{rank}-{steps}steps"
-    new = _wrap(
-        merged,
-        model.tokenizer,
-        new_id,
-        str(model.bridge.cfg.model_name),
-        dev,
-        model.system_prompt,
-        "lora",
-        t0,
-    )
+    name = str(model.bridge.cfg.model_name)
+    new = _wrap(merged, model.tokenizer, new_id, name, dev, model.system_prompt, "lora", t0)
     return FinetuneRun(
         model=new,
-        steps=log,
-        trainable_parameters=trainable,
+        steps=trainer.steps,
+        trainable_parameters=trainer.trainable_parameters,
         relative_weight_change=change,
         seconds=time.perf_counter() - t0,
         settings=settings,
@@ -271,34 +314,17 @@ def _relative_change(model: SteerlabModel, merged: Any, target_modules: Sequence
     return math.sqrt(diff2 / base2) if base2 else 0.0
 
 
-def lora_finetune(
-    model: SteerlabModel,
-    texts: Sequence[Any],
-    *,
-    rank: int = 8,
-    alpha: float = 16.0,
-    dropout: float = 0.05,
-    steps: int = 30,
-    lr: float = 1e-3,
-    batch_size: int = 4,
-    max_length: int = 128,
-    target_modules: Sequence[str] = DEFAULT_TARGET_MODULES,
-    seed: int = 0,
-    device: "str | torch.device | None" = None,
-    model_id: str | None = None,
-) -> SteerlabModel:
+def lora_finetune(model: SteerlabModel, texts: Sequence[Any], **kwargs: Any) -> SteerlabModel:
     """The merged LoRA fine-tune of a copy of ``model`` (a new model; ``model`` is left
-    unchanged). See :func:`lora_finetune_run` for the arguments and the training log."""
-    return lora_finetune_run(
-        model, texts, rank=rank, alpha=alpha, dropout=dropout, steps=steps, lr=lr,
-        batch_size=batch_size, max_length=max_length, target_modules=target_modules,
-        seed=seed, device=device, model_id=model_id,
-    ).model  # fmt: skip
+    unchanged). Takes the keyword arguments of :func:`lora_finetune_run`, which also
+    returns the training log."""
+    return lora_finetune_run(model, texts, **kwargs).model
 
 
 __all__ = [
     "DEFAULT_TARGET_MODULES",
     "FinetuneRun",
+    "LoraTrainer",
     "lora_finetune",
     "lora_finetune_run",
     "plain_hf_copy",

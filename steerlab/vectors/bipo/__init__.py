@@ -3,6 +3,15 @@ forward is :mod:`steerlab.activations.packed`)."""
 
 from steerlab.vectors.bipo.config import BiPOConfig
 from steerlab.vectors.bipo.loss import bipo_loss, cosine_with_warmup
-from steerlab.vectors.bipo.trainer import BiPORun, fit_bipo_run, train_bipo
+from steerlab.vectors.bipo.train import BiPORun, fit_bipo_run, train_bipo
+from steerlab.vectors.bipo.trainer import BiPOTrainer
 
-__all__ = ["BiPOConfig", "BiPORun", "bipo_loss", "cosine_with_warmup", "fit_bipo_run", "train_bipo"]
+__all__ = [
+    "BiPOConfig",
+    "BiPORun",
+    "BiPOTrainer",
+    "bipo_loss",
+    "cosine_with_warmup",
+    "fit_bipo_run",
+    "train_bipo",
+]

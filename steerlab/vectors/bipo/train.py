@@ -1,0 +1,167 @@
+"""``train_bipo`` / ``fit_bipo_run``: a BiPO vector from preference pairs.
+
+Builds the packed-pair caches, drives a :class:`~steerlab.vectors.bipo.trainer.BiPOTrainer`
+through its epochs and writes the run's files (``train_log.jsonl``, ``checkpoint.pt``,
+``vector.safetensors``); registers ``"bipo"`` with the vector methods.
+"""
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from steerlab.activations.packed import build_cache, supports_fast_unembed
+from steerlab.errors import ConfigError, EmptyInputError
+from steerlab.models.model import SteerlabModel
+from steerlab.models.sites import HookSite
+from steerlab.utils.progress import progress_bar
+from steerlab.vectors.bipo.checkpoint import CHECKPOINT_NAME
+from steerlab.vectors.bipo.config import BiPOConfig
+from steerlab.vectors.bipo.trainer import BiPOTrainer
+from steerlab.vectors.fitting import METHODS, VectorMethod
+from steerlab.vectors.vector import SteeringVector
+
+
+@dataclass
+class BiPORun:
+    """A finished run: the vector, the per-step and per-epoch history, and costs."""
+
+    vector: SteeringVector | None = None
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int | None = None
+    seconds: float = 0.0
+    cache_seconds: float = 0.0
+    cache_bytes: int = 0
+    stopped_early: bool = False
+
+
+def _check_layers(
+    model: SteerlabModel, layer: int | None, layers: Sequence[int] | None
+) -> list[int]:
+    if (layer is None) == (layers is None):
+        raise ConfigError("Pass exactly one of layer= (single vector) or layers= (multi-layer).")
+    chosen = [layer] if layer is not None else list(layers or [])
+    if not chosen:
+        raise ConfigError("layers= is empty; give at least one layer.")
+    resolved = sorted({HookSite(int(x)).resolve(model.n_layers).layer for x in chosen})
+    return resolved
+
+
+def fit_bipo_run(
+    model: SteerlabModel,
+    pairs: Sequence[Any],
+    layer: int | None = None,
+    config: BiPOConfig | None = None,
+    *,
+    layers: Sequence[int] | None = None,
+    val_pairs: Sequence[Any] | None = None,
+    out_dir: "str | Path | None" = None,
+    resume: bool = False,
+    behavior: str | None = None,
+    progress: bool = True,
+    on_step: Callable[[dict[str, Any]], None] | None = None,
+) -> BiPORun:
+    """Train a BiPO vector and return the run (vector, history, timings).
+
+    Args:
+        pairs: preference pairs (``question, matching, not_matching``) or a dataset.
+        layer: the steering layer (``resid_post``), or ``layers=`` for multi-layer BiPO
+            (one vector per layer, trained jointly).
+        val_pairs: held-out pairs; each epoch logs their likelihood margin at +1/-1 and
+            drives ``select_best`` / ``early_stopping_patience``.
+        out_dir: where ``train_log.jsonl``, ``checkpoint.pt`` (each epoch, atomic) and
+            ``vector.safetensors`` go. ``resume=True`` continues from its checkpoint.
+    """
+    cfg = config or BiPOConfig()
+    pair_list = list(pairs)
+    if not pair_list:
+        raise EmptyInputError("train_bipo got no training pairs.")
+    if not supports_fast_unembed(model):
+        raise ConfigError(
+            f"{model.model_id}: the fast BiPO path needs a linear unembedding without logit "
+            "soft-capping."
+        )
+    chosen = _check_layers(model, layer, layers)
+    behavior = behavior or getattr(pairs, "name", None) or "unknown"
+    out = Path(out_dir) if out_dir is not None else None
+    if resume and out is None:
+        raise ConfigError("resume=True needs out_dir= (where the checkpoint is).")
+    t0 = time.perf_counter()
+    cache = build_cache(model, pair_list, chosen[0], progress=progress)
+    val_cache = (
+        build_cache(model, list(val_pairs), chosen[0], progress=progress, desc="BiPO val cache")
+        if val_pairs
+        else None
+    )
+    run = BiPORun(cache_seconds=time.perf_counter() - t0, cache_bytes=cache.nbytes)
+    if cfg.early_stopping_patience and val_cache is None:
+        raise ConfigError("early_stopping_patience needs val_pairs=.")
+    ckpt_path = out / CHECKPOINT_NAME if out else None
+    trainer = BiPOTrainer(model, cache, chosen, cfg, val_cache=val_cache, checkpoint_path=ckpt_path)
+    if resume:
+        trainer.restore()
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+    log_file = (out / "train_log.jsonl").open("a") if out else None
+
+    def log(kind: str, rec: dict[str, Any]) -> None:
+        if log_file:
+            log_file.write(json.dumps({"type": kind, **rec}) + "\n")
+            log_file.flush()
+
+    try:
+        for epoch in range(trainer.next_epoch, cfg.epochs):
+            plan = trainer.plan()
+            for step in progress_bar(
+                plan, desc=f"BiPO epoch {epoch + 1}/{cfg.epochs}", enabled=progress
+            ):
+                rec = trainer.step(step)
+                log("step", rec)
+                if on_step:
+                    on_step(rec)
+            log("epoch", trainer.end_epoch())
+            trainer.save()
+            if trainer.should_stop:
+                run.stopped_early = True
+                break
+    finally:
+        if log_file:
+            log_file.close()
+    run.steps, run.epochs, run.best_epoch = trainer.steps, trainer.epochs, trainer.best_epoch
+    run.vector = trainer.to_vector(str(behavior), str(getattr(pairs, "content_hash", "")))
+    run.seconds = time.perf_counter() - t0
+    if out:
+        run.vector.save(out / "vector.safetensors")
+    return run
+
+
+def train_bipo(
+    model: SteerlabModel,
+    pairs: Sequence[Any],
+    layer: int | None = None,
+    config: BiPOConfig | None = None,
+    **kwargs: Any,
+) -> SteeringVector:
+    """Train a BiPO steering vector; see :func:`fit_bipo_run` for the options."""
+    vec = fit_bipo_run(model, pairs, layer, config, **kwargs).vector
+    assert vec is not None
+    return vec
+
+
+def _fit_bipo_method(
+    model: Any, data: Sequence[Any], layers: Sequence[int], **kwargs: Any
+) -> SteeringVector:
+    cfg = kwargs.pop("config", None) or BiPOConfig(
+        **{k: kwargs.pop(k) for k in list(kwargs) if k in BiPOConfig.__dataclass_fields__}
+    )
+    allowed = {"val_pairs", "out_dir", "resume", "behavior", "progress"}
+    extra = {k: v for k, v in kwargs.items() if k in allowed}
+    if len(list(layers)) == 1:
+        return train_bipo(model, data, list(layers)[0], cfg, **extra)
+    return train_bipo(model, data, None, cfg, layers=list(layers), **extra)
+
+
+METHODS.register("bipo", VectorMethod(_fit_bipo_method, train=fit_bipo_run))
