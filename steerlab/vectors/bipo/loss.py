@@ -7,19 +7,6 @@ from jaxtyping import Float
 from torch import Tensor
 
 
-def bipo_logits(
-    policy_matching: Float[Tensor, " batch"],
-    policy_not_matching: Float[Tensor, " batch"],
-    ref_matching: Float[Tensor, " batch"],
-    ref_not_matching: Float[Tensor, " batch"],
-    d: Float[Tensor, " batch"],
-    beta: float,
-) -> Float[Tensor, " batch"]:
-    """``d * beta * [(log p(r_T|q; d v) - log p_ref(r_T|q)) - (log p(r_O|q; d v) - log p_ref(r_O|q))]``."""
-    margin = (policy_matching - ref_matching) - (policy_not_matching - ref_not_matching)
-    return d * beta * margin
-
-
 def bipo_loss(
     policy_matching: Float[Tensor, " batch"],
     policy_not_matching: Float[Tensor, " batch"],
@@ -28,10 +15,14 @@ def bipo_loss(
     d: Float[Tensor, " batch"],
     beta: float,
 ) -> Float[Tensor, ""]:
-    """Mean over the batch of ``-log sigmoid(bipo_logits)``. Log-probs are sums over the
-    response tokens; ``d`` is +1 or -1 per example (constant within a step by default)."""
-    z = bipo_logits(policy_matching, policy_not_matching, ref_matching, ref_not_matching, d, beta)
-    return -F.logsigmoid(z).mean()
+    """Mean over the batch of ``-log sigmoid(z)`` with
+    ``z = d * beta * [(log p(r_T|q; d v) - log p_ref(r_T|q)) - (log p(r_O|q; d v) - log p_ref(r_O|q))]``.
+
+    Log-probs are sums over the response tokens; ``d`` is +1 or -1 per example (constant
+    within a step by default).
+    """
+    margin = (policy_matching - ref_matching) - (policy_not_matching - ref_not_matching)
+    return -F.logsigmoid(d * beta * margin).mean()
 
 
 def cosine_with_warmup(step: int, warmup: int, total: int) -> float:
