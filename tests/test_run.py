@@ -11,12 +11,13 @@ from typer.testing import CliRunner
 
 from steerlab.cli import run as run_cli
 from steerlab.cli import sweep as sweep_cli
+from steerlab.cli._common import new_app
 from steerlab.errors import ConfigError
 from steerlab.run import QUICK, RunConfig, read_config_file
 
 
 def make_app() -> typer.Typer:
-    app = typer.Typer()
+    app = new_app("steerlab run / sweep")  # with the CLI's one-line error handler
 
     @app.command()
     def version() -> None:  # a second command, so sub-commands are named

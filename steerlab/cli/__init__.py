@@ -2,15 +2,17 @@
 
 ``run`` (the main job), ``sweep``, ``train``, ``vector``, ``eval`` (+ ``benchmarks``),
 ``data``, ``serve`` and ``demo``; :mod:`steerlab.cli._common` holds what they share
-(console, layer / multiplier parsing, model loading). Heavy modules are imported inside
-the commands, so ``steerlab --help`` is fast.
+(the one error handler, console, layer / multiplier parsing, checks that run before any
+expensive work, model loading). Every user mistake ends as one line ``error: ...``
+naming the value and the fix, exit code 1. Heavy modules are imported inside commands.
 """
 
 import typer
 
-app = typer.Typer(
-    help="steerlab: steering vectors (CAA, freeform, PCA, BiPO) on TransformerLens hooks.",
-    no_args_is_help=True,
+from steerlab.cli._common import new_app
+
+app = new_app(
+    "steerlab: steering vectors (CAA, freeform, PCA, BiPO) on TransformerLens hooks.",
     pretty_exceptions_show_locals=False,
 )
 

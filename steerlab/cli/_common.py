@@ -1,13 +1,94 @@
-"""What every command shares: the console, layer / multiplier parsing and model loading.
+"""What every command shares: the error handler, the console, layer / multiplier
+parsing, checks of output paths and layers that run before any expensive work, and
+model loading.
 
 Commands call :func:`load_model` through this module (``_common.load_model``), so tests
-can substitute an already loaded model in one place.
+can substitute an already loaded model (or a loader that fails) in one place.
 """
 
+import json
+import tempfile
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 import typer
+from typer.core import TyperGroup
+
+from steerlab.errors import ConfigError, SteerlabError
+
+try:  # typer >= 0.2x vendors its own click
+    from typer._click import exceptions as _click_errors
+except ImportError:  # pragma: no cover - older typer on the click package
+    from click import exceptions as _click_errors  # type: ignore[no-redef]
+
+_UsageError: Any = _click_errors.UsageError
+_NoArgsIsHelp: Any = getattr(_click_errors, "NoArgsIsHelpError", ())
+
+# --- the one error handler ------------------------------------------------------------------
+
+
+def one_line(text: str) -> str:
+    """``text`` with its whitespace (newlines included) collapsed to single spaces."""
+    return " ".join(str(text).split())
+
+
+def _exit_with(message: str) -> NoReturn:
+    typer.echo(f"error: {one_line(message)}", err=True)
+    raise typer.Exit(code=1)
+
+
+def _given_value(exc: Any, args: list[str]) -> str | None:
+    """The command-line text given to the option ``exc`` is about, if any."""
+    opts = getattr(getattr(exc, "param", None), "opts", None) or []
+    for i, arg in enumerate(args):
+        for opt in opts:
+            if arg == opt and i + 1 < len(args):
+                return args[i + 1]
+            if arg.startswith(opt + "="):
+                return arg[len(opt) + 1 :]
+    return None
+
+
+def _usage_message(exc: Any, args: list[str]) -> str:
+    text = exc.format_message().rstrip()
+    value = _given_value(exc, args)
+    if value is not None and repr(value) not in text and f" {value} " not in f" {text} ":
+        text = text.rstrip(".") + f" (got {value!r})"
+    text += "" if text.endswith((".", "!", "?")) else "."
+    if exc.ctx is not None:
+        text += f" See '{exc.ctx.command_path} --help'."
+    return text
+
+
+class CliGroup(TyperGroup):
+    """A command group whose sub-commands never print a traceback for a user mistake.
+
+    A :class:`~steerlab.errors.SteerlabError` (its message names the value and the fix),
+    a bad parameter (click's usage errors: wrong type, out of range, unknown option) or
+    an ``OSError`` on a user's path becomes one line ``error: ...`` on stderr and exit
+    code 1. Running with no arguments still shows the help.
+    """
+
+    def invoke(self, ctx: Any) -> Any:
+        args = [*getattr(ctx, "_protected_args", []), *ctx.args]
+        try:
+            return super().invoke(ctx)
+        except _NoArgsIsHelp:
+            raise
+        except _UsageError as exc:
+            _exit_with(_usage_message(exc, args))
+        except SteerlabError as exc:
+            _exit_with(str(exc))
+        except OSError as exc:
+            where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+            _exit_with(f"{exc.strerror or exc}{where}")
+
+
+def new_app(help: str, **kwargs: Any) -> typer.Typer:
+    """A typer app (command group) that reports errors through :class:`CliGroup`."""
+    kwargs.setdefault("no_args_is_help", True)
+    return typer.Typer(cls=CliGroup, help=help, **kwargs)
 
 
 def console(stderr: bool = False) -> Any:
@@ -17,7 +98,10 @@ def console(stderr: bool = False) -> Any:
     return Console(stderr=stderr)
 
 
-def parse_layers(text: str) -> list[int]:
+# --- parsing --------------------------------------------------------------------------------
+
+
+def parse_layers(text: str, flag: str = "--layers") -> list[int]:
     """``'10,12,14'`` -> ``[10, 12, 14]`` (duplicates dropped, order kept)."""
     out: list[int] = []
     for part in text.replace(" ", "").split(","):
@@ -27,12 +111,12 @@ def parse_layers(text: str) -> list[int]:
             layer = int(part)
         except ValueError:
             raise typer.BadParameter(
-                f"{part!r} in {text!r} is not a layer number; write e.g. --layers 10,12,14."
+                f"{part!r} in {text!r} is not a layer number; write e.g. {flag} 10,12,14."
             ) from None
         if layer not in out:
             out.append(layer)
     if not out:
-        raise typer.BadParameter(f"No layers in {text!r}; write e.g. --layers 10,12,14.")
+        raise typer.BadParameter(f"No layers in {text!r}; write e.g. {flag} 10,12,14.")
     return out
 
 
@@ -53,6 +137,157 @@ def parse_multipliers(text: str) -> list[float]:
     return out
 
 
+def count_option(
+    default: int | None,
+    *decls: str,
+    help: str,
+    minimum: int = 1,
+    maximum: int | None = None,
+    what: str = "count",
+) -> Any:
+    """A typer option holding a count: values below ``minimum`` (or above ``maximum``)
+    are refused, never read as "all" or sliced from the end; ``None`` (leaving the
+    option out) means all where the default is None."""
+
+    def check(value: int | None) -> int | None:
+        if value is None:
+            return value
+        if value < minimum or (maximum is not None and value > maximum):
+            valid = f"{minimum} or more" if maximum is None else f"{minimum}..{maximum}"
+            all_hint = " (leave it out for all)" if default is None else ""
+            raise typer.BadParameter(f"{value} is not a valid {what}; use {valid}{all_hint}.")
+        return value
+
+    return typer.Option(default, *decls, help=help, callback=check)
+
+
+def parse_names(text: str) -> list[str]:
+    """``'caa, pca'`` -> ``['caa', 'pca']``."""
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+# --- checks before any expensive work -------------------------------------------------------
+
+
+def _nearest_existing(path: Path) -> Path:
+    for p in (path, *path.parents):
+        if p.exists():
+            return p
+    return Path(".")
+
+
+def _probe_writable(folder: Path, flag: str, path: Path) -> None:
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"{flag} {path}: cannot write in {folder} ({exc.strerror or exc}); "
+            "choose a writable location."
+        ) from None
+
+
+def _check_parent(path: Path, flag: str) -> None:
+    anc = _nearest_existing(path.parent)
+    if not anc.is_dir():
+        raise ConfigError(
+            f"{flag} {path}: {anc} is a file, so nothing can be created under it; "
+            "choose another path."
+        )
+    _probe_writable(anc, flag, path)
+
+
+def check_out_dir(path: Path | str, flag: str = "--out") -> Path:
+    """``path`` if it is (or can be created as) a writable directory, else ConfigError.
+    Creates nothing."""
+    path = Path(path).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ConfigError(
+                f"{flag} {path}: is a file, but a directory is needed; "
+                "give a directory path (or move the file away)."
+            )
+        _probe_writable(path, flag, path)
+        return path
+    _check_parent(path, flag)
+    return path
+
+
+def check_out_file(path: Path | str, flag: str = "--out") -> Path:
+    """``path`` if it is (or can be created as) a writable file, else ConfigError.
+    Creates nothing."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise ConfigError(
+            f"{flag} {path}: is a directory, but a file is needed; "
+            f"give a file path such as {path / 'results.csv'}."
+        )
+    _check_parent(path, flag)
+    return path
+
+
+def model_layers(name: str) -> int | None:
+    """The layer count of model ``name`` read from its ``config.json`` without loading
+    weights; None when it is not on disk (the loaded model checks the layers then)."""
+    from steerlab.models.embedded import embedded_cache_dir
+    from steerlab.models.loading import EMBEDDED_NAMES
+
+    config: Path | None = None
+    if name in EMBEDDED_NAMES:
+        config = embedded_cache_dir() / "config.json"
+    elif Path(name).expanduser().is_dir():
+        config = Path(name).expanduser() / "config.json"
+    elif name.count("/") == 1:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            hit = try_to_load_from_cache(name, "config.json")
+            config = Path(hit) if isinstance(hit, str) else None
+        except Exception:  # noqa: BLE001 - only a shortcut; the load checks again
+            config = None
+    try:
+        cfg = json.loads(config.read_text()) if config is not None else {}
+    except (OSError, ValueError):
+        return None
+    for key in ("num_hidden_layers", "n_layer", "num_layers"):
+        if isinstance(cfg.get(key), int):
+            return int(cfg[key])
+    return None
+
+
+def check_layers(model: str, layers: list[int], flag: str = "--layers") -> list[int]:
+    """``layers`` checked against the model's layer count (read cheaply, see
+    :func:`model_layers`); HookSiteError naming the flag and the valid range."""
+    from steerlab.errors import HookSiteError
+    from steerlab.models.sites import HookSite
+
+    n = model_layers(model)
+    if n is not None:
+        for layer in layers:
+            try:
+                HookSite(layer).resolve(n)
+            except HookSiteError as exc:
+                raise HookSiteError(f"{flag} {layer}: {exc}") from None
+    return layers
+
+
+def check_behavior(behavior: str) -> str:
+    """``behavior`` if registered, else UnknownNameError listing the valid ones."""
+    from steerlab.data import list_behaviors
+    from steerlab.errors import unknown_name
+
+    if behavior not in list_behaviors():
+        raise unknown_name("behavior", behavior, list_behaviors())
+    return behavior
+
+
+def load_vectors(paths: list[Path] | None) -> Any:
+    """The vector files (VectorFileError names a missing or bad one); None for none."""
+    from steerlab.vectors.vector import SteeringVector
+
+    return [SteeringVector.load(p) for p in paths] if paths else None
+
+
 def load_model(name: str, device: str | None) -> Any:
     """The model the commands use (one place, so tests can substitute a loaded one)."""
     import steerlab as sl
@@ -60,10 +295,7 @@ def load_model(name: str, device: str | None) -> Any:
     return sl.load_model(name, device=device)
 
 
-def fail(exc: Exception) -> "typer.Exit":
-    """Print a steerlab error (its message names the value and the fix) and exit 1."""
-    console().print(f"[red]error:[/red] {exc}")
-    return typer.Exit(code=1)
+# --- settings shared by several commands ----------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -91,6 +323,9 @@ BEHAVIOR = typer.Option(
 )  # fmt: skip
 MODEL = typer.Option("embedded", help="'embedded', a Hugging Face id or a local dir.")
 DEVICE = typer.Option(None, help="cpu / cuda; default: cuda if available.")
-BATCH = typer.Option(16, min=1, help="Sequences per forward pass.")
+BATCH = count_option(16, help="Sequences per forward pass.")
 SEED = typer.Option(0, help="Seed of the A/B letter order built from free-form pairs.")
 PROGRESS = typer.Option(True, help="Show progress bars.")
+VECTOR = typer.Option(
+    None, "--vector", "-v", help="A vector file (repeat for several); none: the unsteered model."
+)

@@ -5,103 +5,131 @@ value, sem, n``) and the per-item rows next to it, and prints the summary.
 """
 
 from pathlib import Path
+from typing import Any, Literal
 
 import typer
 
-from steerlab.cli import _common
-from steerlab.cli.eval import _VECTOR_HELP, _judge, _save, _vectors
+from steerlab.cli import _common, _judge
+from steerlab.cli._common import DEVICE, MODEL, VECTOR
+
+
+def _save(summary: Any, items: Any, out: Path, echo: bool = True) -> None:
+    """``out`` (CSV summary) and ``out`` with ``.items.jsonl`` (per-item rows)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    summary.to_csv(out, index=False)
+    items_path = out.with_name(out.stem + ".items.jsonl")
+    items.to_json(items_path, orient="records", lines=True, force_ascii=False)
+    if echo:
+        typer.echo(summary.to_string(index=False))
+        typer.echo(f"saved {out} and {items_path}")
 
 
 def mmlu_cmd(
-    vector: list[Path] | None = typer.Option(None, "--vector", "-v", help=_VECTOR_HELP),
+    vector: list[Path] | None = VECTOR,
     multipliers: str = typer.Option("-1,0,1", help="Comma-separated multipliers (paper: -1,0,1)."),
-    per_subject: int | None = typer.Option(None, help="Items per subject (1-10); default all 570."),
-    batch_size: int = typer.Option(16, help="Prompts per forward pass."),
-    model: str = typer.Option("embedded", help="'embedded', an HF id or a local dir."),
-    device: str | None = typer.Option(None, help="cpu / cuda."),
+    per_subject: int | None = _common.count_option(
+        None, help="Items per subject (1-10); default all 570.", maximum=10
+    ),
+    batch_size: int = _common.count_option(16, help="Prompts per forward pass."),
+    model: str = MODEL,
+    device: str | None = DEVICE,
     out: Path = typer.Option(Path("results/mmlu.csv"), help="Summary CSV (+ .items.jsonl)."),
 ) -> None:
     """MMLU (CAA's two-choice set) accuracy under steering."""
-    from steerlab.evaluation.benchmarks.mmlu import MMLU_METRICS, mmlu_items
+    from steerlab.evaluation.benchmarks.mmlu import MMLU_METRICS, mmlu_accuracy
     from steerlab.evaluation.multipliers import summarize
 
+    mults = _common.parse_multipliers(multipliers)
+    _common.check_out_file(out)
+    vecs = _common.load_vectors(vector)
     m = _common.load_model(model, device)
-    items = mmlu_items(
+    items = mmlu_accuracy(
         m,
-        _vectors(vector),
-        _common.parse_multipliers(multipliers),
+        vecs,
+        mults,
         per_subject,
         batch_size=batch_size,
+        per_item=True,
     )
     _save(summarize(items, MMLU_METRICS), items, out)
 
 
 def truthfulqa_cmd(
-    vector: list[Path] | None = typer.Option(None, "--vector", "-v", help=_VECTOR_HELP),
+    vector: list[Path] | None = VECTOR,
     multipliers: str = typer.Option("-1,0,1", help="Comma-separated multipliers."),
-    version: str = typer.Option("v1", help="mc_task.json version: v1 (817) or 2025 (790)."),
-    split: str = typer.Option("all", help="all / train / validation / test (v1)."),
-    n: int | None = typer.Option(None, help="Seeded subsample of N questions."),
+    version: Literal["v1", "2025"] = typer.Option(
+        "v1",
+        help="mc_task.json version: v1 (817) or 2025 (790).",
+    ),
+    split: Literal["all", "train", "validation", "test"] = typer.Option(
+        "all",
+        help="all / train / validation / test (v1).",
+    ),
+    n: int | None = _common.count_option(None, help="Seeded subsample of N questions."),
     seed: int = typer.Option(0, help="Seed of the split / subsample."),
-    batch_size: int = typer.Option(16, help="Sequences per forward pass."),
-    model: str = typer.Option("embedded", help="'embedded', an HF id or a local dir."),
-    device: str | None = typer.Option(None, help="cpu / cuda."),
+    batch_size: int = _common.count_option(16, help="Sequences per forward pass."),
+    model: str = MODEL,
+    device: str | None = DEVICE,
     out: Path = typer.Option(Path("results/truthfulqa.csv"), help="Summary CSV (+ .items.jsonl)."),
 ) -> None:
     """TruthfulQA MC1 / MC2 under steering."""
-    from steerlab.evaluation.benchmarks.truthfulqa import TRUTHFULQA_METRICS, truthfulqa_items
+    from steerlab.evaluation.benchmarks.truthfulqa import TRUTHFULQA_METRICS, truthfulqa_mc
     from steerlab.evaluation.multipliers import summarize
 
+    mults = _common.parse_multipliers(multipliers)
+    _common.check_out_file(out)
+    vecs = _common.load_vectors(vector)
     m = _common.load_model(model, device)
-    items = truthfulqa_items(
+    items = truthfulqa_mc(
         m,
-        _vectors(vector),
-        _common.parse_multipliers(multipliers),
+        vecs,
+        mults,
         version=version,
         split=split,
         n=n,
         seed=seed,
         batch_size=batch_size,
+        per_item=True,
     )
     _save(summarize(items, TRUTHFULQA_METRICS), items, out)
 
 
 def jailbreak_cmd(
-    vector: list[Path] | None = typer.Option(None, "--vector", "-v", help=_VECTOR_HELP),
+    vector: list[Path] | None = VECTOR,
     multipliers: str = typer.Option(
         "-1,0,1", help="Comma-separated multipliers (+: attack, -: defence)."
     ),
     source: str = typer.Option("bipo", help="bipo (100 test questions) or advbench (520)."),
-    n: int | None = typer.Option(None, help="Seeded subsample of N questions."),
+    n: int | None = _common.count_option(None, help="Seeded subsample of N questions."),
     suffix: str = typer.Option("", help="Appended to every question (e.g. a GCG suffix)."),
-    max_new_tokens: int = typer.Option(48, help="Tokens per answer."),
-    batch_size: int = typer.Option(16, help="Questions per generation batch."),
-    judge: str = typer.Option(
-        "none", help="Extra judge: none / local / openai / classifier / refusal."
-    ),
-    judge_model: str | None = typer.Option(None, help="local: a model name; openai: the model id."),
-    judge_url: str | None = typer.Option(None, help="openai: base URL."),
-    judge_api_key_env: str | None = typer.Option(
-        "OPENAI_API_KEY", help="openai: env var with the key ('none' for none)."
-    ),
-    judge_cache: Path | None = typer.Option(None, help="openai: reply cache directory."),
-    model: str = typer.Option("embedded", help="'embedded', an HF id or a local dir."),
-    device: str | None = typer.Option(None, help="cpu / cuda."),
+    max_new_tokens: int = _common.count_option(48, help="Tokens per answer."),
+    batch_size: int = _common.count_option(16, help="Questions per generation batch."),
+    judge: str = _judge.JUDGE,
+    judge_model: str | None = _judge.JUDGE_MODEL,
+    judge_url: str | None = _judge.JUDGE_URL,
+    judge_api_key_env: str | None = _judge.JUDGE_KEY_ENV,
+    judge_cache: Path | None = _judge.JUDGE_CACHE,
+    model: str = MODEL,
+    device: str | None = DEVICE,
     out: Path = typer.Option(Path("results/jailbreak.csv"), help="Summary CSV (+ .items.jsonl)."),
 ) -> None:
     """Jailbreak attack success rate (refusal phrases; optionally a judge) under steering."""
+    from steerlab.errors import unknown_name
     from steerlab.evaluation.benchmarks.jailbreak import (
         ASR_METRICS,
+        JAILBREAK_SOURCES,
         JUDGE_METRICS,
         direction_of,
-        jailbreak_items,
+        jailbreak_asr,
     )
     from steerlab.evaluation.multipliers import summarize
 
-    m = _common.load_model(model, device)
-    j = _judge(
+    if source not in JAILBREAK_SOURCES:
+        raise unknown_name("jailbreak source", source, JAILBREAK_SOURCES)
+    mults = _common.parse_multipliers(multipliers)
+    _common.check_out_file(out)
+    build_judge = _judge.judge_builder(
         judge,
-        m,
         model,
         judge_model=judge_model,
         url=judge_url,
@@ -110,10 +138,13 @@ def jailbreak_cmd(
         path=None,
         device=device,
     )
-    items = jailbreak_items(
+    vecs = _common.load_vectors(vector)
+    m = _common.load_model(model, device)
+    j = build_judge(m)
+    items = jailbreak_asr(
         m,
-        _vectors(vector),
-        _common.parse_multipliers(multipliers),
+        vecs,
+        mults,
         None,
         j,
         source=source,
@@ -121,6 +152,7 @@ def jailbreak_cmd(
         suffix=suffix,
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
+        per_item=True,
     )
     metrics = {**ASR_METRICS, **(JUDGE_METRICS if j is not None else {})}
     summary = summarize(items, metrics)

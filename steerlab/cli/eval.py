@@ -12,69 +12,21 @@ from typing import Any
 
 import typer
 
-from steerlab.cli import _common
-from steerlab.cli._common import BATCH, BEHAVIOR, DEVICE, MODEL, PROGRESS, SEED, RunSettings
-
-eval_app = typer.Typer(
-    help="Evaluate steering vectors across multipliers (judge-free metrics, benchmarks).",
-    no_args_is_help=True,
+from steerlab.cli import _common, _judge
+from steerlab.cli._common import (
+    BATCH,
+    BEHAVIOR,
+    DEVICE,
+    MODEL,
+    PROGRESS,
+    SEED,
+    VECTOR,
+    RunSettings,
 )
 
-
-JUDGE_KINDS = ("none", "local", "openai", "classifier", "refusal")
-
-
-def _vectors(paths: list[Path] | None) -> Any:
-    from steerlab.vectors.vector import SteeringVector
-
-    return [SteeringVector.load(p) for p in paths] if paths else None
-
-
-def _judge(
-    kind: str,
-    model: Any,
-    model_name: str,
-    *,
-    judge_model: str | None,
-    url: str | None,
-    api_key_env: str | None,
-    cache: Path | None,
-    path: Path | None,
-    device: str | None,
-) -> Any:
-    """Build the judge named on the command line (None for 'none')."""
-    from steerlab.evaluation.judges import make_judge
-
-    if kind not in JUDGE_KINDS:
-        raise typer.BadParameter(f"--judge {kind!r}; use one of {', '.join(JUDGE_KINDS)}.")
-    if kind == "none":
-        return None
-    if kind == "local":
-        same = judge_model is None or judge_model == model_name
-        return make_judge("local", model=model if same else _common.load_model(judge_model, device))
-    if kind == "openai":
-        if not url or not judge_model:
-            raise typer.BadParameter("--judge openai needs --judge-url and --judge-model.")
-        env = None if api_key_env in (None, "", "none") else api_key_env
-        return make_judge(
-            "openai", base_url=url, model=judge_model, api_key_env=env, cache_dir=cache
-        )
-    if kind == "classifier":
-        if path is None:
-            raise typer.BadParameter("--judge classifier needs --judge-path (a saved judge).")
-        return make_judge("classifier", path=path)
-    return make_judge("refusal")
-
-
-def _save(summary: Any, items: Any, out: Path, echo: bool = True) -> None:
-    """``out`` (CSV summary) and ``out`` with ``.items.jsonl`` (per-item rows)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    summary.to_csv(out, index=False)
-    items_path = out.with_name(out.stem + ".items.jsonl")
-    items.to_json(items_path, orient="records", lines=True, force_ascii=False)
-    if echo:
-        typer.echo(summary.to_string(index=False))
-        typer.echo(f"saved {out} and {items_path}")
+eval_app = _common.new_app(
+    "Evaluate steering vectors across multipliers (judge-free metrics, benchmarks)."
+)
 
 
 def evaluate(
@@ -91,25 +43,24 @@ def evaluate(
     from steerlab.evaluation import (
         AB_METRICS,
         LIKELIHOOD_METRICS,
-        ab_probability_items,
-        likelihood_margin_items,
+        ab_probability,
+        likelihood_margin,
         summarize,
     )
-    from steerlab.vectors import load_vector
 
-    vecs = [load_vector(p) for p in vectors or []]
+    vecs = _common.load_vectors(vectors) or []
+    data = load_pairs(_common.check_behavior(run.behavior), seed=run.seed)
     m = _common.load_model(run.model, run.device)
     for v in vecs:
         v.check_model(m.d_model, m.n_layers, m.model_id)
-    data = load_pairs(run.behavior, seed=run.seed)
     kw: dict[str, Any] = {"batch_size": run.batch_size, "progress": run.progress}
     if kind == "ab":
         items = data.test_ab if data.test_ab is not None else pairs_to_ab(data.test, run.seed)
         items = items.head(n_test) if n_test else items
-        frame = ab_probability_items(m, items, vecs or None, multipliers, **kw)
+        frame = ab_probability(m, items, vecs or None, multipliers, **kw, per_item=True)
         return summarize(frame, AB_METRICS), frame
     pairs = data.test.head(n_test) if n_test else data.test
-    frame = likelihood_margin_items(m, pairs, vecs or None, multipliers, **kw)
+    frame = likelihood_margin(m, pairs, vecs or None, multipliers, **kw, per_item=True)
     return summarize(frame, LIKELIHOOD_METRICS), frame
 
 
@@ -135,18 +86,17 @@ def _print_eval(summary: Any, metric: str, title: str) -> None:
 def _run_eval(kind: str, metric: str, vectors: list[Path] | None, multipliers: str,
               n_test: int | None, out: Path | None, items_out: Path | None,
               run: RunSettings) -> None:  # fmt: skip
-    from steerlab.errors import SteerlabError
     from steerlab.evaluation import AB_METRICS, LIKELIHOOD_METRICS
 
     valid = AB_METRICS if kind == "ab" else LIKELIHOOD_METRICS
     if metric not in valid:
         raise typer.BadParameter(f"--metric {metric!r}: choose one of {', '.join(valid)}.")
     mults = _common.parse_multipliers(multipliers)
+    for path, flag in ((out, "--out"), (items_out, "--items-out")):
+        if path is not None:
+            _common.check_out_file(path, flag)
     t0 = time.perf_counter()
-    try:
-        summary, items = evaluate(kind, vectors, mults, n_test, run)
-    except SteerlabError as exc:
-        raise _common.fail(exc) from exc
+    summary, items = evaluate(kind, vectors, mults, n_test, run)
     what = "A/B items" if kind == "ab" else "test pairs"
     n, secs = int(summary["n"].max()), time.perf_counter() - t0
     _print_eval(summary, metric, f"{metric} on {n} {run.behavior} {what} ({secs:.1f}s)")
@@ -158,18 +108,15 @@ def _run_eval(kind: str, metric: str, vectors: list[Path] | None, multipliers: s
             console.print(f"{name}: {path}")
 
 
-_VECTOR = typer.Option(
-    None, "--vector", "-v", help="A vector file (repeat for several); none: the unsteered model."
-)
 _MULTS = typer.Option("-2,-1,0,1,2", help="Comma-separated multipliers: --multipliers=-2,-1,0,1,2.")
-_N_TEST = typer.Option(None, "--n-test", min=1, help="Use the first N test items (default all).")
+_N_TEST = _common.count_option(None, "--n-test", help="Use the first N test items (default all).")
 _CSV = typer.Option(None, "--out", help="Write the tidy results (CSV).")
 _ITEMS = typer.Option(None, "--items-out", help="Write per-item results (CSV).")
 
 
 @eval_app.command("ab")
 def ab_cmd(
-    vector: list[Path] | None = _VECTOR,
+    vector: list[Path] | None = VECTOR,
     behavior: str = BEHAVIOR,
     multipliers: str = _MULTS,
     n_test: int | None = _N_TEST,
@@ -191,7 +138,7 @@ def ab_cmd(
 
 @eval_app.command("likelihood")
 def likelihood_cmd(
-    vector: list[Path] | None = _VECTOR,
+    vector: list[Path] | None = VECTOR,
     behavior: str = BEHAVIOR,
     multipliers: str = _MULTS,
     n_test: int | None = _N_TEST,
@@ -212,32 +159,25 @@ def likelihood_cmd(
     _run_eval("likelihood", metric, vector, multipliers, n_test, out, items_out, run)
 
 
-_VECTOR_HELP = "A .safetensors steering vector (repeat for several); none = unsteered only."
-
-
 @eval_app.command("open")
 def open_cmd(
     behavior: str = typer.Option("power-seeking", help="Behavior: questions and judge rubric."),
-    vector: list[Path] | None = typer.Option(None, "--vector", "-v", help=_VECTOR_HELP),
+    vector: list[Path] | None = VECTOR,
     multipliers: str = typer.Option("-2,-1,0,1,2", help="Comma-separated multipliers."),
     questions: str = typer.Option(
         "bipo", help="'bipo' (the behavior's test questions) or 'caa' (CAA's open-ended set)."
     ),
-    n: int | None = typer.Option(None, help="Use the first N questions."),
-    max_new_tokens: int = typer.Option(200, help="Tokens per answer (paper: 200)."),
-    batch_size: int = typer.Option(8, help="Questions per generation batch."),
-    judge: str = typer.Option("none", help="none / local / openai / classifier / refusal."),
-    judge_model: str | None = typer.Option(None, help="local: a model name; openai: the model id."),
-    judge_url: str | None = typer.Option(
-        None, help="openai: base URL, e.g. http://127.0.0.1:8000/v1."
-    ),
-    judge_api_key_env: str | None = typer.Option(
-        "OPENAI_API_KEY", help="openai: env var with the key ('none' for none)."
-    ),
-    judge_cache: Path | None = typer.Option(None, help="openai: reply cache directory."),
+    n: int | None = _common.count_option(None, help="Use the first N questions (default all)."),
+    max_new_tokens: int = _common.count_option(200, help="Tokens per answer (paper: 200)."),
+    batch_size: int = _common.count_option(8, help="Questions per generation batch."),
+    judge: str = _judge.JUDGE,
+    judge_model: str | None = _judge.JUDGE_MODEL,
+    judge_url: str | None = _judge.JUDGE_URL,
+    judge_api_key_env: str | None = _judge.JUDGE_KEY_ENV,
+    judge_cache: Path | None = _judge.JUDGE_CACHE,
     judge_path: Path | None = typer.Option(None, help="classifier: a saved classifier judge."),
-    model: str = typer.Option("embedded", help="'embedded', an HF id or a local dir."),
-    device: str | None = typer.Option(None, help="cpu / cuda."),
+    model: str = MODEL,
+    device: str | None = DEVICE,
     out: Path = typer.Option(
         Path("results/open_ended.jsonl"), help="Answers JSONL (resumed if it exists)."
     ),
@@ -246,19 +186,12 @@ def open_cmd(
     from steerlab.data import load_open_ended, load_pairs
     from steerlab.evaluation.open_ended import run_open_ended, summarize_open_ended
 
-    m = _common.load_model(model, device)
-    if questions == "bipo":
-        data = load_pairs(behavior)
-        qs = list(data.open_ended)
-        examples = {p.question: (p.matching, p.not_matching) for p in data.test}
-    elif questions == "caa":
-        qs, examples = list(load_open_ended(behavior)), None
-    else:
+    if questions not in ("bipo", "caa"):
         raise typer.BadParameter(f"--questions {questions!r}; use 'bipo' or 'caa'.")
-    qs = qs[:n] if n else qs
-    j = _judge(
+    mults = _common.parse_multipliers(multipliers)
+    _common.check_out_file(out)
+    build_judge = _judge.judge_builder(
         judge,
-        m,
         model,
         judge_model=judge_model,
         url=judge_url,
@@ -267,11 +200,21 @@ def open_cmd(
         path=judge_path,
         device=device,
     )
+    vecs = _common.load_vectors(vector)
+    if questions == "bipo":
+        data = load_pairs(_common.check_behavior(behavior))
+        qs = list(data.open_ended)
+        examples = {p.question: (p.matching, p.not_matching) for p in data.test}
+    else:
+        qs, examples = list(load_open_ended(behavior)), None
+    qs = qs[:n] if n else qs
+    m = _common.load_model(model, device)
+    j = build_judge(m)
     frame = run_open_ended(
         m,
         qs,
-        _vectors(vector),
-        _common.parse_multipliers(multipliers),
+        vecs,
+        mults,
         out,
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,

@@ -1,26 +1,18 @@
 """``steerlab sweep``: layer-by-layer sweep report.
 
-Its options beyond the sweep's own come from :class:`~steerlab.analysis.sweeps.SweepConfig`
+Its options beyond the sweep's own come from :class:`~steerlab.analysis.sweep_plan.SweepConfig`
 (see :func:`steerlab.cli.run.config_options`). Heavy modules are imported inside the command.
 """
 
 import inspect
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import typer
 
-from steerlab.cli.run import _console, _with_signature, config_options
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.replace(" ", "").split(",") if x]
-    except ValueError:
-        raise typer.BadParameter(
-            f"{text!r}: give layers as comma-separated ints, e.g. 6,8,10."
-        ) from None
+from steerlab.cli import _common
+from steerlab.cli._config import config_options, with_signature
 
 
 def _sweep_command(
@@ -33,33 +25,36 @@ def _sweep_command(
     model: str = typer.Option("embedded", help="'embedded', an HF id or a local dir."),
     device: str | None = typer.Option(None, help="cpu / cuda."),
     out: Path = typer.Option(Path("runs/sweep"), help="Output directory (resumable)."),
-    plotlyjs: str = typer.Option(
-        "inline", help="'inline' (self-contained report) or 'cdn' (small)."
+    plotlyjs: Literal["inline", "cdn"] = typer.Option(
+        "inline",
+        help="'inline' (self-contained report) or 'cdn' (small).",
     ),
     **kwargs: Any,
 ) -> None:
     """Layer-by-layer sweep: fit each method at each layer, evaluate judge-free metrics,
     write OUT/report.html, results.csv, effects.csv and per-cell files (reruns resume)."""
-    import steerlab as sl
-    from steerlab.analysis.sweeps import SweepConfig, sweep
+    from steerlab.analysis import SweepConfig, sweep
     from steerlab.data import load_pairs
-    from steerlab.errors import SteerlabError
     from steerlab.reports import report
+    from steerlab.vectors.fitting import METHODS
 
-    console = _console()
+    console = _common.console(stderr=True)
     given = {k: v for k, v in kwargs.items() if v is not None}
     if "metrics" in given:
-        given["metrics"] = tuple(x.strip() for x in str(given["metrics"]).split(",") if x.strip())
-    try:
-        cfg = SweepConfig(**given, out_dir=str(out), progress=False)
-        mults = [float(x) for x in multipliers.split(",") if x.strip()]
-    except (SteerlabError, ValueError) as exc:
-        raise typer.BadParameter(str(exc)) from None
-    layer_list, method_list = _ints(layers), [m.strip() for m in methods.split(",") if m.strip()]
+        given["metrics"] = tuple(_common.parse_names(str(given["metrics"])))
+    cfg = SweepConfig(**given, out_dir=str(out), progress=False)
+    mults = _common.parse_multipliers(multipliers)
+    method_list = _common.parse_names(methods)
+    if not method_list:
+        raise typer.BadParameter(f"No methods in {methods!r}; write e.g. --methods caa,pca.")
+    for name in method_list:
+        METHODS.get(name)
+    layer_list = _common.check_layers(model, _common.parse_layers(layers))
+    _common.check_out_dir(out)
     t0 = time.perf_counter()
     with console.status("loading model and data..."):
-        m = sl.load_model(model, device=device)
-        data = load_pairs(behavior, seed=cfg.seed)
+        data = load_pairs(_common.check_behavior(behavior), seed=cfg.seed)
+        m = _common.load_model(model, device)
     n_cells = len(layer_list) * len(method_list)
     done = [0]
 
@@ -83,11 +78,11 @@ def _sweep_command(
 
 def register(app: typer.Typer) -> None:
     """Add ``sweep`` to ``app``."""
-    from steerlab.analysis.sweeps import SweepConfig
+    from steerlab.analysis import SweepConfig
 
     own = list(inspect.signature(_sweep_command).parameters.values())[:-1]
     extra = config_options(SweepConfig, skip=("out_dir", "progress"))
-    sweep_fn = _with_signature(_sweep_command, [*own, *extra])
+    sweep_fn = with_signature(_sweep_command, [*own, *extra])
     app.command("sweep")(sweep_fn)
 
 

@@ -1,15 +1,13 @@
-"""``steerlab train bipo``."""
+"""``steerlab train bipo``: train a BiPO vector (checkpointed, resumable)."""
 
 import json
 from pathlib import Path
 
 import typer
 
-train_app = typer.Typer(help="Train steering vectors.", no_args_is_help=True)
+from steerlab.cli import _common
 
-
-def _layers(text: str) -> list[int]:
-    return [int(x) for x in text.replace(" ", "").split(",") if x]
+train_app = _common.new_app("Train steering vectors.")
 
 
 @train_app.command("bipo")
@@ -20,13 +18,19 @@ def train_bipo_cmd(
     layer: str = typer.Option(
         "14", help="Steering layer, or several comma-separated (multi-layer BiPO)."
     ),
-    epochs: int = typer.Option(3, help="Epochs (paper: 20 for personas)."),
-    n_train: int | None = typer.Option(None, help="Use the first N training pairs."),
-    n_val: int = typer.Option(50, help="Held-out pairs for per-epoch validation (0: none)."),
+    epochs: int = _common.count_option(3, help="Epochs (paper: 20 for personas)."),
+    n_train: int | None = _common.count_option(
+        None, help="Use the first N training pairs (default all)."
+    ),
+    n_val: int = _common.count_option(
+        50, help="Held-out pairs for per-epoch validation (0: no validation).", minimum=0
+    ),
     lr: float = typer.Option(5e-4, help="AdamW learning rate."),
     beta: float = typer.Option(0.1, help="BiPO beta."),
-    batch_size: int = typer.Option(4, help="Pairs per step."),
-    warmup_steps: int = typer.Option(100, help="Warm-up steps of the cosine schedule."),
+    batch_size: int = _common.count_option(4, help="Pairs per step."),
+    warmup_steps: int = _common.count_option(
+        100, help="Warm-up steps of the cosine schedule.", minimum=0
+    ),
     direction: str = typer.Option("bi", help="'bi' (BiPO) or 'uni' (ablation: d=+1)."),
     seed: int = typer.Option(0, help="Seed (same seed, same vector)."),
     bf16: bool = typer.Option(False, help="bf16 autocast above the steering layer."),
@@ -36,7 +40,6 @@ def train_bipo_cmd(
     out: Path = typer.Option(Path("runs/bipo"), help="Output directory."),
 ) -> None:
     """Train a BiPO vector; writes vector.safetensors, train_log.jsonl, checkpoint.pt."""
-    import steerlab as sl
     from steerlab.data import load_pairs
     from steerlab.vectors.bipo import BiPOConfig, fit_bipo_run
 
@@ -46,16 +49,17 @@ def train_bipo_cmd(
         beta=beta,
         batch_size=batch_size,
         warmup_steps=warmup_steps,
-        direction=direction,
-        seed=seed,  # type: ignore[arg-type]
+        direction=direction,  # type: ignore[arg-type]
+        seed=seed,
         autocast_bf16=bf16,
         select_best=n_val > 0,
     )
-    m = sl.load_model(model, device=device)
-    data = load_pairs(behavior)
+    layers = _common.check_layers(model, _common.parse_layers(layer, "--layer"), "--layer")
+    _common.check_out_dir(out)
+    data = load_pairs(_common.check_behavior(behavior))
     train = data.train[:n_train] if n_train else data.train
     val = data.test[:n_val] if n_val else None
-    layers = _layers(layer)
+    m = _common.load_model(model, device)
     run = fit_bipo_run(
         m,
         train,

@@ -1,23 +1,32 @@
-"""``steerlab vector caa|freeform|pca``: fit vectors on a behavior's train split.
+"""``steerlab vector fit METHOD``: fit vectors on a behavior's train split.
 
+One command per method of the registry :data:`steerlab.vectors.fitting.METHODS` that is
+fitted from collected activations (``caa``, ``freeform``, ``pca``...); its options are the
+shared ones plus the method's own keyword arguments (read from its fitter's signature).
+Methods fitted by a training loop have their own ``steerlab train METHOD`` command.
+``steerlab vector caa`` etc. remain as aliases of ``steerlab vector fit caa``.
 Heavy modules are imported inside the commands.
 """
 
+import inspect
 import json
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import typer
+from rich.markup import escape
 
 from steerlab.cli import _common
 from steerlab.cli._common import BATCH, BEHAVIOR, DEVICE, MODEL, PROGRESS, SEED, RunSettings
 
-vector_app = typer.Typer(
-    help="Fit steering vectors (CAA, freeform, PCA) on a behavior's train split.",
-    no_args_is_help=True,
+vector_app = _common.new_app("Fit steering vectors on a behavior's train split.")
+fit_app = _common.new_app(
+    "Fit a vector with a registered method (steerlab.vectors.fitting.METHODS); "
+    "training methods such as BiPO: steerlab train METHOD."
 )
+vector_app.add_typer(fit_app, name="fit")
 
 
 def fit_and_save(
@@ -35,10 +44,13 @@ def fit_and_save(
     from steerlab.vectors import SteeringVector, fit
 
     t0 = time.perf_counter()
-    m = _common.load_model(run.model, run.device)
+    _common.check_out_dir(out)
+    _common.check_behavior(run.behavior)
+    _common.check_layers(run.model, layers)
     data = load_pairs(run.behavior)
     train = data.train.head(n_train) if n_train else data.train
-    sites = m.sites(layers)  # validates the layers before any work
+    m = _common.load_model(run.model, run.device)
+    sites = m.sites(layers)
     t_fit = time.perf_counter()
     vec = fit(method, m, train, [s.layer for s in sites], behavior=run.behavior,
               batch_size=run.batch_size, seed=run.seed, progress=run.progress,
@@ -83,12 +95,7 @@ def _run_fit(method: str, layers: str, n_train: int | None, out: Path, run: RunS
              fit_kwargs: dict[str, Any] | None = None) -> None:  # fmt: skip
     from rich.table import Table
 
-    from steerlab.errors import SteerlabError
-
-    try:
-        s = fit_and_save(method, _common.parse_layers(layers), n_train, out, run, fit_kwargs)
-    except SteerlabError as exc:
-        raise _common.fail(exc) from exc
+    s = fit_and_save(method, _common.parse_layers(layers), n_train, out, run, fit_kwargs)
     table = Table(
         title=f"{method} vectors for {s['behavior']} ({s['n_train']} train pairs, "
         f"{s['fit_seconds']:.1f}s)"
@@ -103,61 +110,78 @@ def _run_fit(method: str, layers: str, n_train: int | None, out: Path, run: RunS
 
 
 _LAYERS = typer.Option("14", help="Comma-separated layers, one vector file each: 10,12,14.")
-_N_TRAIN = typer.Option(None, "--n-train", min=1, help="Use the first N train pairs (default all).")
+_N_TRAIN = _common.count_option(
+    None, "--n-train", help="Use the first N train pairs (default all)."
+)
 _OUT = typer.Option(Path("vectors"), help="Output directory.")
 
-
-@vector_app.command("caa")
-def caa_cmd(
-    behavior: str = BEHAVIOR,
-    layers: str = _LAYERS,
-    n_train: int | None = _N_TRAIN,
-    out: Path = _OUT,
-    model: str = MODEL,
-    device: str | None = DEVICE,
-    batch_size: int = BATCH,
-    seed: int = SEED,
-    progress: bool = PROGRESS,
-) -> None:
-    """CAA: mean difference at the answer-letter token of A/B prompts."""
-    run = RunSettings(behavior, model, device, batch_size, seed, progress)
-    _run_fit("caa", layers, n_train, out, run)
+#: Options every fit command has; ``seed`` only where the fitter takes one.
+_SHARED = {
+    "behavior": (str, BEHAVIOR),
+    "layers": (str, _LAYERS),
+    "n_train": (int | None, _N_TRAIN),
+    "out": (Path, _OUT),
+    "model": (str, MODEL),
+    "device": (str | None, DEVICE),
+    "batch_size": (int, BATCH),
+    "seed": (int, SEED),
+    "progress": (bool, PROGRESS),
+}
+_SETTINGS = ("behavior", "model", "device", "batch_size", "seed", "progress")
 
 
-@vector_app.command("freeform")
-def freeform_cmd(
-    behavior: str = BEHAVIOR,
-    layers: str = _LAYERS,
-    n_train: int | None = _N_TRAIN,
-    out: Path = _OUT,
-    model: str = MODEL,
-    device: str | None = DEVICE,
-    batch_size: int = BATCH,
-    progress: bool = PROGRESS,
-) -> None:
-    """Freeform: mean difference of response-token activations (matching - not)."""
-    run = RunSettings(behavior, model, device, batch_size, 0, progress)
-    _run_fit("freeform", layers, n_train, out, run)
+def _own_options(fitter: Any) -> list[inspect.Parameter]:
+    """The fitter's own keyword arguments of simple type, as typer options."""
+    params = []
+    for p in inspect.signature(fitter).parameters.values():
+        simple = p.annotation in (str, int, float, bool)
+        if p.kind is not p.KEYWORD_ONLY or p.name in _SHARED or not simple:
+            continue
+        annotation: Any = p.annotation
+        if p.name == "positions":  # the activation positions a fitter can read
+            from steerlab.activations import POSITIONS
+
+            annotation = Literal[POSITIONS]  # type: ignore[valid-type]
+        flag = "--" + p.name.replace("_", "-")
+        opt = typer.Option(p.default, flag, help=f"{p.name} of the fitter.")
+        params.append(inspect.Parameter(p.name, p.KEYWORD_ONLY, default=opt,
+                                        annotation=annotation))  # fmt: skip
+    return params
 
 
-@vector_app.command("pca")
-def pca_cmd(
-    behavior: str = BEHAVIOR,
-    layers: str = _LAYERS,
-    n_train: int | None = _N_TRAIN,
-    out: Path = _OUT,
-    positions: str = typer.Option(
-        "response_mean",
-        help="'response_mean' (free-form answers, default) or 'answer_letter' (A/B prompts).",
-    ),
-    model: str = MODEL,
-    device: str | None = DEVICE,
-    batch_size: int = BATCH,
-    seed: int = SEED,
-    progress: bool = PROGRESS,
-) -> None:
-    """PCA: first principal component of the pair differences, sign towards matching."""
-    if positions not in ("answer_letter", "response_mean"):
-        raise typer.BadParameter(f"--positions {positions!r}: use answer_letter or response_mean.")
-    run = RunSettings(behavior, model, device, batch_size, seed, progress)
-    _run_fit("pca", layers, n_train, out, run, {"positions": positions})
+def fit_command(method: str, fitter: Any) -> Any:
+    """A typer command fitting ``method``; its signature is built from ``fitter``'s."""
+    takes = inspect.signature(fitter).parameters
+    shared = [n for n in _SHARED if n != "seed" or "seed" in takes]
+    own = _own_options(fitter)
+
+    def command(**kw: Any) -> None:
+        run = RunSettings(**{k: kw.pop(k) for k in _SETTINGS if k in kw})
+        fit_kwargs = {p.name: kw.pop(p.name) for p in own}
+        _run_fit(method, kw["layers"], kw["n_train"], kw["out"], run, fit_kwargs or None)
+
+    params = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=_SHARED[n][1],
+                                annotation=_SHARED[n][0]) for n in shared]  # fmt: skip
+    command.__name__ = f"{method}_cmd"
+    doc = (inspect.getdoc(fitter) or f"Fit a {method} vector.").split("\n\n")[0]
+    command.__doc__ = escape(_common.one_line(doc))  # rich markup: keep [brackets]
+    command.__signature__ = inspect.Signature([*params, *own])  # type: ignore[attr-defined]
+    return command
+
+
+def _mount() -> None:
+    """One ``fit METHOD`` command (and a ``METHOD`` alias) per activation-fitted method."""
+    from steerlab.cli.train import train_app
+    from steerlab.vectors.fitting import METHODS
+
+    trained = {c.name for c in train_app.registered_commands}
+    for name in METHODS.names():
+        entry = METHODS.get(name)
+        if getattr(entry, "trains", False) or name in trained:
+            continue
+        cmd = fit_command(name, getattr(entry, "fit", entry))
+        fit_app.command(name)(cmd)
+        vector_app.command(name, hidden=True)(cmd)
+
+
+_mount()

@@ -1,0 +1,78 @@
+"""Command-line options generated from a config dataclass (``steerlab run``, ``sweep``).
+
+One ``--flag`` per field, its help text from the field's ``help`` metadata or the
+``name: text`` line of the class docstring, ``None`` default (= not given, the
+dataclass default applies), so a new setting appears on the command line by itself.
+"""
+
+import inspect
+import typing
+from dataclasses import MISSING, fields
+from typing import Any
+
+import typer
+
+
+def _option_type(tp: Any) -> Any:
+    """The CLI type of a config field: tuples become comma-separated strings."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if args and typing.get_origin(tp) is not tuple and len(args) == 1:
+        tp = args[0]  # X | None -> X
+    if typing.get_origin(tp) is tuple or tp is tuple:
+        return str | None
+    for base in (bool, int, float):
+        if tp is base:
+            return base | None
+    return str | None
+
+
+def _flag(name: str, tp: Any) -> list[str]:
+    dash = "--" + name.replace("_", "-")
+    return [f"{dash}/--no-{dash[2:]}"] if _option_type(tp) == bool | None else [dash]
+
+
+def config_options(cls: Any, skip: tuple[str, ...] = ()) -> list[inspect.Parameter]:
+    """One keyword parameter per dataclass field, ``None`` default (= not given)."""
+    params = []
+    for f in fields(cls):
+        if f.name in skip:
+            continue
+        default = f.default if f.default is not MISSING else None
+        shown = (
+            ",".join(f"{x:g}" if isinstance(x, float) else str(x) for x in default)
+            if isinstance(default, tuple)
+            else default
+        )
+        help_text = f.metadata.get("help") or _doc_of(cls, f.name)
+        opt = typer.Option(None, *_flag(f.name, f.type), help=help_text,
+                           show_default=str(shown) if shown is not None else False)  # fmt: skip
+        params.append(
+            inspect.Parameter(
+                f.name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=_option_type(f.type)
+            )
+        )
+    return params
+
+
+def _doc_of(cls: Any, name: str) -> str:
+    """The ``name: text`` line of a dataclass docstring (how SweepConfig documents fields)."""
+    for line in (cls.__doc__ or "").splitlines():
+        line = line.strip()
+        if line.startswith(f"{name}:"):
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
+def with_signature(func: Any, params: list[inspect.Parameter]) -> Any:
+    """A new function calling ``func(**kwargs)`` whose signature typer reads as ``params``."""
+
+    def command(**kwargs: Any) -> None:
+        func(**kwargs)
+
+    command.__name__, command.__doc__ = func.__name__, func.__doc__
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    return command
+
+
+__all__ = ["config_options", "with_signature"]
