@@ -2,6 +2,7 @@
 (resumable), vector combinations and transfer. Synthetic tensors and the tiny models."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -14,14 +15,12 @@ from steerlab.activations.collect import activations_of
 from steerlab.activations.prompts import encode_pair
 from steerlab.activations.stored import ContrastiveActivations
 from steerlab.analysis import (
-    Metric,
     SweepConfig,
     combination_table,
     combine,
     cosine_matrix,
     cross_layer,
     effect_sizes,
-    fit_vectors,
     pca_by_layer,
     pca_projection,
     released_bipo_table,
@@ -30,9 +29,10 @@ from steerlab.analysis import (
 )
 from steerlab.data.pairs import PreferencePair
 from steerlab.errors import ConfigError, DModelMismatchError, UnknownNameError
+from steerlab.evaluation.metrics import METRICS, Metric
 from steerlab.evaluation.multipliers import summarize, sweep_multipliers
 from steerlab.models.sites import HookSite
-from steerlab.vectors.fitting import fit
+from steerlab.vectors.fitting import METHODS, fit, fit_vectors
 from steerlab.vectors.vector import SteeringVector
 from tests._data import require_data_root
 
@@ -232,9 +232,9 @@ def test_sweep_is_resumable_and_checks_settings(tiny_model, tmp_path, monkeypatc
         raise AssertionError("should have been skipped")
 
     monkeypatch.setattr("steerlab.analysis.sweeps.fit_vectors", boom)
-    monkeypatch.setattr("steerlab.vectors.bipo.fit_bipo_run", boom)
-    monkeypatch.setattr("steerlab.analysis.sweeps._margin", boom)
-    monkeypatch.setattr("steerlab.analysis.sweeps._ab", boom)
+    monkeypatch.setitem(METHODS._items, "bipo", replace(METHODS.get("bipo"), train=boom))
+    for key in ("margin", "ab"):
+        monkeypatch.setitem(METRICS._items, key, replace(METRICS.get(key), evaluate=boom))
     seen.clear()
     again = sweep(
         tiny_model, PAIRS, ["caa", "freeform", "pca", "bipo"], [0, 1], [-1.0, 0.0, 1.0], cfg,
@@ -338,13 +338,13 @@ def test_sweep_rescale_applies_a_share_of_the_residual_norm(tiny_model, monkeypa
     import steerlab.analysis.sweeps as sw
 
     seen = {}
-    real = sw._evaluate_cell
+    real = sw.evaluate_cell
 
-    def spy(model, sdata, cfg, vec, layer, nonzero, baseline):
-        seen[(vec.method, layer)] = next(iter(vec.norms().values()))
-        return real(model, sdata, cfg, vec, layer, nonzero, baseline)
+    def spy(model, plan, vec, baseline):
+        seen[(vec.method, vec.layers[0])] = next(iter(vec.norms().values()))
+        return real(model, plan, vec, baseline)
 
-    monkeypatch.setattr(sw, "_evaluate_cell", spy)
+    monkeypatch.setattr(sw, "evaluate_cell", spy)
     cfg = SweepConfig(n_train=6, n_test=4, metrics=("margin",), rescale=0.5, progress=False)
     res = sweep(tiny_model, PAIRS, ["caa", "freeform"], [0, 1], [-1.0, 0.0, 1.0], cfg)
     norms = res.info["residual_norms"]

@@ -4,8 +4,9 @@ and works wherever a metric name is accepted. The tiny model."""
 import numpy as np
 import torch
 
-from steerlab.analysis import METRICS, SweepConfig, combination_table, evaluate_named, sweep
+from steerlab.analysis import SweepConfig, combination_table, sweep
 from steerlab.data.pairs import PreferencePair
+from steerlab.evaluation.metrics import METRICS, evaluate_named
 from steerlab.vectors.vector import SteeringVector
 
 PAIRS = [

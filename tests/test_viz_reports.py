@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from steerlab.activations.stored import ContrastiveActivations
-from steerlab.analysis import cosine_matrix, pca_projection
-from steerlab.analysis.sweeps import SweepConfig, SweepResult, effect_sizes
+from steerlab.analysis import SweepConfig, SweepResult, cosine_matrix, effect_sizes, pca_projection
 from steerlab.errors import ConfigError
 from steerlab.models.sites import HookSite
 from steerlab.reports import Report, find_chromium, report, screenshot

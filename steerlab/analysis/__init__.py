@@ -1,7 +1,9 @@
-"""Analysis of vectors and steering results: similarity, PCA projections, layer sweeps,
-combinations and transfer. Everything returns data; figures live in :mod:`steerlab.viz`."""
+"""Analysis of vectors and steering results: similarity, PCA projections, effect sizes,
+layer sweeps (plan, cell store, sweep), combinations and transfer. Everything returns
+data; figures live in :mod:`steerlab.viz`."""
 
 from steerlab.analysis.combine import CombinationResult, combination_table, combine
+from steerlab.analysis.effects import effect_sizes
 from steerlab.analysis.projections import (
     LayerProjections,
     Projection,
@@ -16,25 +18,14 @@ from steerlab.analysis.similarity import (
     load_released_bipo,
     released_bipo_table,
 )
-from steerlab.analysis.sweeps import (
-    METRICS,
-    Metric,
-    SweepConfig,
-    SweepResult,
-    effect_sizes,
-    evaluate_named,
-    fit_vectors,
-    residual_norms,
-    sweep,
-)
+from steerlab.analysis.sweep_plan import SweepConfig
+from steerlab.analysis.sweeps import SweepResult, sweep
 from steerlab.analysis.transfer import CrossLayerResult, TransferResult, cross_layer, transfer
 
 __all__ = [
-    "METRICS",
     "CombinationResult",
     "CrossLayerResult",
     "LayerProjections",
-    "Metric",
     "Projection",
     "ReleasedVectors",
     "SimilarityResult",
@@ -46,13 +37,10 @@ __all__ = [
     "cosine_matrix",
     "cross_layer",
     "effect_sizes",
-    "evaluate_named",
-    "fit_vectors",
     "load_released_bipo",
     "pca_by_layer",
     "pca_projection",
     "released_bipo_table",
-    "residual_norms",
     "separation",
     "sweep",
     "transfer",

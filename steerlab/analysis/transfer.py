@@ -14,14 +14,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from steerlab.analysis.sweeps import (
-    Metric,
-    effect_sizes,
-    evaluate_named,
-    metric_items,
-    resolve_metric,
-)
+from steerlab.analysis.effects import effect_sizes
 from steerlab.errors import ConfigError, DModelMismatchError, EmptyInputError
+from steerlab.evaluation.metrics import Metric, evaluate_named, metric_items, resolve_metric
 from steerlab.evaluation.multipliers import DEFAULT_MULTIPLIERS, vector_label
 from steerlab.models.model import SteerlabModel
 from steerlab.models.sites import HookSite

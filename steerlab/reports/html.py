@@ -24,9 +24,10 @@ import pandas as pd
 from steerlab.analysis.combine import CombinationResult
 from steerlab.analysis.projections import LayerProjections, Projection
 from steerlab.analysis.similarity import ReleasedVectors, SimilarityResult, cosine_matrix
-from steerlab.analysis.sweeps import SweepResult, primary_metric
+from steerlab.analysis.sweeps import SweepResult
 from steerlab.analysis.transfer import CrossLayerResult, TransferResult
 from steerlab.errors import ConfigError
+from steerlab.evaluation.metrics import primary_metric
 
 PlotlyJS = Literal["inline", "cdn"]
 
@@ -211,7 +212,7 @@ class Report:
 
     def save(self, path: "str | Path", plotlyjs: PlotlyJS = "inline") -> Path:
         """Write the page atomically (temporary file + rename); returns the path."""
-        from steerlab.vectors.io import atomic_write_bytes
+        from steerlab.utils.files import atomic_write_bytes
 
         path = Path(path)
         atomic_write_bytes(path, self.to_html(plotlyjs).encode("utf-8"))

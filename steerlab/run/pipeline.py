@@ -28,11 +28,14 @@ from typing import Any
 
 import pandas as pd
 
+from steerlab.analysis.effects import effect_sizes
 from steerlab.analysis.projections import Projection, pca_projection
 from steerlab.analysis.similarity import SimilarityResult, cosine_matrix
-from steerlab.analysis.sweeps import effect_sizes, fit_vectors, versions
 from steerlab.models.model import SteerlabModel
 from steerlab.run.config import RunConfig
+from steerlab.utils.files import atomic_write_text
+from steerlab.utils.versions import versions
+from steerlab.vectors.fitting import METHODS, fit_vectors
 from steerlab.vectors.vector import SteeringVector
 
 log = logging.getLogger("steerlab.run")
@@ -118,12 +121,6 @@ def _log_to(path: Path) -> logging.Handler:
     return handler
 
 
-def _write(path: Path, text: str) -> None:
-    from steerlab.vectors.io import atomic_write_bytes
-
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
 def run_pipeline(
     config: RunConfig,
     *,
@@ -136,7 +133,6 @@ def run_pipeline(
     import torch
 
     from steerlab.data import load_pairs
-    from steerlab.data.pairs import pairs_to_ab
     from steerlab.evaluation.ab import ab_probability
     from steerlab.evaluation.likelihood_fast import likelihood_margin_fast
 
@@ -157,36 +153,31 @@ def run_pipeline(
         layer = model.site(cfg.layer).layer
         with stage("load data"):
             data = load_pairs(cfg.behavior, seed=cfg.seed)
-            train = data.train.head(cfg.n_train)
-            test = data.test.head(cfg.n_test)
-            ab = (
-                data.test_ab.head(cfg.n_test)
-                if data.test_ab is not None
-                else pairs_to_ab(test, cfg.seed)
-            )
+            split = data.split(cfg.n_train, cfg.n_test, cfg.seed)
+            train, test, ab = split.train, split.test, split.test_ab
             val = data.train[cfg.n_train : cfg.n_train + min(8, cfg.n_test)]
             questions = list(data.open_ended[: cfg.open_ended])
         vectors: dict[str, SteeringVector] = {}
-        simple = [m for m in cfg.methods if m != "bipo"]
-        if simple:
-            with stage(f"fit {', '.join(simple)}"):
-                fitted = fit_vectors(model, list(train), simple, [layer], behavior=cfg.behavior,
+        shared = [m for m in cfg.methods if not METHODS.get(m).trains]
+        if shared:  # one activation pass per group of methods that read the same positions
+            with stage(f"fit {', '.join(shared)}"):
+                fitted = fit_vectors(model, list(train), shared, [layer], behavior=cfg.behavior,
                                      seed=cfg.seed, batch_size=cfg.batch_size)  # fmt: skip
-                vectors.update({m: fitted[(m, layer)] for m in simple})
+                vectors.update({m: fitted[(m, layer)] for m in shared})
         steps, epochs = pd.DataFrame(), pd.DataFrame()
-        if "bipo" in cfg.methods:
-            from steerlab.vectors.bipo import BiPOConfig, fit_bipo_run
+        for m in (m for m in cfg.methods if METHODS.get(m).trains):
+            from steerlab.vectors.bipo import BiPOConfig
 
-            with stage(f"train BiPO ({cfg.bipo_epochs} epochs)"):
+            with stage(f"train {m} ({cfg.bipo_epochs} epochs)"):
                 bcfg = BiPOConfig(epochs=cfg.bipo_epochs, lr=cfg.bipo_lr,
                                   warmup_steps=cfg.bipo_warmup_steps, seed=cfg.seed)  # fmt: skip
-                if (out / "bipo").exists():
-                    shutil.rmtree(out / "bipo")
-                run = fit_bipo_run(model, list(train), layer=layer, config=bcfg,
-                                   val_pairs=list(val) or None, behavior=cfg.behavior,
-                                   out_dir=out / "bipo", progress=False)  # fmt: skip
+                if (out / m).exists():
+                    shutil.rmtree(out / m)
+                run = METHODS.get(m).train(model, list(train), layer=layer, config=bcfg,
+                                           val_pairs=list(val) or None, behavior=cfg.behavior,
+                                           out_dir=out / m, progress=False)  # fmt: skip
                 assert run.vector is not None
-                vectors["bipo"] = run.vector
+                vectors[m] = run.vector
                 steps, epochs = pd.DataFrame(run.steps), pd.DataFrame(run.epochs)
         vec_list = [vectors[m] for m in cfg.methods]
         frames = []
@@ -255,7 +246,9 @@ def run_pipeline(
         with stage("write report"):
             write_outputs(result)
         result.timings["total"] = time.perf_counter() - t_all
-        _write(out / "config.json", json.dumps(_config_json(result), indent=2, default=str))
+        atomic_write_text(
+            out / "config.json", json.dumps(_config_json(result), indent=2, default=str)
+        )
         log.info("finished in %.1f s", result.timings["total"])
         if on_stage is not None:
             for k, v in result.timings.items():
@@ -280,18 +273,18 @@ def write_outputs(result: RunResult) -> None:
     out = result.out_dir
     for method, vec in result.vectors.items():
         vec.save(out / "vectors" / f"{method}-L{result.provenance['layer']}.safetensors")
-    _write(out / "results.csv", result.results.to_csv(index=False))
+    atomic_write_text(out / "results.csv", result.results.to_csv(index=False))
     effects = result.effects()
-    _write(out / "effects.csv", effects.to_csv(index=False))
+    atomic_write_text(out / "effects.csv", effects.to_csv(index=False))
     if not result.generations.empty:
-        _write(out / "generations.csv", result.generations.to_csv(index=False))
+        atomic_write_text(out / "generations.csv", result.generations.to_csv(index=False))
     payload = {
         "effects": json.loads(effects.to_json(orient="records")),
         "judge": result.judge,
         "results": json.loads(result.results.to_json(orient="records")),
     }
-    _write(out / "results.json", json.dumps(payload, indent=1))
-    _write(out / "config.json", json.dumps(_config_json(result), indent=2, default=str))
+    atomic_write_text(out / "results.json", json.dumps(payload, indent=1))
+    atomic_write_text(out / "config.json", json.dumps(_config_json(result), indent=2, default=str))
     result.to_report().save(out / "report.html")
 
 
