@@ -10,7 +10,6 @@ from steerlab.evaluation import (
     fast_path_applies,
     likelihood_margin,
     likelihood_margin_fast,
-    likelihood_margin_items,
 )
 from steerlab.models.sites import HookSite
 from steerlab.vectors.vector import Provenance, SteeringVector
@@ -37,7 +36,7 @@ def test_fast_items_equal_the_plain_items(tiny_model_4l):
     fast = likelihood_margin_fast(
         m, PAIRS, vecs, mults, batch_size=3, progress=False, per_item=True
     )
-    plain = likelihood_margin_items(m, PAIRS, vecs, mults, progress=False)
+    plain = likelihood_margin(m, PAIRS, vecs, mults, progress=False, per_item=True)
     assert list(fast.columns) == list(plain.columns)
     key = ["vector", "method", "multiplier", "item"]
     pd.testing.assert_frame_equal(fast[key], plain[key])

@@ -11,7 +11,7 @@ rounding), several times cheaper when many (vector, multiplier) conditions are s
 
 It applies when every site of every vector is ``resid_post`` (added at every position, as
 ``steer()`` does by default) and the model has a plain linear unembedding; otherwise the
-call goes through :func:`~steerlab.evaluation.likelihood.likelihood_margin_items`. The
+call goes through :func:`~steerlab.evaluation.likelihood.likelihood_margin`. The
 engine (packing, cache, upper forward) is :mod:`steerlab.activations.packed`, shared with
 BiPO training.
 """
@@ -32,8 +32,9 @@ from steerlab.activations.packed import (
     supports_fast_unembed,
     upper_token_logprobs,
 )
+from steerlab.data.convert import as_pairs
 from steerlab.errors import EmptyInputError
-from steerlab.evaluation.likelihood import LIKELIHOOD_METRICS, likelihood_margin_items
+from steerlab.evaluation.likelihood import LIKELIHOOD_METRICS, likelihood_margin
 from steerlab.evaluation.multipliers import (
     DEFAULT_MULTIPLIERS,
     MultipliersArg,
@@ -45,7 +46,6 @@ from steerlab.evaluation.multipliers import (
 from steerlab.models.model import SteerlabModel
 from steerlab.steering.steer import Steering
 from steerlab.utils.progress import progress_bar
-from steerlab.vectors.freeform import as_pairs
 from steerlab.vectors.vector import SteeringVector
 
 
@@ -101,16 +101,14 @@ def likelihood_margin_fast(
     below the layer and the shared prompt are computed once.
 
     per_item: return the per-pair log-likelihoods under each (vector, multiplier)
-        instead (the columns of :func:`~steerlab.evaluation.likelihood.likelihood_margin_items`).
+        instead (the columns of ``likelihood_margin(..., per_item=True)``).
     """
     pair_list = as_pairs(pairs)
     if not pair_list:
         raise EmptyInputError("likelihood_margin_fast() got no pairs.")
     if not fast_path_applies(model, vectors):
-        items = likelihood_margin_items(
-            model, pair_list, vectors, multipliers, batch_size=batch_size, progress=progress
-        )
-        return items if per_item else summarize(items, LIKELIHOOD_METRICS)
+        return likelihood_margin(model, pair_list, vectors, multipliers, batch_size=batch_size,
+                                 progress=progress, per_item=per_item)  # fmt: skip
     conds = conditions(vectors, multipliers)
     caches: dict[int, PairCache] = {}
 
