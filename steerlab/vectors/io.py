@@ -16,10 +16,15 @@ _FORMAT = 1
 
 
 def save_vector(vector: SteeringVector, path: "str | Path") -> Path:
-    """Save as safetensors; tensors keyed ``'LAYER.KIND'``; provenance as JSON metadata."""
+    """Save as safetensors; tensors keyed ``'LAYER.KIND'``; provenance as JSON metadata.
+    A ``.gguf`` path writes a GGUF control vector (:mod:`steerlab.vectors.gguf`)."""
     from safetensors.torch import save
 
     path = Path(path)
+    if path.suffix == ".gguf":
+        from steerlab.vectors.gguf import save_gguf
+
+        return save_gguf(vector, path)
     if path.suffix != ".safetensors":
         path = (
             path.with_suffix(path.suffix + ".safetensors")
@@ -34,10 +39,15 @@ def save_vector(vector: SteeringVector, path: "str | Path") -> Path:
 
 
 def load_vector(path: "str | Path", device: "str | torch.device" = "cpu") -> SteeringVector:
-    """Load a vector saved by :func:`save_vector`; corrupt files raise VectorFileError."""
+    """Load a vector saved by :func:`save_vector` (or any ``.gguf`` control vector);
+    corrupt files raise VectorFileError."""
     from safetensors import safe_open
 
     path = Path(path)
+    if path.suffix == ".gguf":
+        from steerlab.vectors.gguf import load_gguf
+
+        return load_gguf(path, device)
     if not path.is_file():
         raise VectorFileError(f"Vector file {str(path)!r} does not exist.")
     try:
