@@ -29,6 +29,7 @@ from steerlab.data.benchmarks import (
 )
 from steerlab.data.choices import format_choices, parse_letter, split_choices
 from steerlab.data.fetch import FetchReport, FileStatus, fetch, verify
+from steerlab.data.importers import load_pairs_from
 from steerlab.data.loaders_csv import (
     load_advbench_behaviors,
     load_advbench_strings,
@@ -94,6 +95,7 @@ __all__ = [
     "load_mmlu",
     "load_open_ended",
     "load_pairs",
+    "load_pairs_from",
     "load_truthfulqa_ab",
     "load_truthfulqa_mc",
     "load_truthfulqa_mc_json",
