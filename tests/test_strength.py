@@ -252,3 +252,31 @@ def test_steer_uses_the_recommended_strength_when_asked(tiny_model, tiny_vec):
         steer(tiny_model, tiny_vec, strength="recommended"),
     ):
         pass
+
+
+# --- evaluation entry points take strengths= ---------------------------------------------
+def test_likelihood_margin_at_strengths_equals_the_converted_multipliers(tiny_model, tiny_vec):
+    from steerlab.evaluation.likelihood import likelihood_margin
+    from tests._data import SMALL_PAIRS
+
+    by_s = likelihood_margin(tiny_model, SMALL_PAIRS, tiny_vec, strengths=[0, 0.2], progress=False)
+    assert list(by_s.columns[:5]) == ["vector", "method", "layer", "multiplier", "strength"]
+    m = strength_to_multiplier(tiny_vec, 0.2, vector_norms(tiny_model, tiny_vec))
+    by_m = likelihood_margin(tiny_model, SMALL_PAIRS, tiny_vec, [0.0, m], progress=False)
+    a = by_s[by_s["metric"] == "margin"]["value"].to_numpy()
+    b = by_m[by_m["metric"] == "margin"]["value"].to_numpy()
+    assert a == pytest.approx(b, abs=1e-4)
+    assert by_s[by_s["strength"] == 0.2]["multiplier"].iloc[0] == pytest.approx(m)
+    with pytest.raises(ConfigError, match="pass exactly one"):
+        likelihood_margin(tiny_model, SMALL_PAIRS, tiny_vec, [1.0], strengths=[0.1])
+
+
+def test_ab_probability_at_strengths(tiny_model, tiny_vec):
+    from steerlab.evaluation.ab import ab_probability
+    from tests._data import SMALL_PAIRS
+
+    items = ab_probability(
+        tiny_model, SMALL_PAIRS, tiny_vec, strengths=[0.0, 0.5], progress=False, per_item=True
+    )
+    assert sorted(items["strength"].unique()) == [0.0, 0.5]
+    assert len(items) == 2 * len(SMALL_PAIRS)

@@ -26,6 +26,7 @@ from steerlab.evaluation.multipliers import (
     summarize,
     sweep_multipliers,
 )
+from steerlab.evaluation.strengths import evaluate_at_strengths
 from steerlab.models.model import SteerlabModel
 from steerlab.utils.progress import progress_bar
 
@@ -101,6 +102,7 @@ def ab_probability(
     method: str | None = None,
     layer: int | str | None = None,
     per_item: bool = False,
+    strengths: MultipliersArg | None = None,
 ) -> pd.DataFrame:
     """Behavioral probability on A/B items under steering (tidy frame).
 
@@ -114,10 +116,34 @@ def ab_probability(
 
     ``per_item=True`` returns the per-item scores instead: ``vector, method, layer,
     multiplier, item`` and the columns of :func:`ab_scores`.
+
+    ``strengths=`` (instead of ``multipliers``): strengths relative to the typical
+    residual norm at each vector's site (see :mod:`steerlab.evaluation.strengths`); the
+    frames then also have a ``strength`` column.
     """
     item_list = as_ab_items(items)
     if not item_list:
         raise EmptyInputError("ab_probability() got no items.")
+    if strengths is not None:
+        return evaluate_at_strengths(
+            model,
+            vectors,
+            multipliers,
+            strengths,
+            lambda v, m: ab_probability(
+                model,
+                item_list,
+                v,
+                m,
+                batch_size=batch_size,
+                progress=progress,
+                method=method,
+                layer=layer,
+                per_item=True,
+            ),
+            AB_METRICS,
+            per_item,
+        )
     frame = sweep_multipliers(
         model,
         vectors,

@@ -30,6 +30,7 @@ from steerlab.evaluation.multipliers import (
     summarize,
     sweep_multipliers,
 )
+from steerlab.evaluation.strengths import evaluate_at_strengths
 from steerlab.models.chat import EncodedText
 from steerlab.models.model import SteerlabModel
 from steerlab.utils.progress import progress_bar
@@ -141,6 +142,7 @@ def likelihood_margin(
     method: str | None = None,
     layer: int | str | None = None,
     per_item: bool = False,
+    strengths: MultipliersArg | None = None,
 ) -> pd.DataFrame:
     """Mean likelihood margin of held-out preference pairs under steering (tidy frame).
 
@@ -154,10 +156,34 @@ def likelihood_margin(
     layer, multiplier, item, logp_matching, logp_not_matching, margin,
     prefers_matching`` (1.0 where the margin is positive), ``n_tokens_matching,
     n_tokens_not_matching``.
+
+    ``strengths=`` (instead of ``multipliers``): strengths relative to the typical
+    residual norm at each vector's site (see :mod:`steerlab.evaluation.strengths`); the
+    frames then also have a ``strength`` column.
     """
     pair_list = as_pairs(pairs)
     if not pair_list:
         raise EmptyInputError("likelihood_margin() got no pairs.")
+    if strengths is not None:
+        return evaluate_at_strengths(
+            model,
+            vectors,
+            multipliers,
+            strengths,
+            lambda v, m: likelihood_margin(
+                model,
+                pair_list,
+                v,
+                m,
+                batch_size=batch_size,
+                progress=progress,
+                method=method,
+                layer=layer,
+                per_item=True,
+            ),
+            LIKELIHOOD_METRICS,
+            per_item,
+        )
     enc = [encode_pair(model, p) for p in pair_list]
     pos, neg = [e[0] for e in enc], [e[1] for e in enc]
     n = len(pair_list)

@@ -101,3 +101,21 @@ def summarize_strengths(items: pd.DataFrame, metrics: Mapping[str, str]) -> pd.D
         np.array([mults.get(k, np.nan) for k in keys], dtype=float),
     )
     return out
+
+
+def evaluate_at_strengths(
+    model: SteerlabModel,
+    vectors: VectorsArg,
+    multipliers: MultipliersArg | None,
+    strengths: MultipliersArg,
+    run: Runner,
+    metrics: Mapping[str, str],
+    per_item: bool,
+) -> pd.DataFrame:
+    """The ``strengths=`` branch of an evaluation entry point: ``run(vectors,
+    multipliers)`` must return the entry point's per-item frame; the result is that
+    frame with a ``strength`` column, or its summary (grouped by strength)."""
+    strength_list = check_strength_args(multipliers, strengths)
+    assert strength_list is not None  # strengths is not None here
+    items = at_strengths(model, vectors, strength_list, run)
+    return items if per_item else summarize_strengths(items, metrics)
