@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from steerlab.errors import TrainingError
-from steerlab.vectors.io import atomic_write_bytes
+from steerlab.utils.files import atomic_write_bytes
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
