@@ -39,7 +39,7 @@ def evaluate(
     """Load the vectors, the model and the first ``n_test`` items of the behavior's test
     split; return the (summary, per-item) frames of ``ab_probability`` (``kind='ab'``,
     on ``test_ab``) or ``likelihood_margin`` (``kind='likelihood'``, on ``test``)."""
-    from steerlab.data import load_pairs, pairs_to_ab
+    from steerlab.data import load_pairs
     from steerlab.evaluation import (
         AB_METRICS,
         LIKELIHOOD_METRICS,
@@ -54,13 +54,11 @@ def evaluate(
     for v in vecs:
         v.check_model(m.d_model, m.n_layers, m.model_id)
     kw: dict[str, Any] = {"batch_size": run.batch_size, "progress": run.progress}
+    split = data.split(n_test=n_test, seed=run.seed)
     if kind == "ab":
-        items = data.test_ab if data.test_ab is not None else pairs_to_ab(data.test, run.seed)
-        items = items.head(n_test) if n_test else items
-        frame = ab_probability(m, items, vecs or None, multipliers, **kw, per_item=True)
+        frame = ab_probability(m, split.test_ab, vecs or None, multipliers, per_item=True, **kw)
         return summarize(frame, AB_METRICS), frame
-    pairs = data.test.head(n_test) if n_test else data.test
-    frame = likelihood_margin(m, pairs, vecs or None, multipliers, **kw, per_item=True)
+    frame = likelihood_margin(m, split.test, vecs or None, multipliers, per_item=True, **kw)
     return summarize(frame, LIKELIHOOD_METRICS), frame
 
 

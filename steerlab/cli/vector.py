@@ -48,7 +48,7 @@ def fit_and_save(
     _common.check_behavior(run.behavior)
     _common.check_layers(run.model, layers)
     data = load_pairs(run.behavior)
-    train = data.train.head(n_train) if n_train else data.train
+    train = data.split(n_train=n_train).train
     m = _common.load_model(run.model, run.device)
     sites = m.sites(layers)
     t_fit = time.perf_counter()
