@@ -28,6 +28,7 @@ from steerlab.data.benchmarks import (
     TruthfulQAItem,
 )
 from steerlab.data.choices import format_choices, parse_letter, split_choices
+from steerlab.data.convert import as_ab_items, as_pairs
 from steerlab.data.fetch import FetchReport, FileStatus, fetch, verify
 from steerlab.data.importers import load_pairs_from
 from steerlab.data.loaders_csv import (
@@ -48,12 +49,14 @@ from steerlab.data.pairs import (
     ABDataset,
     ABItem,
     BehaviorData,
+    HeldOutSplit,
     PairDataset,
     PreferencePair,
     Skip,
     pairs_to_ab,
 )
 from steerlab.data.roots import candidate_roots, find_data_file, resolve_data_root
+from steerlab.data.splits import held_out, split_items
 
 __all__ = [
     "BEHAVIORS",
@@ -67,6 +70,7 @@ __all__ = [
     "BehaviorSpec",
     "FetchReport",
     "FileStatus",
+    "HeldOutSplit",
     "MCDataset",
     "MCItem",
     "Manifest",
@@ -76,11 +80,14 @@ __all__ = [
     "Skip",
     "TruthfulQADataset",
     "TruthfulQAItem",
+    "as_ab_items",
+    "as_pairs",
     "candidate_roots",
     "fetch",
     "find_data_file",
     "format_choices",
     "get_behavior",
+    "held_out",
     "list_behaviors",
     "load_advbench",
     "load_advbench_behaviors",
@@ -105,5 +112,6 @@ __all__ = [
     "resolve_data_root",
     "split_choices",
     "split_indices",
+    "split_items",
     "verify",
 ]
