@@ -154,3 +154,29 @@ def test_behavior_data_checks_open_ended():
     ds = make_pairs(2)
     with pytest.raises(WRONG_TYPE):
         BehaviorData("toy", ds, ds, None, ["q"], "")  # type: ignore[arg-type]
+
+
+# --- held-out splits ------------------------------------------------------------------------
+
+
+def test_behavior_split_takes_heads_and_orders_ab_from_the_held_out_pairs():
+    data = BehaviorData("toy", make_pairs(6), make_pairs(4), None, ("q?",), "")
+    split = data.split(n_train=3, n_test=2, seed=1)
+    assert list(split.train) == list(data.train)[:3] and list(split.test) == list(data.test)[:2]
+    assert list(split.test_ab) == list(pairs_to_ab(data.test.head(2), 1))
+    everything = data.split()
+    assert len(everything.train) == 6 and len(everything.test_ab) == 4
+    assert split.hashes()["train"] == data.train.head(3).content_hash
+
+
+def test_split_items_holds_out_at_most_half_and_needs_two():
+    from steerlab.data import held_out, split_items
+    from steerlab.errors import EmptyInputError
+
+    pairs = list(make_pairs(6))
+    split = held_out(pairs, n_train=None, n_test=5, seed=0)
+    assert len(split.test) == 3 and len(split.train) == 3 and len(split.test_ab) == 3
+    assert set(split.test) | set(split.train) == set(pairs)
+    assert split_items(pairs, 2, 2, seed=0).hashes() == split_items(pairs, 2, 2, seed=0).hashes()
+    with pytest.raises(EmptyInputError, match="at least 2 pairs"):
+        split_items(pairs[:1])

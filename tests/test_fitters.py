@@ -115,6 +115,24 @@ def test_registry_refuses_duplicates():
         METHODS.register("caa", fit_caa)
 
 
+def test_registry_records_say_which_pass_a_method_shares():
+    from steerlab.errors import ConfigError
+    from steerlab.vectors.fitting import VectorMethod, fit_from_activations, shared_passes
+
+    assert METHODS.get("caa").positions == "answer_letter" and not METHODS.get("caa").trains
+    assert METHODS.get("bipo").trains and METHODS.get("bipo").positions is None
+    groups = shared_passes(["caa", "bipo", "pca", "freeform"])
+    assert groups == {
+        "answer_letter": ["caa"],
+        None: ["bipo"],
+        "response_mean": ["pca", "freeform"],
+    }
+    with pytest.raises(ConfigError, match="positions= and reduce="):
+        VectorMethod(fit_caa, positions="response_mean")
+    with pytest.raises(ConfigError, match=r"does not read .*fit\('bipo'"):
+        fit_from_activations(None, PAIRS, ["caa", "bipo"], [0])
+
+
 # --- full fitters against a plain per-item computation (tiny model) -----------------------
 
 
