@@ -276,3 +276,35 @@ def test_fast_equals_plain_on_embedded_model(embedded_model):
     fast = [s["loss"] for s in run.steps]
     assert max(abs(a - b) for a, b in zip(fast, losses_plain)) < 1e-4, (fast, losses_plain)
     assert torch.allclose(run.vector.direction(14), v_plain.cpu(), atol=1e-4)
+
+
+# --- precision: the reference runs exactly as the policy ----------------------------------
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16-autocast"])
+def test_step_one_loss_is_exactly_log2(tiny_model_4l, bf16):
+    """At v = 0 the policy is the reference, so every batch's loss is log 2 exactly, also
+    under bf16 autocast (the reference runs under the same autocast, in the same batch)."""
+    from steerlab.activations.packed import build_cache
+    from steerlab.vectors.bipo.trainer import BiPOTrainer, autocast_dtype
+
+    pairs = synthetic_pairs(12)
+    cfg = BiPOConfig(epochs=1, batch_size=3, warmup_steps=0, lr=1e-2, autocast_bf16=bf16)
+    run = fit_bipo_run(tiny_model_4l, pairs, layer=1, config=cfg, progress=False)
+    assert run.steps[0]["loss"] == math.log(2)
+    assert run.steps[0]["reward_margin"] == 0.0
+    multi = fit_bipo_run(tiny_model_4l, pairs, layers=[0, 2], config=cfg, progress=False)
+    assert multi.steps[0]["loss"] == math.log(2)
+    cache = build_cache(tiny_model_4l, pairs, 1, autocast=autocast_dtype(cfg), progress=False)
+    trainer = BiPOTrainer(tiny_model_4l, cache, [1], cfg)
+    for step in trainer.plan():  # every batch, each from v = 0
+        with torch.no_grad():
+            trainer.params[0].zero_()
+        assert trainer.step(step)["loss"] == math.log(2)
+
+
+def test_trainer_refuses_a_cache_of_other_precision(tiny_model_4l):
+    from steerlab.activations.packed import build_cache
+    from steerlab.vectors.bipo.trainer import BiPOTrainer
+
+    cache = build_cache(tiny_model_4l, synthetic_pairs(4), 1, progress=False)
+    with pytest.raises(ConfigError, match="autocast=None.*autocast_bf16=True"):
+        BiPOTrainer(tiny_model_4l, cache, [1], BiPOConfig(autocast_bf16=True))

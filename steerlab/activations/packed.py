@@ -21,7 +21,7 @@ layer and the unsteered (reference) log-probs of both responses.
 """
 
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -207,6 +207,11 @@ def final_hidden_only(model: SteerlabModel) -> Iterator[None]:
         yield
 
 
+def autocast_to(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager[Any]:
+    """``torch.autocast`` to ``dtype`` on ``device`` (None: no autocast)."""
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
 def lower_residuals(
     model: SteerlabModel, batch: PackedBatch, layer: int
 ) -> Float[Tensor, "batch pos d_model"]:
@@ -276,13 +281,14 @@ def full_token_logprobs(
 @dataclass(frozen=True, eq=False)
 class PairCache:
     """Per pair: the packed tokens, the residual after ``layer`` (``[len, d_model]``) and
-    the reference (unsteered) log-probs of both responses."""
+    the reference (unsteered) log-probs of both responses, computed under ``autocast``."""
 
     packed: tuple[PackedPair, ...]
     residuals: tuple[Tensor, ...]
     ref_matching: Tensor
     ref_not_matching: Tensor
     layer: int
+    autocast: torch.dtype | None = None
 
     @property
     def lengths(self) -> list[int]:
@@ -316,11 +322,17 @@ def build_cache(
     *,
     batch_size: int = 8,
     dtype: torch.dtype | None = None,
+    autocast: torch.dtype | None = None,
     progress: bool = True,
     desc: str = "BiPO cache",
 ) -> PairCache:
     """Encode and pack ``pairs``; store ``resid_post`` of ``layer`` and reference log-probs
-    (the same frozen model without any vector: no second model copy)."""
+    (the same frozen model without any vector: no second model copy).
+
+    ``autocast``: run the layers above ``layer`` for the reference log-probs under
+    ``torch.autocast`` to this dtype, as the steered forward compared with them runs
+    (BiPO's ``autocast_bf16``); None: no autocast. The residuals are never autocast.
+    """
     packed = pack_pairs(model, pairs)
     lengths = [len(p) for p in packed]
     residuals: list[Tensor | None] = [None] * len(packed)
@@ -331,11 +343,12 @@ def build_cache(
     ):
         b = collate([packed[i] for i in idx], model.pad_token_id).to(model.device)
         resid = lower_residuals(model, b, layer)
-        lp = upper_token_logprobs(model, resid, b, layer)
-        m, n = sequence_logprobs(lp, b)
+        with autocast_to(model.device, autocast):
+            lp = upper_token_logprobs(model, resid, b, layer)
+        m, n = sequence_logprobs(lp.double(), b)  # summed as the steered log-probs are
         for j, i in enumerate(idx):
             residuals[i] = resid[j, : lengths[i]].to(dtype or resid.dtype).clone()
             ref_m[i], ref_n[i] = float(m[j]), float(n[j])
     return PairCache(
-        tuple(packed), tuple(r for r in residuals if r is not None), ref_m, ref_n, layer
+        tuple(packed), tuple(r for r in residuals if r is not None), ref_m, ref_n, layer, autocast
     )

@@ -19,7 +19,7 @@ from steerlab.models.sites import HookSite
 from steerlab.utils.progress import progress_bar
 from steerlab.vectors.bipo.checkpoint import CHECKPOINT_NAME
 from steerlab.vectors.bipo.config import BiPOConfig
-from steerlab.vectors.bipo.trainer import BiPOTrainer
+from steerlab.vectors.bipo.trainer import BiPOTrainer, autocast_dtype
 from steerlab.vectors.fitting import METHODS, VectorMethod
 from steerlab.vectors.vector import SteeringVector
 
@@ -90,9 +90,17 @@ def fit_bipo_run(
     if resume and out is None:
         raise ConfigError("resume=True needs out_dir= (where the checkpoint is).")
     t0 = time.perf_counter()
-    cache = build_cache(model, pair_list, chosen[0], progress=progress)
+    autocast = autocast_dtype(cfg)  # the reference runs at the policy's precision
+    cache = build_cache(model, pair_list, chosen[0], autocast=autocast, progress=progress)
     val_cache = (
-        build_cache(model, list(val_pairs), chosen[0], progress=progress, desc="BiPO val cache")
+        build_cache(
+            model,
+            list(val_pairs),
+            chosen[0],
+            autocast=autocast,
+            progress=progress,
+            desc="BiPO val cache",
+        )
         if val_pairs
         else None
     )

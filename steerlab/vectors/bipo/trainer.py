@@ -9,14 +9,18 @@ Only the vector is trained.
 
 import math
 from collections.abc import Sequence
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from steerlab.activations.packed import PairCache, sequence_logprobs, upper_token_logprobs
+from steerlab.activations.packed import (
+    PairCache,
+    autocast_to,
+    sequence_logprobs,
+    upper_token_logprobs,
+)
 from steerlab.errors import ConfigError, TrainingError
 from steerlab.models.model import SteerlabModel
 from steerlab.models.sites import HookSite
@@ -46,18 +50,36 @@ def policy_logprobs(
     layers: list[int],
     params: list[Tensor],
     d: Tensor,
-    autocast_bf16: bool = False,
 ) -> tuple[Tensor, Tensor]:
-    """Summed response log-probs of both sides with ``d * v`` added (d per example)."""
+    """Summed response log-probs of both sides with ``d * v`` added (d per example),
+    under the cache's autocast (the one its reference log-probs were computed under)."""
     batch, resid = cache.batch(idx, model.pad_token_id, model.device)
     dd = d.to(model.device).view(-1, 1, 1)
     x = resid + (dd * params[0]).to(resid.dtype)
-    ctx = (
-        torch.autocast(model.device.type, dtype=torch.bfloat16) if autocast_bf16 else nullcontext()
-    )
-    with ctx:
+    with autocast_to(model.device, cache.autocast):
         lp = upper_token_logprobs(model, x, batch, layers[0], _add_hooks(model, layers, params, dd))
     return sequence_logprobs(lp.double() if lp.dtype != torch.float64 else lp, batch)
+
+
+@torch.no_grad()
+def reference_logprobs(
+    model: SteerlabModel, cache: PairCache, idx: Sequence[int]
+) -> tuple[Tensor, Tensor]:
+    """Summed response log-probs of pairs ``idx`` without a vector (on the CPU).
+
+    Without autocast these are the cached ones. Under autocast they are recomputed in
+    exactly the batch ``idx`` the policy runs: low-precision results depend on the
+    batch's shape (up to ~0.5 nats per response in bf16), and only the same batch gives
+    the policy at ``v = 0`` the reference's numbers, hence a loss of exactly log 2.
+    """
+    if cache.autocast is None:
+        i = torch.as_tensor(list(idx))
+        return cache.ref_matching[i], cache.ref_not_matching[i]
+    batch, resid = cache.batch(idx, model.pad_token_id, model.device)
+    with autocast_to(model.device, cache.autocast):
+        lp = upper_token_logprobs(model, resid, batch, cache.layer)
+    m, n = sequence_logprobs(lp.double(), batch)
+    return m.cpu(), n.cpu()
 
 
 @torch.no_grad()
@@ -67,23 +89,30 @@ def validation_margins(
     layers: list[int],
     params: list[Tensor],
     batch_size: int = 8,
-    autocast_bf16: bool = False,
 ) -> dict[str, float]:
     """Mean log p(matching) - log p(not matching) of held-out pairs at multipliers -1/0/+1."""
     out: dict[str, float] = {}
     n = len(cache.packed)
+    batches = [list(range(s, min(n, s + batch_size))) for s in range(0, n, batch_size)]
     for mult in (-1.0, 1.0):
         total = 0.0
-        for s in range(0, n, batch_size):
-            idx = list(range(s, min(n, s + batch_size)))
-            m, nm = policy_logprobs(
-                model, cache, idx, layers, params, torch.full((len(idx),), mult), autocast_bf16
-            )
+        for idx in batches:
+            d = torch.full((len(idx),), mult)
+            m, nm = policy_logprobs(model, cache, idx, layers, params, d)
             total += float((m - nm).sum())
         out[f"margin@{mult:+g}"] = total / n
-    out["margin@0"] = float((cache.ref_matching - cache.ref_not_matching).mean())
+    if cache.autocast is None:
+        out["margin@0"] = float((cache.ref_matching - cache.ref_not_matching).mean())
+    else:  # the reference in the same batches as the margins above
+        refs = [reference_logprobs(model, cache, idx) for idx in batches]
+        out["margin@0"] = sum(float((m - nm).sum()) for m, nm in refs) / n
     out["score"] = out["margin@+1"] - out["margin@-1"]
     return out
+
+
+def autocast_dtype(config: BiPOConfig) -> torch.dtype | None:
+    """The autocast of the upper layers, for the policy and the reference alike."""
+    return torch.bfloat16 if config.autocast_bf16 else None
 
 
 class BiPOTrainer:
@@ -105,6 +134,14 @@ class BiPOTrainer:
         val_cache: PairCache | None = None,
         checkpoint_path: Path | None = None,
     ) -> None:
+        for c in (cache, val_cache):
+            if c is not None and c.autocast != autocast_dtype(config):
+                raise ConfigError(
+                    f"The pair cache was built with autocast={c.autocast}, but autocast_bf16="
+                    f"{config.autocast_bf16} needs {autocast_dtype(config)}: build it with "
+                    "build_cache(..., autocast=autocast_dtype(config)) so the reference and "
+                    "the policy log-probs run at the same precision."
+                )
         self.model, self.cache, self.layers, self.config = model, cache, layers, config
         self.val_cache, self.checkpoint_path = val_cache, checkpoint_path
         self.params = [
@@ -155,18 +192,9 @@ class BiPOTrainer:
         """One optimiser step on ``step``'s pairs; returns the step's log record."""
         cfg, cache = self.config, self.cache
         d = torch.tensor(step.d, dtype=torch.float32)
-        m, nm = policy_logprobs(
-            self.model, cache, step.indices, self.layers, self.params, d, cfg.autocast_bf16
-        )
-        idx = torch.tensor(step.indices)
-        loss = bipo_loss(
-            m,
-            nm,
-            cache.ref_matching[idx].to(m.device),
-            cache.ref_not_matching[idx].to(m.device),
-            d.to(m).double(),
-            cfg.beta,
-        )
+        m, nm = policy_logprobs(self.model, cache, step.indices, self.layers, self.params, d)
+        ref_m, ref_n = reference_logprobs(self.model, cache, step.indices)
+        loss = bipo_loss(m, nm, ref_m.to(m.device), ref_n.to(m.device), d.to(m).double(), cfg.beta)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.max_grad_norm is not None:
@@ -176,7 +204,7 @@ class BiPOTrainer:
         self.scheduler.step()
         self.global_step += 1
         norm = float(torch.sqrt(sum((p.detach().float() ** 2).sum() for p in self.params)))
-        ref_margin = cache.ref_matching[idx] - cache.ref_not_matching[idx]
+        ref_margin = ref_m - ref_n
         rec = {
             "epoch": self.next_epoch,
             "step": self.global_step,
@@ -209,7 +237,6 @@ class BiPOTrainer:
                     self.val_cache,
                     self.layers,
                     self.params,
-                    autocast_bf16=self.config.autocast_bf16,
                 )
             )
             if ep["score"] > self.best_score:
