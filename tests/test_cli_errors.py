@@ -223,3 +223,8 @@ def test_vector_fit_has_one_command_per_registered_method():
 def test_no_arguments_still_show_help():
     res = runner.invoke(app, ["eval"])
     assert "Usage" in res.output and "error:" not in res.output
+
+
+def test_top_level_mistakes_are_one_line_too():
+    one_error_line(["--bogus"], "--bogus")
+    one_error_line(["trian"], "trian")

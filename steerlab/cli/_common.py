@@ -70,6 +70,16 @@ class CliGroup(TyperGroup):
     code 1. Running with no arguments still shows the help.
     """
 
+    def make_context(self, info_name: Any, args: list[str], parent: Any = None, **kw: Any) -> Any:
+        if parent is not None:  # a sub-group: its parent's invoke reports the error
+            return super().make_context(info_name, args, parent=parent, **kw)
+        try:
+            return super().make_context(info_name, args, parent=parent, **kw)
+        except _NoArgsIsHelp:
+            raise
+        except _UsageError as exc:  # options of the top-level command itself
+            _exit_with(_usage_message(exc, list(args)))
+
     def invoke(self, ctx: Any) -> Any:
         args = [*getattr(ctx, "_protected_args", []), *ctx.args]
         try:
