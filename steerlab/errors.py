@@ -38,6 +38,18 @@ class DModelMismatchError(SteerlabError, ValueError):
     """A vector's hidden size differs from the model's d_model."""
 
 
+class OtherModelError(SteerlabError, ValueError):
+    """A vector made for another model (by its provenance) is applied without being forced."""
+
+
+class OtherModelWarning(UserWarning):
+    """A vector made for another model (by its provenance) is applied to this one."""
+
+
+class ConcurrentSteeringError(SteerlabError, RuntimeError):
+    """A steered model was run from a thread or context other than the one steering it."""
+
+
 class VectorFileError(SteerlabError, ValueError):
     """A vector file is missing, corrupt, or does not hold what steerlab expects."""
 

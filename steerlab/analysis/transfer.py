@@ -7,6 +7,7 @@
   effect at each (``matrix()``: source layer x target layer).
 """
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from steerlab.analysis.effects import effect_sizes
-from steerlab.errors import ConfigError, DModelMismatchError, EmptyInputError
+from steerlab.errors import ConfigError, DModelMismatchError, EmptyInputError, OtherModelWarning
 from steerlab.evaluation.metrics import Metric, evaluate_named, metric_items, resolve_metric
 from steerlab.evaluation.multipliers import DEFAULT_MULTIPLIERS, vector_label
 from steerlab.models.model import SteerlabModel
@@ -62,14 +63,22 @@ def transfer(
                 f"has {vector.d_model}; transfer needs models with the same hidden size "
                 "(e.g. a fine-tune of the source model)."
             )
-        vector.check_model(mdl.d_model, mdl.n_layers, mdl.model_id)
+        vector.check_model(mdl.d_model, mdl.n_layers, mdl.model_id, other_model="allow")
     m = resolve_metric(metric)
     items = metric_items(data, m, n, seed)
     frames = []
     for role, mdl in (("source", source_model), ("target", target_model)):
-        f = evaluate_named(
-            mdl, items, {role: vector}, multipliers, m, batch_size=batch_size, progress=progress
-        )
+        with warnings.catch_warnings():  # the transfer to another model is the point here
+            warnings.simplefilter("ignore", OtherModelWarning)
+            f = evaluate_named(
+                mdl,
+                items,
+                {role: vector},
+                multipliers,
+                m,
+                batch_size=batch_size,
+                progress=progress,
+            )
         f = f.rename(columns={"name": "role"})
         f.insert(1, "model", mdl.model_id)
         frames.append(f)

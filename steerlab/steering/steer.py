@@ -9,9 +9,11 @@ context exits (normally or through an exception) every hook it added is removed,
 model computes exactly what it computed before.
 """
 
+import itertools
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -134,11 +136,12 @@ class Steering:
                 mults.append(float(s))
         return cls(tuple(vecs), tuple(mults), positions, tuple(float(s) for s in wanted))
 
-    def deltas(self, model: SteerlabModel) -> dict[HookSite, Tensor]:
-        """Summed ``multiplier * direction`` per resolved site, on the model's device/dtype."""
+    def deltas(self, model: SteerlabModel, other_model: str = "warn") -> dict[HookSite, Tensor]:
+        """Summed ``multiplier * direction`` per resolved site, on the model's device/dtype.
+        ``other_model``: see :meth:`SteeringVector.check_model`."""
         out: dict[HookSite, Tensor] = {}
         for vec, mult in zip(self.vectors, self.multipliers):
-            vec.check_model(model.d_model, model.n_layers, model.model_id)
+            vec.check_model(model.d_model, model.n_layers, model.model_id, other_model)
             for site, direction in vec.directions.items():
                 key = site.resolve(model.n_layers)
                 key.hook_name(model)
@@ -159,10 +162,19 @@ class Steering:
         ] + ([{"positions": str(self.positions)}] if self.positions != "all" else [])
 
 
-def _make_hook(model: SteerlabModel, delta: Tensor, positions: PositionSpec) -> Any:
+# The steer() blocks active in the current thread / asyncio task. TransformerLens hooks are
+# global to the model; each steering hook checks that its block is active in the context
+# running the forward, so another thread using the same model is not steered.
+_ACTIVE: ContextVar[frozenset[int]] = ContextVar("steerlab_active_steering", default=frozenset())
+_IDS = itertools.count()
+
+
+def _make_hook(model: SteerlabModel, delta: Tensor, positions: PositionSpec, sid: int) -> Any:
     state = model.positions
 
     def hook(x: Tensor, hook: Any) -> Tensor:
+        if sid not in _ACTIVE.get():
+            return x  # a forward from another thread/context: not steered by this block
         d = delta.to(dtype=x.dtype)
         if positions == "all":
             return x + d
@@ -203,6 +215,7 @@ def steer(
     positions: PositionSpec = "all",
     *,
     strength: "StrengthArg | None" = None,
+    other_model: str = "warn",
 ) -> Iterator[Steering]:
     """Steer ``model`` inside a ``with`` block.
 
@@ -218,12 +231,24 @@ def steer(
             calibrated strength (an error if it has none).
 
     Several vectors at the same site add up. The model is restored exactly on exit.
+
+    Steering is scoped to the calling thread (and asyncio task): while one thread is inside
+    ``steer()``, another thread running the same model computes unsteered outputs. Threads
+    started inside the block are not steered either; enter ``steer()`` in the thread that
+    runs the model. A vector whose provenance names another model (same hidden size)
+    raises an :class:`~steerlab.errors.OtherModelWarning`; ``other_model="allow"`` silences
+    it for a deliberate transfer and ``"error"`` refuses.
     """
     spec = resolve_steering(model, vectors, multiplier, strength, positions)
-    deltas = spec.deltas(model)
+    deltas = spec.deltas(model, other_model=other_model)
+    sid = next(_IDS)
     fwd_hooks = [
-        (site.hook_name(model), _make_hook(model, delta, spec.positions))
+        (site.hook_name(model), _make_hook(model, delta, spec.positions, sid))
         for site, delta in deltas.items()
     ]
-    with model.bridge.hooks(fwd_hooks=fwd_hooks):
-        yield spec
+    _ACTIVE.set(_ACTIVE.get() | {sid})
+    try:
+        with model.bridge.hooks(fwd_hooks=fwd_hooks):
+            yield spec
+    finally:
+        _ACTIVE.set(_ACTIVE.get() - {sid})

@@ -2,6 +2,7 @@
 
 import datetime as _dt
 import math
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -11,7 +12,14 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from steerlab.errors import ConfigError, DModelMismatchError, EmptyInputError, NonFiniteError
+from steerlab.errors import (
+    ConfigError,
+    DModelMismatchError,
+    EmptyInputError,
+    NonFiniteError,
+    OtherModelError,
+    OtherModelWarning,
+)
 from steerlab.models.sites import HookSite
 
 
@@ -287,8 +295,21 @@ class SteeringVector:
             torch.equal(t.cpu(), other.directions[s].cpu()) for s, t in self.directions.items()
         )
 
-    def check_model(self, d_model: int, n_layers: int, model_id: str = "the model") -> None:
-        """Raise a clear error if this vector cannot be applied to a model of that shape."""
+    def check_model(
+        self,
+        d_model: int,
+        n_layers: int,
+        model_id: str = "the model",
+        other_model: str = "warn",
+    ) -> None:
+        """Raise a clear error if this vector cannot be applied to a model of that shape.
+
+        ``other_model`` says what happens when the shapes fit but the provenance names
+        another model: ``"warn"`` (the API's default: :class:`OtherModelWarning`),
+        ``"error"`` (:class:`OtherModelError`; the CLI and the server refuse unless forced)
+        or ``"allow"`` (deliberate transfer, e.g. to a fine-tune)."""
+        if other_model not in ("warn", "error", "allow"):
+            raise ConfigError(f"other_model={other_model!r}; use 'warn', 'error' or 'allow'.")
         if self.d_model != d_model:
             raise DModelMismatchError(
                 f"This {self.method} vector has d_model={self.d_model} (from "
@@ -298,6 +319,23 @@ class SteeringVector:
             )
         for site in self.directions:
             site.resolve(n_layers)
+        made_for = self.provenance.model_id
+        if other_model == "allow" or not made_for or made_for in ("unknown", model_id):
+            return
+        msg = (
+            f"This {self.method} vector was made for {made_for!r} but is applied to "
+            f"{model_id!r}; the hidden sizes match, but its directions belong to the other "
+            "model's residual stream."
+        )
+        if other_model == "error":
+            raise OtherModelError(
+                msg + " Pass --force-other-model (CLI) / force (server) to apply it anyway."
+            )
+        warnings.warn(
+            msg + " Pass other_model='allow' if the transfer is deliberate.",
+            OtherModelWarning,
+            stacklevel=3,
+        )
 
     # --- io (implemented in steerlab.vectors.io) --------------------------------------
     def save(self, path: Any) -> Any:
