@@ -1,31 +1,17 @@
-"""``steerlab run``: RunConfig (defaults < file < flags, quick presets, validation), the
-CLI built from it, and the quick job end to end on the embedded model (slow)."""
+"""``steerlab run``: RunConfig (defaults < file < flags, quick presets, validation) and the
+quick job end to end through the CLI on the embedded model (slow). The CLI's flags and
+``steerlab sweep``: tests/test_cli_run.py."""
 
 import json
 import re
 
 import pandas as pd
 import pytest
-import typer
 from typer.testing import CliRunner
 
-from steerlab.cli import run as run_cli
-from steerlab.cli import sweep as sweep_cli
-from steerlab.cli._common import new_app
+from steerlab.cli import app
 from steerlab.errors import ConfigError
 from steerlab.run import QUICK, RunConfig, read_config_file
-
-
-def make_app() -> typer.Typer:
-    app = new_app("steerlab run / sweep")  # with the CLI's one-line error handler
-
-    @app.command()
-    def version() -> None:  # a second command, so sub-commands are named
-        typer.echo("0")
-
-    run_cli.register(app)
-    sweep_cli.register(app)
-    return app
 
 
 def test_run_config_defaults_and_validation():
@@ -66,20 +52,6 @@ def test_run_config_precedence_file_flags_quick(tmp_path):
         RunConfig.build(tmp_path / "x.yaml") if (tmp_path / "x.yaml").write_text("a: 1") else None
 
 
-def test_cli_has_a_flag_per_setting_and_reports_bad_values():
-    runner = CliRunner()
-    app = make_app()
-    out = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "200"}).output
-    for name in RunConfig.__dataclass_fields__:
-        assert "--" + name.replace("_", "-") in out, name
-    assert "--config" in out
-    bad = runner.invoke(app, ["run", "--n-train", "1"], env={"COLUMNS": "200"})
-    assert bad.exit_code != 0 and "n_train=1" in bad.output
-    sweep_help = runner.invoke(app, ["sweep", "--help"], env={"COLUMNS": "200"}).output
-    for flag in ("--behavior", "--layers", "--methods", "--out", "--bipo-epochs", "--resume"):
-        assert flag in sweep_help
-
-
 @pytest.mark.slow
 def test_quick_run_end_to_end(embedded_model, tmp_path, monkeypatch):
     """`steerlab run --quick` through the CLI (the session's model is reused)."""
@@ -87,7 +59,7 @@ def test_quick_run_end_to_end(embedded_model, tmp_path, monkeypatch):
 
     monkeypatch.setattr(steerlab, "load_model", lambda *a, **k: embedded_model)
     out = tmp_path / "run"
-    res = CliRunner().invoke(make_app(), ["run", "--quick", "--out", str(out)])
+    res = CliRunner().invoke(app, ["run", "--quick", "--out", str(out)])
     assert res.exit_code == 0, res.output
     for name in ("report.html", "results.csv", "results.json", "effects.csv", "config.json",
                  "generations.csv", "judge.json", "logs/run.log", "bipo/train_log.jsonl"):  # fmt: skip
@@ -106,23 +78,3 @@ def test_quick_run_end_to_end(embedded_model, tmp_path, monkeypatch):
     page = (out / "report.html").read_text()
     assert not re.search(r"<script[^>]*\ssrc=", page)
     assert "Open-ended answers" in page and "held-out accuracy" in page
-
-
-def test_sweep_command_writes_a_report(tiny_model, tmp_path, monkeypatch):
-    """`steerlab sweep` end to end on the tiny model (2 layers), then resumed."""
-    import steerlab
-
-    monkeypatch.setattr(steerlab, "load_model", lambda *a, **k: tiny_model)
-    out = tmp_path / "sweep"
-    args = ["sweep", "--layers", "0,1", "--methods", "caa,bipo", "--multipliers", "-1,0,1",
-            "--n-train", "6", "--n-test", "4", "--bipo-epochs", "1", "--out", str(out)]  # fmt: skip
-    runner = CliRunner()
-    res = runner.invoke(make_app(), args, env={"COLUMNS": "200"})
-    assert res.exit_code == 0, res.output
-    assert "best layer by margin" in res.output and "[4/4]" in res.output
-    for name in ("report.html", "results.csv", "effects.csv", "sweep.json"):
-        assert (out / name).is_file(), name
-    page = (out / "report.html").read_text()
-    assert "Layer sweep: power-seeking" in page and not re.search(r"<script[^>]*\ssrc=", page)
-    again = runner.invoke(make_app(), args, env={"COLUMNS": "200"})
-    assert again.exit_code == 0 and again.output.count("(on disk)") == 4
