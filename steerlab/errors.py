@@ -50,6 +50,10 @@ class ConcurrentSteeringError(SteerlabError, RuntimeError):
     """A steered model was run from a thread or context other than the one steering it."""
 
 
+class OutputPathError(SteerlabError, OSError):
+    """An output path that cannot be written (a directory, a file as parent, no permission)."""
+
+
 class VectorFileError(SteerlabError, ValueError):
     """A vector file is missing, corrupt, or does not hold what steerlab expects."""
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import steerlab as sl
-from steerlab.errors import DModelMismatchError
+from steerlab.errors import DModelMismatchError, OutputPathError, VectorFileError
 from steerlab.models.sites import HookSite
 from steerlab.vectors.io import load_vector, save_vector
 from steerlab.vectors.vector import Provenance, SteeringVector
@@ -99,7 +99,7 @@ def test_failed_write_keeps_old_file_and_no_temp(tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr("steerlab.vectors.io.os.replace", broken_replace)
+    monkeypatch.setattr("steerlab.utils.files.os.replace", broken_replace)
     with pytest.raises(OSError, match="simulated"):
         make_vector(seed=5).save(path)
     monkeypatch.undo()
@@ -177,3 +177,32 @@ def test_bipo_pt_variants(tmp_path, tiny_model):
         assert torch.equal(v.direction(), t)
     with pytest.raises(sl.SteerlabError, match="out of range for a model with 2 layers"):
         SteeringVector.from_bipo_pt(tmp_path / "row.pt", layer=15, model=tiny_model)
+
+
+def test_save_onto_a_directory_names_the_path_not_a_temp_file(tmp_path):
+    target = tmp_path / "v.safetensors"
+    target.mkdir()
+    with pytest.raises(OutputPathError, match=r"v\.safetensors'?: it is a directory") as err:
+        make_vector().save(target)
+    assert ".v.safetensors." not in str(err.value)  # no temporary-file name
+    parent_is_file = tmp_path / "file"
+    parent_is_file.write_text("x")
+    with pytest.raises(OutputPathError, match="Pass a path in a writable directory"):
+        make_vector().save(parent_is_file / "v.safetensors")
+
+
+def test_unknown_format_version_is_refused(tmp_path):
+    import json
+
+    from safetensors.torch import save
+
+    v = make_vector()
+    meta = {"format": 99, "provenance": v.provenance.to_dict()}
+    blob = save(
+        {s.key: t.contiguous() for s, t in v.directions.items()},
+        metadata={"steerlab": json.dumps(meta, default=str)},
+    )
+    path = tmp_path / "future.safetensors"
+    path.write_bytes(blob)
+    with pytest.raises(VectorFileError, match="format 99.*reads format 1.*Upgrade steerlab"):
+        load_vector(path)

@@ -66,9 +66,15 @@ def load_vector(path: "str | Path", device: "str | torch.device" = "cpu") -> Ste
         )
     try:
         meta = json.loads(raw_meta)
+        version = meta["format"]
         prov = Provenance.from_dict(meta["provenance"])
     except (ValueError, KeyError, TypeError) as exc:
         raise VectorFileError(f"{str(path)!r} has corrupt steerlab metadata: {exc}.") from exc
+    if version != _FORMAT:
+        raise VectorFileError(
+            f"{str(path)!r} is in steerlab vector format {version!r}, but this steerlab reads "
+            f"format {_FORMAT}. Upgrade steerlab (or re-save the vector with this version)."
+        )
     if not tensors:
         raise VectorFileError(f"{str(path)!r} holds no tensors.")
     directions: dict[HookSite, torch.Tensor] = {}
