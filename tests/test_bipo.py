@@ -308,3 +308,63 @@ def test_trainer_refuses_a_cache_of_other_precision(tiny_model_4l):
     cache = build_cache(tiny_model_4l, synthetic_pairs(4), 1, progress=False)
     with pytest.raises(ConfigError, match="autocast=None.*autocast_bf16=True"):
         BiPOTrainer(tiny_model_4l, cache, [1], BiPOConfig(autocast_bf16=True))
+
+
+@pytest.mark.integration
+def test_cached_and_steered_logprobs_equal_plain_scoring_on_embedded_model(embedded_model):
+    """The fast path's two halves checked directly, not through a loss in which bugs shared
+    by policy and reference cancel: at a vector of ~7.5% of the residual norm and through
+    5 training steps, the cached reference log-probs equal ``pair_logprobs`` of the
+    unsteered model, the policy log-probs equal ``pair_logprobs`` under ``steer()`` at the
+    step's direction d, and the trainer's loss is the loss of those plain numbers."""
+    from steerlab.activations.packed import build_cache, pack_pairs
+    from steerlab.data import load_pairs
+    from steerlab.evaluation.likelihood import pair_logprobs
+    from steerlab.steering.steer import steer
+    from steerlab.vectors.bipo.trainer import BiPOTrainer, policy_logprobs, reference_logprobs
+
+    model, layer = embedded_model, 14
+    candidates = list(load_pairs("power-seeking").train)[:200]
+    lengths = [len(p) for p in pack_pairs(model, candidates)]
+    pairs = [candidates[i] for i in sorted(range(200), key=lengths.__getitem__)[:10]]
+    cfg = BiPOConfig(epochs=1, batch_size=2, warmup_steps=0, lr=2e-2)
+    cache = build_cache(model, pairs, layer, progress=False)
+    trainer = BiPOTrainer(model, cache, [layer], cfg)
+
+    plain_m, plain_n = pair_logprobs(model, pairs)
+    atol = 1e-4
+    assert torch.allclose(cache.ref_matching.float(), plain_m, atol=atol)
+    assert torch.allclose(cache.ref_not_matching.float(), plain_n, atol=atol)
+
+    token_norms = torch.cat([r.float().norm(dim=-1) for r in cache.residuals])
+    g = torch.Generator().manual_seed(0)
+    v0 = torch.randn(model.d_model, generator=g)
+    with torch.no_grad():
+        trainer.params[0].copy_(v0 / v0.norm() * 0.075 * token_norms.median())
+    plan = trainer.plan()
+    assert len(plan) == 5
+    for step in plan:
+        ratio = float(trainer.params[0].detach().norm() / token_norms.median())
+        assert 0.05 <= ratio <= 0.10, ratio
+        idx, d = list(step.indices), step.d[0]
+        with torch.no_grad():
+            fast_m, fast_n = policy_logprobs(
+                model, cache, idx, [layer], trainer.params, torch.tensor(step.d)
+            )
+        with steer(model, trainer.to_vector(), multiplier=d):
+            steered_m, steered_n = pair_logprobs(model, [pairs[i] for i in idx])
+        assert torch.allclose(fast_m.float(), steered_m, atol=atol), (fast_m, steered_m)
+        assert torch.allclose(fast_n.float(), steered_n, atol=atol), (fast_n, steered_n)
+        assert not torch.allclose(steered_m - steered_n, plain_m[idx] - plain_n[idx], atol=1e-2)
+        ref_m, ref_n = reference_logprobs(model, cache, idx)
+        plain_loss = bipo_loss(
+            steered_m.double(),
+            steered_n.double(),
+            plain_m[idx].double(),
+            plain_n[idx].double(),
+            torch.tensor(step.d, dtype=torch.float64),
+            cfg.beta,
+        )
+        assert trainer.step(step)["loss"] == pytest.approx(float(plain_loss), abs=1e-5)
+        assert torch.equal(ref_m, cache.ref_matching[idx])  # fp32: the cached reference
+        assert torch.equal(ref_n, cache.ref_not_matching[idx])
