@@ -78,3 +78,14 @@ def test_quick_run_end_to_end(embedded_model, tmp_path, monkeypatch):
     page = (out / "report.html").read_text()
     assert not re.search(r"<script[^>]*\ssrc=", page)
     assert "Open-ended answers" in page and "held-out accuracy" in page
+
+
+def test_a_failed_run_says_why_in_its_log(tiny_model, tmp_path):
+    """Issue 18: a failed run must not leave an empty logs/ behind."""
+    from steerlab.run import run_pipeline
+
+    cfg = RunConfig(layer=99, out=str(tmp_path / "run"))  # the tiny model has 2 layers
+    with pytest.raises(Exception, match="99"):
+        run_pipeline(cfg, model=tiny_model)
+    log = (tmp_path / "run" / "logs" / "run.log").read_text()
+    assert "run failed" in log and "99" in log

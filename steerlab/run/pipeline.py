@@ -254,6 +254,9 @@ def run_pipeline(
             for k, v in result.timings.items():
                 on_stage(k, v)
         return result
+    except BaseException as exc:  # the log says why the run stopped (never an empty logs/)
+        log.error("run failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
+        raise
     finally:
         log.removeHandler(handler)
         handler.close()
