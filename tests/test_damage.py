@@ -12,9 +12,10 @@ from steerlab.errors import ConfigError, EmptyInputError
 from steerlab.evaluation.damage import kl_damage, logprob_changes, pair_logprob_changes, token_kl
 from steerlab.evaluation.likelihood import likelihood_margin
 from steerlab.evaluation.strengths import summarize_strengths
+from steerlab.models.sites import HookSite
 from steerlab.steering.steer import steer
 from steerlab.steering.strength import strength_to_multiplier, vector_norms
-from steerlab.vectors.vector import SteeringVector
+from steerlab.vectors.vector import Provenance, SteeringVector
 from tests._data import SMALL_PAIRS
 
 
@@ -131,3 +132,22 @@ def test_pair_logprob_changes_at_strengths(tiny_model, vec):
     summary = summarize_strengths(out, {"d_margin": "d_margin"})
     assert list(summary.columns[:5]) == ["vector", "method", "layer", "multiplier", "strength"]
     assert len(summary) == 3 and (summary["n"] == len(SMALL_PAIRS)).all()
+
+
+def test_fast_kl_equals_the_plain_path(tiny_model_4l, neutral):
+    g = torch.Generator().manual_seed(2)
+    one = SteeringVector.from_tensor(torch.randn(64, generator=g), 1, method="caa")
+    top = SteeringVector.from_tensor(torch.randn(64, generator=g), 3, method="pca")
+    two = SteeringVector(
+        {HookSite(1): torch.randn(64, generator=g), HookSite(2): torch.randn(64, generator=g)},
+        Provenance(method="freeform"),
+    )
+    kw = {"multipliers": [0.0, 0.5, -1.5], "neutral": neutral, "batch_size": 3}
+    fast = kl_damage(tiny_model_4l, [one, top, two], fast=True, **kw)
+    plain = kl_damage(tiny_model_4l, [one, top, two], fast=False, **kw)
+    assert fast["kl"].to_numpy() == pytest.approx(plain["kl"].to_numpy(), rel=1e-4, abs=1e-7)
+    assert (fast["n_tokens"] == plain["n_tokens"]).all()
+    assert fast.drop(columns="kl").equals(plain.drop(columns="kl"))
+    attn = SteeringVector.from_tensor(torch.ones(64), 1, kind="attn_out", method="caa")
+    with pytest.raises(ConfigError, match="fast=True needs resid_post"):
+        kl_damage(tiny_model_4l, attn, fast=True, **kw)

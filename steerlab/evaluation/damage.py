@@ -105,6 +105,7 @@ def kl_damage(
     strengths: MultipliersArg | None = None,
     neutral: NeutralSet | None = None,
     batch_size: int = 8,
+    fast: bool | None = None,
     progress: bool = False,
 ) -> pd.DataFrame:
     """Mean per-token ``KL(steered || unsteered)`` on the neutral text set, per condition.
@@ -114,14 +115,25 @@ def kl_damage(
         multipliers: raw multipliers (default -2..2), or instead
         strengths: strengths relative to the typical residual norm (e.g. [0, 0.05, 0.1]).
         neutral: the text set (default :func:`~steerlab.data.neutral.load_neutral_set`).
+        fast: run only the blocks above each vector's layer from cached unsteered
+            residuals (:mod:`steerlab.evaluation.damage_fast`; equal up to float rounding);
+            ``None`` uses it where it applies (``resid_post`` sites, a linear unembedding).
 
     Returns a frame with columns ``vector, method, layer, multiplier, [strength,] kl,
     n_tokens``; ``kl`` is in nats per token, 0 at multiplier / strength 0.
     """
+    from steerlab.evaluation.damage_fast import fast_kl_applies, fast_kl_runner
+
     if not as_vector_list(vectors):
         raise EmptyInputError("kl_damage() needs at least one steering vector.")
     neutral = load_neutral_set() if neutral is None else neutral
-    run = _kl_runner(model, neutral, batch_size, progress)
+    use_fast = fast_kl_applies(model, vectors) if fast is None else fast
+    if use_fast and not fast_kl_applies(model, vectors):
+        raise ConfigError(
+            "fast=True needs resid_post sites and a linear unembedding; use fast=None."
+        )
+    make = fast_kl_runner if use_fast else _kl_runner
+    run = make(model, neutral, batch_size, progress)
     strength_list = check_strength_args(multipliers, strengths)
     if strength_list is None:
         return run(as_vector_list(vectors), tuple(float(m) for m in _as_tuple(multipliers)))

@@ -1,0 +1,177 @@
+"""KL damage through cached lower residuals: the blocks below a vector's layer run once.
+
+The same numbers as the plain path of :func:`~steerlab.evaluation.damage.kl_damage` (up
+to float rounding), several times cheaper when many conditions are measured:
+
+- the unsteered next-token distributions of the neutral tokens are computed once;
+- per layer, the unsteered ``resid_post`` of every neutral batch is computed once, and
+  each condition at that layer adds its vector there and runs only the blocks above
+  (the packed-pair engine of :mod:`steerlab.activations.packed`: its batch type with a
+  4-D mask and target positions, :func:`~steerlab.activations.packed.lower_residuals`,
+  :func:`~steerlab.activations.packed.skip_lower_blocks`).
+
+It applies when every site is ``resid_post`` (added at every position) and the model has
+a plain linear unembedding; the KL positions are those of the plain path (every real
+token but the first of each turn).
+"""
+
+from collections.abc import Sequence
+from contextlib import ExitStack
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor
+
+from steerlab.activations.batch import length_sorted_batches
+from steerlab.activations.packed import (
+    PackedBatch,
+    final_hidden_only,
+    lower_residuals,
+    skip_lower_blocks,
+    supports_fast_unembed,
+    unembed_linear,
+)
+from steerlab.data.neutral import NeutralSet
+from steerlab.evaluation.damage import KL_COLUMNS, token_kl
+from steerlab.evaluation.multipliers import VectorsArg, as_vector_list, conditions
+from steerlab.models.chat import EncodedText
+from steerlab.models.model import SteerlabModel
+from steerlab.steering.steer import Steering
+from steerlab.utils.progress import progress_bar
+from steerlab.vectors.vector import SteeringVector
+
+
+def fast_kl_applies(model: SteerlabModel, vectors: VectorsArg) -> bool:
+    """True when the cached-residual KL applies to ``vectors`` on ``model``."""
+    vecs = as_vector_list(vectors)
+    return supports_fast_unembed(model) and all(
+        s.kind == "resid_post" for v in vecs for s in v.sites
+    )
+
+
+def plain_batch(encoded: Sequence[EncodedText], pad_id: int) -> PackedBatch:
+    """Plain (unpacked) sequences as a right-padded :class:`PackedBatch`: causal
+    attention within each row, targets at every position but the first."""
+    width = max(len(e) for e in encoded)
+    b = len(encoded)
+    ids = torch.full((b, width), pad_id, dtype=torch.long)
+    allowed = torch.tril(torch.ones(width, width, dtype=torch.bool)).repeat(b, 1, 1)
+    rows, poss = [], []
+    for i, e in enumerate(encoded):
+        n = len(e)
+        ids[i, :n] = torch.tensor(e.ids)
+        allowed[i, :, n:] = False  # padding keys are never attended to
+        allowed[i, n:, n:] = torch.eye(width - n, dtype=torch.bool)  # pad rows: themselves
+        rows += [i] * (n - 1)
+        poss += list(range(1, n))
+    pos_ids = torch.arange(width).repeat(b, 1)
+    lengths = torch.tensor([len(e) for e in encoded], dtype=torch.long)
+    n_tok = len(rows)
+    return PackedBatch(
+        ids,
+        pos_ids,
+        allowed,
+        lengths,
+        torch.tensor(rows, dtype=torch.long),
+        torch.tensor(poss, dtype=torch.long),
+        torch.zeros(n_tok, dtype=torch.long),
+        torch.zeros(n_tok, dtype=torch.long),
+    )
+
+
+def _logprobs(model: SteerlabModel, hidden: Float[Tensor, "n d"]) -> Float[Tensor, "n vocab"]:
+    lin = unembed_linear(model)
+    assert lin is not None  # fast_kl_applies() checked it
+    return F.linear(hidden, lin.weight, lin.bias).float().log_softmax(-1)
+
+
+def _full_hidden(model: SteerlabModel, batch: PackedBatch) -> Float[Tensor, "n d"]:
+    mask = batch.attention_mask(model.dtype)
+    with final_hidden_only(model):
+        hidden = model.bridge(batch.ids, attention_mask=mask, position_ids=batch.position_ids)
+    return hidden[batch.tgt_row, batch.tgt_pos]
+
+
+def _hidden_above(
+    model: SteerlabModel,
+    resid: Float[Tensor, "batch pos d_model"],
+    batch: PackedBatch,
+    layer: int,
+    hooks: Sequence[tuple[str, Any]],
+) -> Float[Tensor, "n d"]:
+    start = layer + 1
+    with ExitStack() as stack:
+        stack.enter_context(final_hidden_only(model))
+        if hooks:
+            stack.enter_context(model.bridge.hooks(fwd_hooks=list(hooks)))
+        if start < model.n_layers:
+            stack.enter_context(skip_lower_blocks(model, start))
+            hidden = model.bridge(
+                resid,
+                start_at_layer=start,
+                attention_mask=batch.attention_mask(resid.dtype),
+                position_ids=batch.position_ids,
+            )
+        else:  # a site after the last block: only the final norm remains
+            hidden = model.bridge.ln_final(resid)
+    return hidden[batch.tgt_row, batch.tgt_pos]
+
+
+def _add(delta: Tensor) -> Any:
+    def hook(x: Tensor, hook: Any) -> Tensor:
+        return x + delta.to(x.dtype)
+
+    return hook
+
+
+def fast_kl_runner(
+    model: SteerlabModel, neutral: NeutralSet, batch_size: int, progress: bool
+) -> Any:
+    """``run(vectors, multipliers) -> frame`` with the columns of ``kl_damage``."""
+    encoded = neutral.encode(model)
+    batches = [
+        plain_batch([encoded[i] for i in idx], model.pad_token_id).to(model.device)
+        for idx in length_sorted_batches([len(e) for e in encoded], batch_size)
+    ]
+    n_tokens = sum(int(b.tgt_row.numel()) for b in batches)
+
+    @torch.no_grad()
+    def run(vectors: Sequence[SteeringVector], multipliers: tuple[float, ...]) -> pd.DataFrame:
+        conds = conditions(list(vectors) or None, multipliers)
+        by_layer: dict[int, list[tuple[int, dict[Any, Tensor]]]] = {}
+        for c, cond in enumerate(conds):
+            if cond.steered:
+                deltas = Steering.of(cond.vector, cond.multiplier).deltas(model)
+                by_layer.setdefault(min(deltas).layer, []).append((c, deltas))
+        totals = np.zeros(len(conds))
+        if by_layer:
+            refs = [_logprobs(model, _full_hidden(model, b)) for b in batches]
+            work = [(layer, b, ref) for layer in sorted(by_layer) for b, ref in zip(batches, refs)]
+            for layer, batch, ref in progress_bar(work, desc="KL damage (fast)", enabled=progress):
+                resid = lower_residuals(model, batch, layer)
+                for c, deltas in by_layer[layer]:
+                    sites = sorted(deltas)
+                    hooks = [(s.hook_name(model), _add(deltas[s])) for s in sites[1:]]
+                    x = resid + deltas[sites[0]].to(resid.dtype)
+                    lp = _logprobs(model, _hidden_above(model, x, batch, layer, hooks))
+                    totals[c] += float(token_kl(lp, ref).double().sum())
+        rows = [
+            {
+                "vector": cond.label,
+                "method": cond.method,
+                "layer": cond.layer,
+                "multiplier": cond.multiplier,
+                "kl": totals[c] / n_tokens,
+                "n_tokens": n_tokens,
+            }
+            for c, cond in enumerate(conds)
+        ]
+        out = pd.DataFrame(rows, columns=list(KL_COLUMNS))
+        out["layer"] = pd.Series([r["layer"] for r in rows], dtype=object)
+        return out
+
+    return run
