@@ -228,3 +228,19 @@ def test_no_arguments_still_show_help():
 def test_top_level_mistakes_are_one_line_too():
     one_error_line(["--bogus"], "--bogus")
     one_error_line(["trian"], "trian")
+
+
+def test_output_path_checks_create_nothing(tmp_path):
+    from steerlab.errors import OutputPathError
+
+    afile = tmp_path / "a.txt"
+    afile.write_text("x")
+    with pytest.raises(OutputPathError, match="is a file, but a directory is needed"):
+        _common.check_out_dir(afile)
+    with pytest.raises(OutputPathError, match="is a directory, but a file is needed"):
+        _common.check_out_file(tmp_path, "--items-out")
+    with pytest.raises(OutputPathError, match=r"a\.txt is a file, so nothing can be created"):
+        _common.check_out_file(afile / "deeper" / "x.csv")
+    new = tmp_path / "new" / "dir"
+    assert _common.check_out_dir(new) == new and _common.check_out_file(new / "x.csv")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]

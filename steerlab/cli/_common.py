@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 import typer
 from typer.core import TyperGroup
 
-from steerlab.errors import ConfigError, SteerlabError
+from steerlab.errors import OutputPathError, SteerlabError
 
 try:  # typer >= 0.2x vendors its own click
     from typer._click import exceptions as _click_errors
@@ -191,7 +191,7 @@ def _probe_writable(folder: Path, flag: str, path: Path) -> None:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
-        raise ConfigError(
+        raise OutputPathError(
             f"{flag} {path}: cannot write in {folder} ({exc.strerror or exc}); "
             "choose a writable location."
         ) from None
@@ -200,7 +200,7 @@ def _probe_writable(folder: Path, flag: str, path: Path) -> None:
 def _check_parent(path: Path, flag: str) -> None:
     anc = _nearest_existing(path.parent)
     if not anc.is_dir():
-        raise ConfigError(
+        raise OutputPathError(
             f"{flag} {path}: {anc} is a file, so nothing can be created under it; "
             "choose another path."
         )
@@ -208,12 +208,12 @@ def _check_parent(path: Path, flag: str) -> None:
 
 
 def check_out_dir(path: Path | str, flag: str = "--out") -> Path:
-    """``path`` if it is (or can be created as) a writable directory, else ConfigError.
+    """``path`` if it is (or can be created as) a writable directory, else OutputPathError.
     Creates nothing."""
     path = Path(path).expanduser()
     if path.exists():
         if not path.is_dir():
-            raise ConfigError(
+            raise OutputPathError(
                 f"{flag} {path}: is a file, but a directory is needed; "
                 "give a directory path (or move the file away)."
             )
@@ -224,11 +224,11 @@ def check_out_dir(path: Path | str, flag: str = "--out") -> Path:
 
 
 def check_out_file(path: Path | str, flag: str = "--out") -> Path:
-    """``path`` if it is (or can be created as) a writable file, else ConfigError.
+    """``path`` if it is (or can be created as) a writable file, else OutputPathError.
     Creates nothing."""
     path = Path(path).expanduser()
     if path.is_dir():
-        raise ConfigError(
+        raise OutputPathError(
             f"{flag} {path}: is a directory, but a file is needed; "
             f"give a file path such as {path / 'results.csv'}."
         )
