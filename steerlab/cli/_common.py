@@ -305,6 +305,18 @@ def load_model(name: str, device: str | None) -> Any:
     return sl.load_model(name, device=device)
 
 
+def check_vectors(model: Any, vectors: Any, force_other_model: bool = False) -> None:
+    """Refuse (OtherModelError) a vector whose provenance names another model unless
+    ``force_other_model`` (``--force-other-model``); wrong hidden sizes always fail."""
+    for vec in vectors or ():
+        vec.check_model(
+            model.d_model,
+            model.n_layers,
+            model.model_id,
+            other_model="allow" if force_other_model else "error",
+        )
+
+
 # --- settings shared by several commands ----------------------------------------------------
 
 
@@ -325,6 +337,7 @@ class RunSettings:
     batch_size: int = 16
     seed: int = 0
     progress: bool = True
+    force_other_model: bool = False
 
 
 BEHAVIOR = typer.Option(
@@ -336,6 +349,11 @@ DEVICE = typer.Option(None, help="cpu / cuda; default: cuda if available.")
 BATCH = count_option(16, help="Sequences per forward pass.")
 SEED = typer.Option(0, help="Seed of the A/B letter order built from free-form pairs.")
 PROGRESS = typer.Option(True, help="Show progress bars.")
+FORCE_OTHER = typer.Option(
+    False,
+    "--force-other-model",
+    help="Apply vectors whose provenance names another model (same hidden size).",
+)
 VECTOR = typer.Option(
     None, "--vector", "-v", help="A vector file (repeat for several); none: the unsteered model."
 )

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import typer
 
 from steerlab.cli import _common, _judge
-from steerlab.cli._common import DEVICE, MODEL, VECTOR
+from steerlab.cli._common import DEVICE, FORCE_OTHER, MODEL, VECTOR
 
 
 def _save(summary: Any, items: Any, out: Path, echo: bool = True) -> None:
@@ -34,6 +34,7 @@ def mmlu_cmd(
     model: str = MODEL,
     device: str | None = DEVICE,
     out: Path = typer.Option(Path("results/mmlu.csv"), help="Summary CSV (+ .items.jsonl)."),
+    force_other_model: bool = FORCE_OTHER,
 ) -> None:
     """MMLU (CAA's two-choice set) accuracy under steering."""
     from steerlab.evaluation.benchmarks.mmlu import MMLU_METRICS, mmlu_accuracy
@@ -43,6 +44,7 @@ def mmlu_cmd(
     _common.check_out_file(out)
     vecs = _common.load_vectors(vector)
     m = _common.load_model(model, device)
+    _common.check_vectors(m, vecs, force_other_model)
     items = mmlu_accuracy(
         m,
         vecs,
@@ -71,6 +73,7 @@ def truthfulqa_cmd(
     model: str = MODEL,
     device: str | None = DEVICE,
     out: Path = typer.Option(Path("results/truthfulqa.csv"), help="Summary CSV (+ .items.jsonl)."),
+    force_other_model: bool = FORCE_OTHER,
 ) -> None:
     """TruthfulQA MC1 / MC2 under steering."""
     from steerlab.evaluation.benchmarks.truthfulqa import TRUTHFULQA_METRICS, truthfulqa_mc
@@ -80,6 +83,7 @@ def truthfulqa_cmd(
     _common.check_out_file(out)
     vecs = _common.load_vectors(vector)
     m = _common.load_model(model, device)
+    _common.check_vectors(m, vecs, force_other_model)
     items = truthfulqa_mc(
         m,
         vecs,
@@ -112,6 +116,7 @@ def jailbreak_cmd(
     model: str = MODEL,
     device: str | None = DEVICE,
     out: Path = typer.Option(Path("results/jailbreak.csv"), help="Summary CSV (+ .items.jsonl)."),
+    force_other_model: bool = FORCE_OTHER,
 ) -> None:
     """Jailbreak attack success rate (refusal phrases; optionally a judge) under steering."""
     from steerlab.errors import unknown_name
@@ -140,6 +145,7 @@ def jailbreak_cmd(
     )
     vecs = _common.load_vectors(vector)
     m = _common.load_model(model, device)
+    _common.check_vectors(m, vecs, force_other_model)
     j = build_judge(m)
     items = jailbreak_asr(
         m,

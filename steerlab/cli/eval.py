@@ -17,6 +17,7 @@ from steerlab.cli._common import (
     BATCH,
     BEHAVIOR,
     DEVICE,
+    FORCE_OTHER,
     MODEL,
     PROGRESS,
     SEED,
@@ -51,8 +52,7 @@ def evaluate(
     vecs = _common.load_vectors(vectors) or []
     data = load_pairs(_common.check_behavior(run.behavior), seed=run.seed)
     m = _common.load_model(run.model, run.device)
-    for v in vecs:
-        v.check_model(m.d_model, m.n_layers, m.model_id)
+    _common.check_vectors(m, vecs, run.force_other_model)
     kw: dict[str, Any] = {"batch_size": run.batch_size, "progress": run.progress}
     split = data.split(n_test=n_test, seed=run.seed)
     if kind == "ab":
@@ -128,9 +128,10 @@ def ab_cmd(
     batch_size: int = BATCH,
     seed: int = SEED,
     progress: bool = PROGRESS,
+    force_other_model: bool = FORCE_OTHER,
 ) -> None:
     """P(matching answer letter), normalised over A/B, on the behavior's A/B test items."""
-    run = RunSettings(behavior, model, device, batch_size, seed, progress)
+    run = RunSettings(behavior, model, device, batch_size, seed, progress, force_other_model)
     _run_eval("ab", metric, vector, multipliers, n_test, out, items_out, run)
 
 
@@ -151,9 +152,10 @@ def likelihood_cmd(
     device: str | None = DEVICE,
     batch_size: int = BATCH,
     progress: bool = PROGRESS,
+    force_other_model: bool = FORCE_OTHER,
 ) -> None:
     """Mean log p(matching) - log p(not_matching) (response tokens) on the test pairs."""
-    run = RunSettings(behavior, model, device, batch_size, 0, progress)
+    run = RunSettings(behavior, model, device, batch_size, 0, progress, force_other_model)
     _run_eval("likelihood", metric, vector, multipliers, n_test, out, items_out, run)
 
 
@@ -179,6 +181,7 @@ def open_cmd(
     out: Path = typer.Option(
         Path("results/open_ended.jsonl"), help="Answers JSONL (resumed if it exists)."
     ),
+    force_other_model: bool = FORCE_OTHER,
 ) -> None:
     """Steered open-ended answers (resumable JSONL), optionally judged 1-4."""
     from steerlab.data import load_open_ended, load_pairs
@@ -207,6 +210,7 @@ def open_cmd(
         qs, examples = list(load_open_ended(behavior)), None
     qs = qs[:n] if n else qs
     m = _common.load_model(model, device)
+    _common.check_vectors(m, vecs, force_other_model)
     j = build_judge(m)
     frame = run_open_ended(
         m,
