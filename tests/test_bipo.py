@@ -1,5 +1,6 @@
 """BiPO: the objective's claims, one-copy training, resume, NaN guard, fast == plain."""
 
+import json
 import math
 
 import pytest
@@ -164,6 +165,16 @@ def test_resume_reproduces_uninterrupted_run(tiny_model_4l, tmp_path):
     assert resumed.vector.equal(full.vector)
     log = (tmp_path / "a" / "train_log.jsonl").read_text().splitlines()
     assert sum('"type": "epoch"' in line for line in log) == 3
+
+    # Issue 18: the resumed log holds each step once, exactly like the uninterrupted one.
+    def shape(run_dir):
+        rows = [json.loads(x) for x in (run_dir / "train_log.jsonl").read_text().splitlines()]
+        return [(r["type"], r.get("epoch"), r.get("step"), r.get("loss")) for r in rows]
+
+    assert shape(tmp_path / "b") == shape(tmp_path / "a")
+    # ... and a fresh run into the same directory starts a fresh log
+    fit_bipo_run(tiny_model_4l, pairs, layer=1, config=cfg, out_dir=tmp_path / "a", progress=False)
+    assert shape(tmp_path / "a") == shape(tmp_path / "b")
 
 
 def test_resume_with_other_config_is_refused(tiny_model_4l, tmp_path):

@@ -16,6 +16,7 @@ from steerlab.activations.packed import build_cache, supports_fast_unembed
 from steerlab.errors import ConfigError, EmptyInputError
 from steerlab.models.model import SteerlabModel
 from steerlab.models.sites import HookSite
+from steerlab.utils.files import atomic_write_text
 from steerlab.utils.progress import progress_bar
 from steerlab.vectors.bipo.checkpoint import CHECKPOINT_NAME
 from steerlab.vectors.bipo.config import BiPOConfig
@@ -113,7 +114,7 @@ def fit_bipo_run(
         trainer.restore()
     if out:
         out.mkdir(parents=True, exist_ok=True)
-    log_file = (out / "train_log.jsonl").open("a") if out else None
+    log_file = _open_log(out / "train_log.jsonl", trainer.next_epoch) if out else None
 
     def log(kind: str, rec: dict[str, Any]) -> None:
         if log_file:
@@ -144,6 +145,27 @@ def fit_bipo_run(
     if out:
         run.vector.save(out / "vector.safetensors")
     return run
+
+
+def _open_log(path: Path, keep_epochs: int) -> Any:
+    """Open ``train_log.jsonl`` for appending after keeping only the lines of the first
+    ``keep_epochs`` epochs (those the checkpoint holds): a resume does not repeat the step
+    lines written after the last checkpoint, and a fresh run into the same directory
+    starts a fresh log."""
+    kept: list[str] = []
+    if keep_epochs and path.is_file():
+        done = 0
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if done >= keep_epochs:
+                break
+            try:
+                kind = json.loads(line).get("type")
+            except (ValueError, AttributeError):
+                break  # a line cut by a crash: what follows is not trusted
+            kept.append(line + "\n")
+            done += kind == "epoch"
+    atomic_write_text(path, "".join(kept))
+    return path.open("a", encoding="utf-8")
 
 
 def train_bipo(
