@@ -28,6 +28,7 @@ def _mount() -> None:
     app.add_typer(data.data_app, name="data")
     run.register(app)
     sweep.register(app)
+    __import__("steerlab.cli.calibrate", fromlist=["register"]).register(app)
     serve.register(app)
     demo.register(app)
 

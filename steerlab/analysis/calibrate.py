@@ -1,0 +1,378 @@
+"""``calibrate()``: which layer, and how strong? Chosen on validation, reported on test.
+
+For one behavior, several methods and candidate layers:
+
+1. the behavior's training pairs are split (seeded) into pairs to fit on and a
+   validation split; the test split is only used for the final report;
+2. CAA / freeform / PCA are fitted at every candidate layer from one activation pass per
+   kind of activation; training methods (BiPO) are trained at each layer, with the
+   validation pairs for early stopping / best-epoch selection when configured;
+3. every vector is scaled to norm units (multiplier = strength, see
+   :mod:`steerlab.steering.strength`) and its validation margins are measured at every
+   strength through the cached-residual fast path, and its damage (KL on the neutral
+   text, :mod:`steerlab.evaluation.damage`) likewise;
+4. per method, the (layer, strength) with the largest mean validation effect
+   ``margin(s) - margin(0)`` is chosen among the points whose KL is under the cap and
+   whose mean validation curve rises monotonically from 0 up to ``s``
+   (:func:`choose`);
+5. the chosen vectors are scored on the test pairs at every strength: the effect at the
+   recommended strength with paired bootstrap CIs, the change of log p(matching) and of
+   log p(not matching) separately, the anti-steerable share, and the comparison at
+   matched KL and at matched relative norm (:mod:`steerlab.analysis.reliability`).
+
+Each chosen vector carries its recommended strength in its provenance
+(``steer(model, vec, strength="recommended")``).
+"""
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from steerlab.analysis.reliability import (
+    DEFAULT_KL_LEVELS,
+    bootstrap_ci,
+    bootstrap_indices,
+    curves,
+)
+from steerlab.errors import ConfigError
+from steerlab.vectors.vector import SteeringVector
+
+CHOICE_COLUMNS = ("method", "layer", "strength", "multiplier", "val_effect", "val_kl", "status")
+
+
+@dataclass(frozen=True)
+class CalibrateConfig:
+    """Settings of :func:`calibrate`.
+
+    methods: vector methods to calibrate (registry names).
+    layers: candidate layers (None: 8 layers spread over the middle of the model).
+    strengths: strengths swept (relative to the typical residual norm; 0 is added).
+    kl_cap: damage cap in nats/token of KL on the neutral text (the choice respects it).
+    kl_levels: KL levels of the matched-damage comparison on the test split.
+    n_train: training pairs to fit on (None: all left after the validation split).
+    n_val: validation pairs carved from the training split (seeded).
+    n_test: test pairs the report is computed on (first n of the test split).
+    n_neutral: neutral texts for the KL (None: all 54; fewer is faster).
+    seed: seeds the validation split, CAA's A/B order, BiPO and the bootstrap.
+    n_boot: bootstrap resamples of the CIs.
+    batch_size: sequences per forward pass.
+    bipo_epochs: BiPO epochs per layer (the best validation epoch is kept).
+    bipo_lr: BiPO learning rate (short runs need more than the paper's 5e-4).
+    bipo_batch_size: BiPO pairs per step.
+    bipo_warmup_steps: warm-up steps of BiPO's cosine schedule.
+    bipo_patience: stop BiPO after this many epochs with no better validation score (None: never).
+    """
+
+    methods: tuple[str, ...] = ("caa", "freeform", "pca", "bipo")
+    layers: tuple[int, ...] | None = None
+    strengths: tuple[float, ...] = (0.0, 0.025, 0.05, 0.1, 0.2, 0.4)
+    kl_cap: float = 0.2
+    kl_levels: tuple[float, ...] = DEFAULT_KL_LEVELS
+    n_train: int | None = None
+    n_val: int = 32
+    n_test: int = 100
+    n_neutral: int | None = 24
+    seed: int = 0
+    n_boot: int = 2000
+    batch_size: int = 8
+    bipo_epochs: int = 3
+    bipo_lr: float = 2e-2
+    bipo_batch_size: int = 4
+    bipo_warmup_steps: int = 4
+    bipo_patience: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.methods:
+            raise ConfigError("CalibrateConfig.methods is empty; pass e.g. ('caa', 'bipo').")
+        s = tuple(float(x) for x in self.strengths)
+        if not any(x > 0 for x in s) or not all(math.isfinite(x) for x in s):
+            raise ConfigError(
+                f"CalibrateConfig.strengths={self.strengths!r} needs finite values and at "
+                "least one > 0, e.g. (0.025, 0.05, 0.1, 0.2)."
+            )
+        object.__setattr__(self, "strengths", tuple(sorted({0.0, *s})))
+        if not (self.kl_cap > 0 and math.isfinite(self.kl_cap)):
+            raise ConfigError(f"CalibrateConfig.kl_cap={self.kl_cap!r} must be > 0 nats/token.")
+        for name in ("n_val", "n_test", "n_boot", "batch_size", "bipo_epochs"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"CalibrateConfig.{name}={getattr(self, name)} must be >= 1.")
+        for name in ("n_train", "n_neutral"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"CalibrateConfig.{name}={value} must be >= 1 or None.")
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> "CalibrateConfig":
+        """About 2 minutes on the embedded model on 2 CPU cores: 2 layers, 4 strengths,
+        24 pairs to fit, 12 validation and 16 test pairs, 6 neutral texts, 1 BiPO epoch."""
+        base: dict[str, Any] = {
+            "layers": (10, 14),
+            "strengths": (0.0, 0.05, 0.1, 0.2),
+            "n_train": 24,
+            "n_val": 12,
+            "n_test": 16,
+            "n_neutral": 6,
+            "n_boot": 500,
+            "bipo_epochs": 1,
+        }
+        return cls(**{**base, **overrides})
+
+    def bipo_config(self) -> Any:
+        from steerlab.vectors.bipo import BiPOConfig
+
+        return BiPOConfig(
+            epochs=self.bipo_epochs,
+            lr=self.bipo_lr,
+            batch_size=self.bipo_batch_size,
+            warmup_steps=self.bipo_warmup_steps,
+            seed=self.seed,
+            early_stopping_patience=self.bipo_patience,
+            select_best=True,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def default_layers(n_layers: int, k: int = 8) -> tuple[int, ...]:
+    """``k`` layers spread from 1/5 to 3/4 of the depth (steering works best mid-model)."""
+    lo, hi = max(1, n_layers // 5), max(1, (3 * n_layers) // 4)
+    return tuple(sorted({int(round(x)) for x in np.linspace(lo, hi, k)}))
+
+
+def admissible(validation: pd.DataFrame, kl_cap: float) -> pd.Series:
+    """Rows of a validation table that a calibration may choose: strength > 0, KL within
+    the cap, a positive effect, and a mean effect that rises strictly from strength 0 up
+    to that strength within its (method, layer) curve."""
+    ok = pd.Series(False, index=validation.index)
+    for _, g in validation.groupby(["method", "layer"], sort=False):
+        prev = -math.inf
+        for idx, r in g[g["strength"] >= 0].sort_values("strength").iterrows():
+            if r["effect"] <= prev:
+                break  # the curve stopped rising: later points are not admissible
+            prev = r["effect"]
+            ok[idx] = r["strength"] > 0 and r["kl"] <= kl_cap and r["effect"] > 0
+    return ok
+
+
+def choose(validation: pd.DataFrame, kl_cap: float) -> pd.DataFrame:
+    """Per method, the :func:`admissible` (layer, strength) with the largest mean
+    validation effect (ties: the lower KL).
+
+    ``validation``: columns ``method, layer, strength, effect, kl`` (effect 0 at strength
+    0). Returns the :data:`CHOICE_COLUMNS` (``multiplier`` NaN here); methods without an
+    admissible point get ``status`` explaining why and NaN strength.
+    """
+    ok = admissible(validation, kl_cap)
+    rows = []
+    for method, g in validation.groupby("method", sort=False):
+        cand = g[ok[g.index]]
+        if cand.empty:
+            rows.append(
+                {
+                    "method": method,
+                    "layer": None,
+                    "strength": math.nan,
+                    "multiplier": math.nan,
+                    "val_effect": math.nan,
+                    "val_kl": math.nan,
+                    "status": "no strength raises the validation margin monotonically "
+                    f"under KL {kl_cap:g}",
+                }
+            )
+            continue
+        best = cand.sort_values(["effect", "kl"], ascending=[False, True]).iloc[0]
+        rows.append(
+            {
+                "method": method,
+                "layer": best["layer"],
+                "strength": best["strength"],
+                "multiplier": math.nan,
+                "val_effect": best["effect"],
+                "val_kl": best["kl"],
+                "status": "ok",
+            }
+        )
+    out = pd.DataFrame(rows, columns=list(CHOICE_COLUMNS))
+    out["layer"] = pd.Series([r["layer"] for r in rows], dtype=object)
+    return out
+
+
+def validation_table(items: pd.DataFrame, kl: pd.DataFrame) -> pd.DataFrame:
+    """Mean validation effect and KL per (method, layer, strength) from per-item margins
+    (``x = strength``, vectors in norm units) and the KL frame of the same vectors."""
+    mean = items.groupby(["vector", "method", "layer", "strength"], sort=False)["margin"].mean()
+    frame = mean.reset_index()
+    base = frame[frame["strength"] == 0.0].set_index("vector")["margin"]
+    frame["effect"] = frame["margin"] - frame["vector"].map(base)
+    kls = kl.set_index(["vector", "strength"])["kl"]
+    frame["kl"] = [kls.get((v, s), math.nan) for v, s in zip(frame["vector"], frame["strength"])]
+    return frame.drop(columns=["vector"])
+
+
+@dataclass(frozen=True, eq=False)
+class CalibrationResult:
+    """What :func:`calibrate` found. Frames are tidy; see the module docstring.
+
+    choices: per method the chosen layer / strength (and the equivalent multiplier).
+    validation: per (method, layer, strength) the mean validation effect and KL.
+    test_items: per test pair and strength, the chosen vectors' log-likelihoods and
+        their changes (``d_logp_matching``, ``d_logp_not_matching``, ``d_margin``).
+    test: per method at its recommended strength: effect and both answers' changes with
+        paired bootstrap CIs, KL, anti-steerable share with CI, curve shape.
+    matched: the test effect at matched KL (``target`` = KL level).
+    matched_norm: the test effect at matched relative norm (``target`` = strength).
+    reliability: per method, mean slope / anti-steerable share / shape on test.
+    comparison: the leading method against each other one at the KL cap (paired CIs).
+    training: BiPO (and other training methods') histories per layer.
+    vectors: per method, the chosen vector carrying its recommended strength.
+    timings: seconds per stage.
+    """
+
+    behavior: str
+    model_id: str
+    config: CalibrateConfig
+    choices: pd.DataFrame
+    validation: pd.DataFrame
+    test_items: pd.DataFrame
+    test: pd.DataFrame
+    matched: pd.DataFrame
+    matched_norm: pd.DataFrame
+    reliability: pd.DataFrame
+    comparison: pd.DataFrame
+    training: pd.DataFrame
+    vectors: Mapping[str, SteeringVector] = field(default_factory=dict)
+    timings: Mapping[str, float] = field(default_factory=dict)
+
+    def findings(self) -> list[str]:
+        """Plain-language conclusions, most important first."""
+        from steerlab.analysis.calibrate_findings import findings
+
+        return findings(self)
+
+    def save(self, out_dir: "str | Path") -> Path:
+        """Write the frames (CSV), a summary JSON and the vectors under ``out_dir``."""
+        from steerlab.analysis.calibrate_findings import save_result
+
+        return save_result(self, Path(out_dir))
+
+
+def _split(data: Any, cfg: CalibrateConfig) -> tuple[list[Any], list[Any], list[Any]]:
+    from steerlab.data.behaviors import split_indices
+    from steerlab.data.convert import as_pairs
+
+    train = as_pairs(data.train)
+    if len(train) < cfg.n_val + 2:
+        raise ConfigError(
+            f"{len(train)} training pairs cannot give {cfg.n_val} validation pairs and at "
+            "least 2 to fit on; lower n_val."
+        )
+    n_fit = (
+        len(train) - cfg.n_val if cfg.n_train is None else min(cfg.n_train, len(train) - cfg.n_val)
+    )
+    fit_idx, val_idx, _ = split_indices(len(train), cfg.n_val, cfg.seed, n_fit)
+    test = as_pairs(data.test)[: cfg.n_test]
+    return [train[i] for i in fit_idx], [train[i] for i in val_idx], test
+
+
+def calibrate(
+    model: Any,
+    behavior: Any,
+    methods: Sequence[str] | None = None,
+    layers: Sequence[int] | None = None,
+    strengths: Sequence[float] | None = None,
+    kl_cap: float | None = None,
+    *,
+    config: CalibrateConfig | None = None,
+    on_stage: Callable[[str, float], None] | None = None,
+) -> CalibrationResult:
+    """Choose (layer, strength) per method under a damage cap; report on the test split.
+
+    Args:
+        model: a loaded :class:`~steerlab.models.model.SteerlabModel`.
+        behavior: a behavior name (``steerlab.data.list_behaviors()``) or its
+            :class:`~steerlab.data.pairs.BehaviorData`.
+        methods, layers, strengths, kl_cap: override the ``config`` values.
+        config: :class:`CalibrateConfig` (default settings when None).
+        on_stage: called with (stage description, seconds so far) as stages finish.
+    """
+    from steerlab.analysis.calibrate_run import run_calibration
+
+    cfg = config or CalibrateConfig()
+    over: dict[str, Any] = {}
+    if methods is not None:
+        over["methods"] = tuple(methods)
+    if layers is not None:
+        over["layers"] = tuple(int(x) for x in layers)
+    if strengths is not None:
+        over["strengths"] = tuple(float(x) for x in strengths)
+    if kl_cap is not None:
+        over["kl_cap"] = float(kl_cap)
+    cfg = replace(cfg, **over) if over else cfg
+    if isinstance(behavior, str):
+        from steerlab.data import load_pairs
+
+        data = load_pairs(behavior, seed=cfg.seed)
+    else:
+        data = behavior
+    fit_pairs, val_pairs, test_pairs = _split(data, cfg)
+    t0 = time.perf_counter()
+
+    def stage(text: str) -> None:
+        if on_stage is not None:
+            on_stage(text, time.perf_counter() - t0)
+
+    return run_calibration(model, str(data.name), cfg, fit_pairs, val_pairs, test_pairs, stage)
+
+
+def paired_comparison(
+    test_items: pd.DataFrame, kl: pd.DataFrame, level: float, n_boot: int, seed: int
+) -> pd.DataFrame:
+    """The method with the largest test effect at KL ``level`` against each other method:
+    the difference of their mean per-item effects with a paired bootstrap CI."""
+    from steerlab.analysis.reliability import strength_at_kl
+
+    effects: dict[str, np.ndarray] = {}
+    for c in curves(test_items, "strength", "margin", kl=kl):
+        assert c.kl is not None
+        s = strength_at_kl(c.x, c.kl, level)
+        if not math.isnan(s):
+            effects[c.method] = c.effects_at(s)
+    if len(effects) < 2:
+        return pd.DataFrame(columns=["leader", "other", "kl", "difference", "low", "high"])
+    leader = max(effects, key=lambda m: float(effects[m].mean()))
+    n = len(effects[leader])
+    idx = bootstrap_indices(n, n_boot, seed)
+    rows = []
+    for other, eff in effects.items():
+        if other != leader:
+            d, lo, hi = bootstrap_ci(effects[leader] - eff, idx)
+            rows.append(
+                {
+                    "leader": leader,
+                    "other": other,
+                    "kl": level,
+                    "difference": d,
+                    "low": lo,
+                    "high": hi,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+__all__ = [
+    "CalibrateConfig",
+    "CalibrationResult",
+    "admissible",
+    "calibrate",
+    "choose",
+    "default_layers",
+    "paired_comparison",
+    "validation_table",
+]

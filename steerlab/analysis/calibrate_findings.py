@@ -1,0 +1,155 @@
+"""Plain-language findings of a calibration, and writing its results to disk."""
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from steerlab.analysis.calibrate import CalibrationResult
+
+
+def _ci(mean: float, lo: float, hi: float, fmt: str = "{:+.2f}") -> str:
+    return f"{fmt.format(mean)} [{fmt.format(lo)}, {fmt.format(hi)}]"
+
+
+def _pct(mean: float, lo: float, hi: float) -> str:
+    return f"{100 * mean:.0f}% [{100 * lo:.0f}, {100 * hi:.0f}]"
+
+
+def _excludes_zero(lo: float, hi: float) -> bool:
+    return lo > 0 or hi < 0
+
+
+def _at_cap(result: CalibrationResult) -> list[str]:
+    cap = result.config.kl_cap
+    m = result.matched
+    if m.empty:
+        return []
+    rows = m[(m["target"] - cap).abs() < 1e-12].sort_values("effect", ascending=False)
+    reached = [r for r in rows.itertuples() if r.reached]
+    out = []
+    if reached:
+        parts = [
+            f"{r.method} (layer {r.layer}) by {_ci(r.effect, r.effect_low, r.effect_high)}"
+            for r in reached
+        ]
+        out.append(
+            f"At {cap:g} nats/token of damage (KL on neutral text), the held-out margin "
+            f"moves: {'; '.join(parts)} ({int(rows['n_items'].iloc[0])} test pairs, 95% "
+            "paired bootstrap CIs)."
+        )
+    missed = [r.method for r in rows.itertuples() if not r.reached]
+    if missed:
+        out.append(
+            f"{', '.join(missed)} never reach {cap:g} nats/token within the swept strengths "
+            f"(up to {max(result.config.strengths):g}); compare them at matched norm below."
+        )
+    return out
+
+
+def _comparison(result: CalibrationResult) -> list[str]:
+    out = []
+    for r in result.comparison.itertuples():
+        diff = _ci(r.difference, r.low, r.high)
+        if _excludes_zero(r.low, r.high):
+            out.append(f"At {r.kl:g} nats/token, {r.leader} beats {r.other} by {diff}.")
+        else:
+            out.append(
+                f"At {r.kl:g} nats/token, {r.leader} and {r.other} cannot be told apart "
+                f"(difference {diff}; the CI includes 0)."
+            )
+    return out
+
+
+def _per_method(result: CalibrationResult) -> list[str]:
+    out = []
+    for r in result.test.itertuples():
+        out.append(
+            f"Recommended for {r.method}: layer {r.layer}, strength {r.strength:g} "
+            f"(multiplier {r.multiplier:.3g}, KL {r.kl:.3f} nats/token): held-out margin "
+            f"{_ci(r.effect, r.effect_low, r.effect_high)}, log p(matching) "
+            f"{_ci(r.d_logp_matching, r.d_logp_matching_low, r.d_logp_matching_high)}, "
+            f"log p(not matching) "
+            f"{_ci(r.d_logp_not_matching, r.d_logp_not_matching_low, r.d_logp_not_matching_high)}."
+        )
+        if r.d_logp_matching_high < 0 and r.d_logp_not_matching_high < 0:
+            out.append(
+                f"{r.method}'s margin gain comes with both answers becoming less likely: "
+                "part of it is damage, not steering."
+            )
+    return out
+
+
+def findings(result: CalibrationResult) -> list[str]:
+    """Conclusions in plain language, from the matched comparison first."""
+    out = _at_cap(result) + _comparison(result) + _per_method(result)
+    rel = result.reliability
+    if not rel.empty:
+        parts = [
+            f"{r.method} {_pct(r.anti_share, r.anti_low, r.anti_high)}" for r in rel.itertuples()
+        ]
+        out.append(
+            "Anti-steerable test pairs (their margin falls as the strength rises): "
+            + "; ".join(parts)
+            + "."
+        )
+        flat = [r.method for r in rel.itertuples() if not r.monotonic]
+        if flat:
+            out.append(
+                f"Not monotonic in strength on the test pairs: {', '.join(flat)} (flagged; "
+                "no end-to-end summary is given for them)."
+            )
+    for r in result.choices[result.choices["status"] != "ok"].itertuples():
+        out.append(f"No recommendation for {r.method}: {r.status}.")
+    cfg = result.config
+    out.append(
+        f"Chosen on {cfg.n_val} validation pairs carved from the training split (seed "
+        f"{cfg.seed}); one seed: rerun with other seeds before quoting a ranking."
+    )
+    return out
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and math.isnan(v):
+            return None
+        return v.item() if hasattr(v, "item") else v
+
+    return [{k: clean(v) for k, v in row.items()} for row in frame.to_dict("records")]
+
+
+def save_result(result: CalibrationResult, out_dir: Path) -> Path:
+    """CSV per frame, ``summary.json`` and ``vectors/<behavior>_<method>_L<layer>``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frames = {
+        "choices": result.choices,
+        "validation": result.validation,
+        "test": result.test,
+        "test_items": result.test_items,
+        "matched_kl": result.matched,
+        "matched_norm": result.matched_norm,
+        "reliability": result.reliability,
+        "comparison": result.comparison,
+        "training": result.training,
+    }
+    for name, frame in frames.items():
+        frame.to_csv(out_dir / f"{name}.csv", index=False)
+    vec_dir = out_dir / "vectors"
+    paths = {}
+    for method, vec in result.vectors.items():
+        name = f"{result.behavior}_{method}_L{vec.layers[0]}.safetensors"
+        paths[method] = str(vec.save(vec_dir / name).relative_to(out_dir))
+    summary = {
+        "behavior": result.behavior,
+        "model_id": result.model_id,
+        "findings": findings(result),
+        "choices": _records(result.choices),
+        "test": _records(result.test),
+        "vectors": paths,
+        "timings_seconds": dict(result.timings),
+        "config": result.config.to_dict(),
+    }
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return out_dir

@@ -1,0 +1,261 @@
+"""The stages of :func:`steerlab.analysis.calibrate.calibrate` (fit, measure, choose, test).
+
+Cost: one activation pass per kind of activation for the fitted methods at all layers;
+one BiPO run per layer; one neutral-text norm pass (cached on disk); the validation and
+test margins through cached lower residuals (one cache per layer, shared by every method
+and strength); the KL through cached lower residuals as well.
+"""
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from steerlab.analysis.calibrate import (
+    CalibrateConfig,
+    CalibrationResult,
+    choose,
+    default_layers,
+    paired_comparison,
+    validation_table,
+)
+from steerlab.analysis.reliability import (
+    bootstrap_ci,
+    bootstrap_indices,
+    matched_kl,
+    matched_strength,
+    reliability,
+)
+from steerlab.data.neutral import load_neutral_set
+from steerlab.evaluation.damage import kl_damage, logprob_changes
+from steerlab.evaluation.likelihood_fast import likelihood_margin_fast
+from steerlab.evaluation.multipliers import vector_label
+from steerlab.models.model import SteerlabModel
+from steerlab.steering.strength import (
+    in_norm_units,
+    strength_to_multiplier,
+    vector_norms,
+    with_recommended_strength,
+)
+from steerlab.vectors.vector import SteeringVector
+
+Key = tuple[str, int]
+
+
+def fit_all(
+    model: SteerlabModel,
+    behavior: str,
+    cfg: CalibrateConfig,
+    layers: Sequence[int],
+    fit_pairs: list[Any],
+    val_pairs: list[Any],
+    stage: Callable[[str], None],
+) -> tuple[dict[Key, SteeringVector], pd.DataFrame, dict[str, float]]:
+    """Vectors per (method, layer), training histories and seconds per method."""
+    from steerlab.vectors.fitting import METHODS, fit_vectors
+
+    specs = {m: METHODS.get(m) for m in cfg.methods}
+    shared = [m for m, s in specs.items() if not s.trains]
+    vectors: dict[Key, SteeringVector] = {}
+    seconds: dict[str, float] = {}
+    if shared:
+        t = time.perf_counter()
+        vectors.update(
+            fit_vectors(
+                model,
+                fit_pairs,
+                shared,
+                layers,
+                behavior=behavior,
+                seed=cfg.seed,
+                batch_size=cfg.batch_size,
+            )
+        )
+        seconds["fit " + "+".join(shared)] = time.perf_counter() - t
+        stage(f"fitted {', '.join(shared)} at layers {', '.join(map(str, layers))}")
+    histories = []
+    for method, spec in specs.items():
+        if not spec.trains:
+            continue
+        t = time.perf_counter()
+        for layer in layers:
+            run = spec.train(
+                model,
+                fit_pairs,
+                layer=layer,
+                config=cfg.bipo_config(),
+                val_pairs=val_pairs,
+                behavior=behavior,
+                progress=False,
+            )
+            vectors[(method, layer)] = run.vector
+            for kind, recs in (("step", run.steps), ("epoch", run.epochs)):
+                hist = pd.DataFrame(recs)
+                hist.insert(0, "kind", kind)
+                hist.insert(0, "layer", layer)
+                hist.insert(0, "method", method)
+                histories.append(hist)
+            stage(f"trained {method} at layer {layer}")
+        seconds["train " + method] = time.perf_counter() - t
+    training = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame()
+    return vectors, training, seconds
+
+
+def _test_table(
+    test_items: pd.DataFrame, choices: pd.DataFrame, rel: pd.DataFrame, cfg: CalibrateConfig
+) -> pd.DataFrame:
+    """Per chosen method at its recommended strength: effect and both answers' changes
+    with paired bootstrap CIs (same resampled test pairs for every method)."""
+    rows = []
+    idx = None
+    shapes = rel.set_index("method")
+    for c in choices[choices["status"] == "ok"].itertuples():
+        sub = test_items[
+            (test_items["method"] == c.method) & (test_items["strength"] == c.strength)
+        ]
+        sub = sub.sort_values("item")
+        if idx is None:
+            idx = bootstrap_indices(len(sub), cfg.n_boot, cfg.seed)
+        row: dict[str, Any] = {
+            "method": c.method,
+            "layer": c.layer,
+            "strength": c.strength,
+            "multiplier": c.multiplier,
+            "kl": c.val_kl,
+            "n": len(sub),
+        }
+        for col, name in (
+            ("d_margin", "effect"),
+            ("d_logp_matching", "d_logp_matching"),
+            ("d_logp_not_matching", "d_logp_not_matching"),
+        ):
+            mean, lo, hi = bootstrap_ci(sub[col].to_numpy(dtype=float), idx)
+            row.update({name: mean, f"{name}_low": lo, f"{name}_high": hi})
+        r = shapes.loc[c.method]
+        row.update(
+            {
+                "anti_share": r["anti_share"],
+                "anti_low": r["anti_low"],
+                "anti_high": r["anti_high"],
+                "shape": r["shape"],
+            }
+        )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def run_calibration(
+    model: SteerlabModel,
+    behavior: str,
+    cfg: CalibrateConfig,
+    fit_pairs: list[Any],
+    val_pairs: list[Any],
+    test_pairs: list[Any],
+    stage: Callable[[str], None],
+) -> CalibrationResult:
+    """All stages; see :func:`steerlab.analysis.calibrate.calibrate`."""
+    from steerlab.activations.norms import typical_norms
+
+    timings: dict[str, float] = {}
+    t_all = time.perf_counter()
+    layers = [s.layer for s in model.sites(cfg.layers or default_layers(model.n_layers))]
+    cfg = cfg if cfg.layers else CalibrateConfig(**{**cfg.to_dict(), "layers": tuple(layers)})
+    vectors, training, fit_seconds = fit_all(
+        model, behavior, cfg, layers, fit_pairs, val_pairs, stage
+    )
+    timings.update(fit_seconds)
+
+    t = time.perf_counter()
+    typical_norms(model, model.sites(layers), batch_size=cfg.batch_size)
+    units = {k: in_norm_units(v, vector_norms(model, v)) for k, v in vectors.items()}
+    timings["typical norms"] = time.perf_counter() - t
+    stage("measured typical residual norms")
+
+    t = time.perf_counter()
+    val_items = likelihood_margin_fast(
+        model,
+        val_pairs,
+        list(units.values()),
+        cfg.strengths,
+        batch_size=cfg.batch_size,
+        progress=False,
+        per_item=True,
+    )
+    val_items = val_items.rename(columns={"multiplier": "strength"})
+    timings["validation margins"] = time.perf_counter() - t
+    stage(f"validation margins ({len(units)} vectors x {len(cfg.strengths)} strengths)")
+
+    t = time.perf_counter()
+    neutral = load_neutral_set(n=cfg.n_neutral)
+    kl = kl_damage(
+        model, list(units.values()), cfg.strengths, neutral=neutral, batch_size=cfg.batch_size
+    ).rename(columns={"multiplier": "strength"})
+    timings["KL on neutral text"] = time.perf_counter() - t
+    stage(f"KL on {len(neutral)} neutral texts")
+
+    validation = validation_table(val_items, kl)
+    choices = choose(validation, cfg.kl_cap)
+    chosen: dict[str, SteeringVector] = {}
+    mults = []
+    for c in choices.itertuples():
+        if c.status != "ok":
+            mults.append(math.nan)
+            continue
+        vec = vectors[(c.method, c.layer)]
+        mults.append(strength_to_multiplier(vec, c.strength, vector_norms(model, vec)))
+        chosen[c.method] = with_recommended_strength(
+            vec,
+            c.strength,
+            kl=c.val_kl,
+            kl_cap=cfg.kl_cap,
+            criterion=f"largest mean validation margin gain ({len(val_pairs)} pairs) with "
+            f"KL <= {cfg.kl_cap:g} nats/token and a monotonic curve",
+        )
+    choices["multiplier"] = mults
+
+    t = time.perf_counter()
+    picked = [units[(m, int(v.layers[0]))] for m, v in chosen.items()]
+    if picked:
+        items = likelihood_margin_fast(
+            model,
+            test_pairs,
+            picked,
+            cfg.strengths,
+            batch_size=cfg.batch_size,
+            progress=False,
+            per_item=True,
+        )
+        test_items = logprob_changes(items).rename(columns={"multiplier": "strength"})
+        labels = {vector_label(u) for u in picked}
+        kl_test = kl[kl["vector"].isin(labels)]
+        rel = reliability(test_items, n_boot=cfg.n_boot, seed=cfg.seed)
+        test = _test_table(test_items, choices, rel, cfg)
+        levels = tuple(sorted({*cfg.kl_levels, cfg.kl_cap}))
+        matched = matched_kl(test_items, kl_test, levels, n_boot=cfg.n_boot, seed=cfg.seed)
+        positive = [s for s in cfg.strengths if s > 0]
+        matched_norm = matched_strength(test_items, positive, n_boot=cfg.n_boot, seed=cfg.seed)
+        comparison = paired_comparison(test_items, kl_test, cfg.kl_cap, cfg.n_boot, cfg.seed)
+    else:
+        test_items = test = matched = matched_norm = rel = comparison = pd.DataFrame()
+    timings["test"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t_all
+    stage(f"test split ({len(test_pairs)} pairs)")
+    return CalibrationResult(
+        behavior=behavior,
+        model_id=model.model_id,
+        config=cfg,
+        choices=choices,
+        validation=validation,
+        test_items=test_items,
+        test=test,
+        matched=matched,
+        matched_norm=matched_norm,
+        reliability=rel,
+        comparison=comparison,
+        training=training,
+        vectors=chosen,
+        timings={k: float(np.round(v, 2)) for k, v in timings.items()},
+    )

@@ -1,0 +1,155 @@
+"""``calibrate``: the choice rule on synthetic tables, and a tiny end-to-end run."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from steerlab.analysis.calibrate import (
+    CalibrateConfig,
+    admissible,
+    calibrate,
+    choose,
+    default_layers,
+)
+from steerlab.errors import ConfigError
+from steerlab.steering.strength import recommended_strength
+from steerlab.vectors.vector import SteeringVector
+
+
+def _table(rows):
+    return pd.DataFrame(rows, columns=["method", "layer", "strength", "effect", "kl"])
+
+
+def test_choose_respects_the_cap_and_monotonicity():
+    val = _table(
+        [
+            # caa L8 rises then falls: 0.4 (after the dip) is not admissible
+            ("caa", 8, 0.0, 0.0, 0.0),
+            ("caa", 8, 0.1, 1.0, 0.05),
+            ("caa", 8, 0.2, 0.5, 0.1),
+            ("caa", 8, 0.4, 9.0, 0.15),
+            # caa L12 rises to 3.0, but its 3.0 point is over the cap
+            ("caa", 12, 0.0, 0.0, 0.0),
+            ("caa", 12, 0.1, 2.0, 0.1),
+            ("caa", 12, 0.2, 3.0, 0.3),
+            # bipo never gains: no recommendation
+            ("bipo", 8, 0.0, 0.0, 0.0),
+            ("bipo", 8, 0.1, -1.0, 0.01),
+        ]
+    )
+    ok = admissible(val, kl_cap=0.2)
+    assert ok.tolist() == [False, True, False, False, False, True, False, False, False]
+    got = choose(val, kl_cap=0.2).set_index("method")
+    assert got.loc["caa", "layer"] == 12 and got.loc["caa", "strength"] == 0.1
+    assert got.loc["caa", "val_effect"] == 2.0 and got.loc["caa", "status"] == "ok"
+    assert math.isnan(got.loc["bipo", "strength"])
+    assert "monotonically under KL 0.2" in got.loc["bipo", "status"]
+    # a looser cap admits the larger effect
+    assert choose(val, kl_cap=0.5).set_index("method").loc["caa", "strength"] == 0.2
+
+
+def test_config_validation_and_defaults():
+    assert CalibrateConfig(strengths=(0.2, 0.1)).strengths == (0.0, 0.1, 0.2)  # 0 added
+    with pytest.raises(ConfigError, match="at least one > 0"):
+        CalibrateConfig(strengths=(0.0, -0.1))
+    with pytest.raises(ConfigError, match="kl_cap=0.0 must be > 0"):
+        CalibrateConfig(kl_cap=0.0)
+    with pytest.raises(ConfigError, match="n_val=0 must be >= 1"):
+        CalibrateConfig(n_val=0)
+    assert len(default_layers(30)) == 8 and default_layers(30)[0] == 6
+    q = CalibrateConfig.quick(n_test=8)
+    assert q.n_test == 8 and q.layers == (10, 14) and q.bipo_epochs == 1
+
+
+@pytest.fixture(scope="module")
+def tiny_result(tiny_model_4l):
+    cfg = CalibrateConfig(
+        methods=("caa", "freeform", "bipo"),
+        layers=(1, 2),
+        strengths=(0.0, 0.2, 0.5, 1.0),
+        kl_cap=5.0,
+        n_train=8,
+        n_val=6,
+        n_test=8,
+        n_neutral=2,
+        n_boot=100,
+        batch_size=4,
+        bipo_epochs=1,
+    )
+    return calibrate(tiny_model_4l, "power-seeking", config=cfg)
+
+
+def test_calibrate_end_to_end_on_the_tiny_model(tiny_result, tmp_path):
+    res = tiny_result
+    assert list(res.choices["method"]) == ["caa", "freeform", "bipo"]
+    assert set(res.validation["layer"]) == {1, 2}
+    assert len(res.validation) == 3 * 2 * 4
+    zero = res.validation[res.validation["strength"] == 0.0]
+    assert (zero["effect"] == 0).all() and (zero["kl"] == 0).all()
+    assert (res.validation[res.validation["strength"] > 0]["kl"] > 0).all()
+    assert set(res.training["kind"]) == {"step", "epoch"}
+    for r in res.choices[res.choices["status"] == "ok"].itertuples():
+        vec = res.vectors[r.method]
+        rec = recommended_strength(vec)
+        assert rec.strength == r.strength and rec.kl_cap == 5.0
+        assert vec.layers == (r.layer,)
+    assert res.findings() and all(isinstance(x, str) for x in res.findings())
+    out = res.save(tmp_path / "cal")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["behavior"] == "power-seeking" and summary["findings"]
+    for method, rel in summary["vectors"].items():
+        back = SteeringVector.load(out / rel)
+        assert recommended_strength(back) == recommended_strength(res.vectors[method])
+    assert (out / "validation.csv").is_file() and (out / "test_items.csv").is_file()
+
+
+def test_calibration_report_builds(tiny_result, tmp_path):
+    from steerlab.reports.calibrate import calibration_report
+
+    path = calibration_report(tiny_result).save(tmp_path / "r.html", plotlyjs="cdn")
+    text = path.read_text()
+    assert "Findings" in text and "Effect vs damage" in text
+
+
+def test_cli_calibrate_quick_with_a_substituted_model(tiny_model_4l, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from steerlab.cli import _common, app
+
+    monkeypatch.setattr(_common, "load_model", lambda model, device: tiny_model_4l)
+    monkeypatch.setattr(_common, "check_layers", lambda model, layers, flag="--layers": layers)
+    args = [
+        "calibrate",
+        "--quick",
+        "--methods",
+        "caa,pca",
+        "--layers",
+        "1,2",
+        "--n-test",
+        "6",
+        "--n-train",
+        "6",
+        "--n-val",
+        "4",
+        "--n-neutral",
+        "2",
+        "--strengths",
+        "0,0.3,1",
+        "--kl-cap",
+        "5",
+        "--kl-levels",
+        "0.5,1",
+        "--out",
+        str(tmp_path / "o"),
+        "--plotlyjs",
+        "cdn",
+    ]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "o" / "report.html").is_file()
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["config"]["kl_levels"] == [0.5, 1.0]
+    bad = CliRunner().invoke(app, ["calibrate", "--kl-levels", "a,b", "--out", str(tmp_path)])
+    assert bad.exit_code == 1 and "comma-separated list of numbers" in bad.output
