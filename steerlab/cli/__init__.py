@@ -1,6 +1,6 @@
 """The ``steerlab`` command line: one module per command group.
 
-``run`` (the main job), ``sweep``, ``train``, ``vector``, ``eval`` (+ ``benchmarks``),
+``run`` (the main job), ``sweep``, ``calibrate``, ``train``, ``vector``, ``eval`` (+ ``benchmarks``),
 ``data``, ``serve`` and ``demo``; :mod:`steerlab.cli._common` holds what they share
 (the one error handler, console, layer / multiplier parsing, checks that run before any
 expensive work, model loading). Every user mistake ends as one line ``error: ...``
@@ -19,7 +19,7 @@ app = new_app(
 
 def _mount() -> None:
     """Attach the command groups (each imports its heavy dependencies lazily)."""
-    from steerlab.cli import data, demo, run, serve, sweep, train, vector
+    from steerlab.cli import calibrate, data, demo, run, serve, sweep, train, vector
     from steerlab.cli import eval as eval_cmds
 
     app.add_typer(train.train_app, name="train")
@@ -28,7 +28,7 @@ def _mount() -> None:
     app.add_typer(data.data_app, name="data")
     run.register(app)
     sweep.register(app)
-    __import__("steerlab.cli.calibrate", fromlist=["register"]).register(app)
+    calibrate.register(app)
     serve.register(app)
     demo.register(app)
 
