@@ -56,6 +56,8 @@ _LAZY = {
     "sweep": "steerlab.analysis",
     "SweepConfig": "steerlab.analysis",
     "cosine_matrix": "steerlab.analysis",
+    "calibrate": "steerlab.analysis.calibrate",
+    "CalibrateConfig": "steerlab.analysis.calibrate",
     "report": "steerlab.reports",
 }
 
@@ -73,6 +75,7 @@ __all__ = [
     "METHODS",
     "ABItem",
     "BiPOConfig",
+    "CalibrateConfig",
     "ContrastiveActivations",
     "GenerationConfig",
     "GenerationResult",
@@ -85,6 +88,7 @@ __all__ = [
     "SteeringVector",
     "SweepConfig",
     "ab_probability",
+    "calibrate",
     "collect",
     "cosine_matrix",
     "fit",
