@@ -20,6 +20,7 @@ from rich.markup import escape
 
 from steerlab.cli import _common
 from steerlab.cli._common import BATCH, BEHAVIOR, DEVICE, MODEL, PROGRESS, SEED, RunSettings
+from steerlab.cli.export import export_cmd
 
 vector_app = _common.new_app("Fit steering vectors on a behavior's train split.")
 fit_app = _common.new_app(
@@ -27,6 +28,7 @@ fit_app = _common.new_app(
     "training methods such as BiPO: steerlab train METHOD."
 )
 vector_app.add_typer(fit_app, name="fit")
+vector_app.command("export")(export_cmd)
 
 
 def fit_and_save(
