@@ -2,7 +2,6 @@
 
 import json
 import re
-import threading
 import urllib.error
 import urllib.request
 
@@ -35,15 +34,20 @@ class Client:
         self.root = f"http://127.0.0.1:{server.port}"
 
     def request(self, method, path, body=None, raw=None):
+        status, _, text = self.request_full(method, path, body, raw)
+        return status, text
+
+    def request_full(self, method, path, body=None, raw=None):
+        """``(status, headers, text)`` of one request."""
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         req = urllib.request.Request(self.root + path, data=data, method=method)
         if data is not None:
             req.add_header("Content-Type", "application/json")
         try:
             with urllib.request.urlopen(req, timeout=120) as resp:
-                return resp.status, resp.read().decode()
+                return resp.status, resp.headers, resp.read().decode()
         except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
+            return exc.code, exc.headers, exc.read().decode()
 
     def chat(self, **body):
         status, text = self.request("POST", "/v1/chat/completions", body)
@@ -51,15 +55,12 @@ class Client:
 
 
 def start(model, vectors, **kw):
-    server = make_server(model, vectors, port=0, **kw)
-    threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    ).start()
-    return server
+    return make_server(model, vectors, port=0, **kw).start()
 
 
-@pytest.fixture
-def tiny_server(tiny_model, tmp_path):
+@pytest.fixture(scope="module")
+def tiny_server(tiny_model, tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("vectors")
     unit_vector(tiny_model, 1, 30.0).save(tmp_path / "power.safetensors")
     unit_vector(tiny_model, 0, 5.0, seed=1).save(tmp_path / "wealth.safetensors")
     server = start(tiny_model, tmp_path, limits=ServeLimits(max_tokens=16, max_prompt_tokens=200))
@@ -138,6 +139,14 @@ BAD_REQUESTS = [
     ("bad temperature", hello(temperature=-1), None, 400, "temperature=-1 is out of range"),
     ("n > 1", hello(n=2), None, 400, "use n=1"),
     ("bad stream", hello(stream="yes"), None, 400, "stream='yes'"),
+    ("huge seed", hello(seed=2**70), None, 400, r"seed=\d+ is out of range.*2\*\*63 - 1"),
+    (
+        "oversized body",
+        hello(padding="x" * 1_100_000),
+        None,
+        413,
+        "body has \\d+ bytes; this server accepts at most 1000000",
+    ),
 ]
 
 
@@ -281,3 +290,14 @@ def test_steered_request_differs_and_matches_steered_generate(embedded_server, e
     assert steered == sl.generate(embedded_model, QUESTION, 6, steering=vec, multiplier=60.0).text
     again = embedded_server.chat(messages=msgs, max_tokens=6)[1]["choices"][0]["message"]
     assert again == plain  # no steering left behind
+
+
+def test_pt_only_vector_dir_says_how_to_convert(tmp_path):
+    torch.save(torch.ones(64), tmp_path / "power.pt")
+    with pytest.raises(VectorFileError, match=r"1 \.pt file\(s\) \(power\.pt\).*from_bipo_pt"):
+        load_vector_dir(tmp_path)
+
+
+def test_port_in_use_is_a_config_error(tiny_server, tiny_model):
+    with pytest.raises(ConfigError, match=f"Port {tiny_server.server.port} .* already in use"):
+        make_server(tiny_model, {}, port=tiny_server.server.port)

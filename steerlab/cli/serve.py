@@ -1,18 +1,24 @@
 """``steerlab serve``: the OpenAI-compatible server (logic in :mod:`steerlab.serve.app`).
 
 The one entry point of the server: ``python -m steerlab.serve.app`` delegates here. The
-vectors directory, the limits and the port are checked before the model is loaded.
+vectors directory, the limits and the port are checked before the model is loaded. The
+limits and capacity flags are generated from :class:`~steerlab.serve.ServeLimits` and
+:class:`~steerlab.serve.ServeConfig`.
 """
 
 import errno
+import inspect
+import re
 import socket
+from dataclasses import fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import typer
 
 from steerlab.cli import _common
 from steerlab.cli._common import DEVICE, MODEL
+from steerlab.cli._config import config_options, with_signature
 
 
 def check_port(host: str, port: int) -> None:
@@ -58,21 +64,20 @@ def serve_cmd(
         help="float32 / bfloat16 / float16.",
     ),
     model_name: str | None = typer.Option(None, help="Model id reported to clients."),
-    max_tokens: int = _common.count_option(512, help="Largest max_tokens a request may ask for."),
-    max_prompt_tokens: int = _common.count_option(4096, help="Largest prompt (tokens)."),
-    max_multiplier: float = typer.Option(64.0, help="Largest |multiplier| of a steering entry."),
     quiet: bool = typer.Option(False, help="Do not log requests."),
+    **settings: Any,
 ) -> None:
-    """OpenAI-compatible chat-completions server for one model, with named steering vectors."""
+    """OpenAI-compatible chat-completions server for one model, with named steering vectors.
+
+    Requests are decoded together (one batched forward per step, each with its own
+    steering); --max-batch-size, --max-queue and --request-timeout-s bound the load.
+    """
     from steerlab.errors import ConfigError
     from steerlab.serve.app import load_vector_dir, serve
+    from steerlab.serve.config import ServeConfig
     from steerlab.serve.schema import ServeLimits
 
-    limits = ServeLimits(
-        max_tokens=max_tokens,
-        max_prompt_tokens=max_prompt_tokens,
-        max_multiplier=max_multiplier,
-    )
+    limits, config = _build(ServeLimits, settings), _build(ServeConfig, settings)
     vecs = load_vector_dir(vectors) if vectors is not None else None
     check_port(host, port)
     try:
@@ -84,8 +89,10 @@ def serve_cmd(
             device=device,
             dtype=dtype,
             limits=limits,
+            config=config,
             model_name=model_name,
             quiet=quiet,
+            vector_dir=vectors,
         )
     except OSError as exc:
         if exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
@@ -93,6 +100,25 @@ def serve_cmd(
         raise
 
 
+def _build(cls: Any, settings: dict[str, Any]) -> Any:
+    """``cls`` from the flags of its fields that were given (None = left out: the default);
+    its errors name the flag (``ServeLimits.max_tokens=0`` -> ``--max-tokens=0``)."""
+    from steerlab.errors import ConfigError
+
+    names = {f.name for f in fields(cls)}
+    try:
+        return cls(**{k: v for k, v in settings.items() if k in names and v is not None})
+    except ConfigError as exc:
+        flag = lambda m: "--" + m.group(1).replace("_", "-")  # noqa: E731
+        raise ConfigError(re.sub(rf"{cls.__name__}\.(\w+)", flag, str(exc))) from None
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``serve`` to ``app``."""
-    app.command("serve")(serve_cmd)
+    """Add ``serve`` to ``app``: the fixed options above plus one flag per
+    :class:`~steerlab.serve.ServeLimits` and :class:`~steerlab.serve.ServeConfig` field."""
+    from steerlab.serve.config import ServeConfig
+    from steerlab.serve.schema import ServeLimits
+
+    fixed = [p for p in inspect.signature(serve_cmd).parameters.values() if p.kind != p.VAR_KEYWORD]
+    params = [*fixed, *config_options(ServeLimits), *config_options(ServeConfig)]
+    app.command("serve")(with_signature(serve_cmd, params))

@@ -1,13 +1,17 @@
 """``steerlab serve``: an OpenAI-compatible chat-completions server for one steerlab model.
 
 Run it with ``steerlab serve --model embedded --vectors DIR --port 8000`` (the one
-entry point; ``python -m steerlab.serve.app ...`` runs the same command); from Python,
-:func:`make_server` gives a bound server to run in a thread and :func:`serve` blocks. The server module (torch, the model
-stack) is imported on first use of these names, so importing this package is cheap.
+entry point; ``python -m steerlab.serve.app ...`` runs the same command). From Python,
+:func:`make_server` gives a bound server (``.start()`` serves from a thread; use it as a
+context manager) and :func:`serve` blocks. Requests share one batched forward per
+decoding step, each row with its own steering (:mod:`steerlab.steering.batched`). The
+server module (torch, uvicorn) is imported on first use of these names, so importing
+this package is cheap.
 """
 
 from typing import Any
 
+from steerlab.serve.config import ServeConfig
 from steerlab.serve.schema import (
     ChatRequest,
     RequestError,
@@ -28,6 +32,7 @@ _APP_NAMES = (
 __all__ = [
     "ChatRequest",
     "RequestError",
+    "ServeConfig",
     "ServeLimits",
     "SteerlabServer",
     "SteeringEntry",

@@ -25,24 +25,24 @@ from steerlab.errors import ConfigError, SteerlabError, did_you_mean
 
 ROLES = ("system", "user", "assistant")
 MAX_STOP_SEQUENCES = 4
+MAX_SEED = 2**63 - 1
 
 
 @dataclass(frozen=True)
 class ServeLimits:
     """What one request may ask for; anything beyond is a 400 with the limit in the message.
 
-    max_tokens: largest ``max_tokens`` a request may set.
-    default_max_tokens: ``max_tokens`` when the request sets none (None: the smaller of
-        128 and ``max_tokens``).
-    max_prompt_tokens: largest prompt, in tokens, after the chat template.
-    max_multiplier: largest ``|multiplier|`` of a steering entry.
+    max_tokens: largest max_tokens a request may set.
+    default_max_tokens: max_tokens when the request sets none (default: the smaller of 128 and max_tokens).
+    max_prompt_tokens: largest prompt in tokens after the chat template (1024 prefill in a few seconds on a CPU).
+    max_multiplier: largest |multiplier| of a steering entry.
     max_steering: most steering entries per request.
     max_body_bytes: largest request body.
     """
 
     max_tokens: int = 512
     default_max_tokens: int | None = None
-    max_prompt_tokens: int = 4096
+    max_prompt_tokens: int = 1024
     max_multiplier: float = 64.0
     max_steering: int = 8
     max_body_bytes: int = 1_000_000
@@ -159,6 +159,15 @@ def _integer(body: dict[str, Any], key: str) -> int | None:
             return int(value)
         raise RequestError(f"{key}={value!r} must be an integer.", param=key)
     return value
+
+
+def _seed(body: dict[str, Any]) -> int | None:
+    seed = _integer(body, "seed")
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise RequestError(
+            f"seed={seed} is out of range; use an integer from 0 to 2**63 - 1.", param="seed"
+        )
+    return seed
 
 
 def _content(value: Any, where: str) -> str:
@@ -315,7 +324,7 @@ def parse_chat_request(
         max_tokens=max_tokens,
         temperature=_number(body, "temperature", 0.0, 0.0, 2.0),
         top_p=_number(body, "top_p", 1.0, 1e-6, 1.0),
-        seed=_integer(body, "seed"),
+        seed=_seed(body),
         stream=stream,
         stop=stop,
         steering=_steering(body, vector_names, limits),
