@@ -1,6 +1,7 @@
 """The steerlab model object: a TransformerBridge, its tokenizer and chat formatting."""
 
-from collections.abc import Sequence
+import importlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -9,6 +10,22 @@ import torch
 from steerlab.models.chat import DEFAULT_SYSTEM_PROMPT, ChatFormatter
 from steerlab.models.positions import PositionState
 from steerlab.models.sites import HookSite
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to load a model again, e.g. once in each worker process of a Ray sweep.
+
+    loader: ``"module:function"`` returning a :class:`SteerlabModel`; kwargs: its
+    arguments (picklable values).
+    """
+
+    loader: str
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def load(self) -> "SteerlabModel":
+        module, _, name = self.loader.partition(":")
+        return getattr(importlib.import_module(module), name)(**dict(self.kwargs))
 
 
 @dataclass(eq=False)
@@ -21,7 +38,8 @@ class SteerlabModel:
         model_id: what it was loaded from ('embedded:...', an HF id or a local path).
         system_prompt: default system prompt of chat prompts.
         load_seconds: wall time of the load (for reports).
-        source: 'embedded', 'hf' or 'local'.
+        source: 'embedded', 'hf', 'local' or 'tiny'.
+        spec: how to load the same model in another process (None: not known).
     """
 
     bridge: Any
@@ -30,6 +48,7 @@ class SteerlabModel:
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
     load_seconds: float = 0.0
     source: str = "hf"
+    spec: ModelSpec | None = field(default=None, repr=False)
     _hook_names: frozenset[str] = field(default=frozenset(), repr=False)
     positions: PositionState = field(default_factory=PositionState, repr=False)
 

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from steerlab.models.chat import DEFAULT_SYSTEM_PROMPT
-from steerlab.models.model import SteerlabModel
+from steerlab.models.model import ModelSpec, SteerlabModel
 
 
 def load_tiny_model(
@@ -37,7 +37,12 @@ def load_tiny_model(
     from steerlab.models.loading import _wrap
 
     t0 = time.perf_counter()
-    if tokenizer is None:
+    spec = None
+    if tokenizer is None:  # reloadable elsewhere (a Ray worker) from the arguments alone
+        args = {"n_layers": n_layers, "d_model": d_model, "n_heads": n_heads,
+                "n_kv_heads": n_kv_heads, "d_mlp": d_mlp, "seed": seed, "init_std": init_std,
+                "device": str(device), "dtype": dtype, "system_prompt": system_prompt}  # fmt: skip
+        spec = ModelSpec("steerlab.models.tiny:load_tiny_model", args)
         tokenizer = AutoTokenizer.from_pretrained(str(ensure_embedded_cache()))
     cfg = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -68,4 +73,5 @@ def load_tiny_model(
         system_prompt,
         "tiny",
         t0,
+        spec,
     )

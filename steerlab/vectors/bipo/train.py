@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from steerlab.activations.packed import build_cache, supports_fast_unembed
+from steerlab.activations.packed import build_cache
 from steerlab.errors import ConfigError, EmptyInputError
 from steerlab.models.model import SteerlabModel
 from steerlab.models.sites import HookSite
@@ -20,6 +20,7 @@ from steerlab.utils.files import atomic_write_text
 from steerlab.utils.progress import progress_bar
 from steerlab.vectors.bipo.checkpoint import CHECKPOINT_NAME
 from steerlab.vectors.bipo.config import BiPOConfig
+from steerlab.vectors.bipo.plain import build_plain_cache, fast_path_refusal, warn_plain_path
 from steerlab.vectors.bipo.trainer import BiPOTrainer, autocast_dtype
 from steerlab.vectors.fitting import METHODS, VectorMethod
 from steerlab.vectors.vector import SteeringVector
@@ -37,6 +38,29 @@ class BiPORun:
     cache_seconds: float = 0.0
     cache_bytes: int = 0
     stopped_early: bool = False
+    engine: str = "fast"
+
+
+ENGINES = ("auto", "fast", "plain")
+
+
+def _choose_engine(model: SteerlabModel, engine: str, layer: int) -> str:
+    """'fast' or 'plain' for ``engine`` ('auto': fast where it applies, with a notice
+    when it does not)."""
+    if engine not in ENGINES:
+        raise ConfigError(f"engine={engine!r}: use one of {', '.join(ENGINES)}.")
+    if engine == "plain":
+        return "plain"
+    reason = fast_path_refusal(model)
+    if reason is None:
+        return "fast"
+    if engine == "fast":
+        raise ConfigError(
+            f"{model.model_id}: engine='fast' cannot run this model: {reason}. Fix: use "
+            "engine='auto' or 'plain' (the same objective through a full forward per step)."
+        )
+    warn_plain_path(model, layer, reason)
+    return "plain"
 
 
 def _check_layers(
@@ -64,6 +88,7 @@ def fit_bipo_run(
     behavior: str | None = None,
     progress: bool = True,
     on_step: Callable[[dict[str, Any]], None] | None = None,
+    engine: str = "auto",
 ) -> BiPORun:
     """Train a BiPO vector and return the run (vector, history, timings).
 
@@ -75,26 +100,29 @@ def fit_bipo_run(
             drives ``select_best`` / ``early_stopping_patience``.
         out_dir: where ``train_log.jsonl``, ``checkpoint.pt`` (each epoch, atomic) and
             ``vector.safetensors`` go. ``resume=True`` continues from its checkpoint.
+        engine: ``'auto'`` (default): the fast path (cached lower residuals, packed
+            pairs, response-only unembedding) where the model allows it, else the plain
+            path (full forward per step through the model's own head, reference log-probs
+            cached once) with a :class:`~steerlab.vectors.bipo.plain.PlainPathWarning`
+            naming the cost; ``'fast'`` refuses models it cannot run; ``'plain'`` always
+            takes the plain path. Both optimise the same objective.
     """
     cfg = config or BiPOConfig()
     pair_list = list(pairs)
     if not pair_list:
         raise EmptyInputError("train_bipo got no training pairs.")
-    if not supports_fast_unembed(model):
-        raise ConfigError(
-            f"{model.model_id}: the fast BiPO path needs a linear unembedding without logit "
-            "soft-capping."
-        )
     chosen = _check_layers(model, layer, layers)
+    which = _choose_engine(model, engine, chosen[0])
+    build = build_cache if which == "fast" else build_plain_cache
     behavior = behavior or getattr(pairs, "name", None) or "unknown"
     out = Path(out_dir) if out_dir is not None else None
     if resume and out is None:
         raise ConfigError("resume=True needs out_dir= (where the checkpoint is).")
     t0 = time.perf_counter()
     autocast = autocast_dtype(cfg)  # the reference runs at the policy's precision
-    cache = build_cache(model, pair_list, chosen[0], autocast=autocast, progress=progress)
+    cache = build(model, pair_list, chosen[0], autocast=autocast, progress=progress)
     val_cache = (
-        build_cache(
+        build(
             model,
             list(val_pairs),
             chosen[0],
@@ -105,7 +133,7 @@ def fit_bipo_run(
         if val_pairs
         else None
     )
-    run = BiPORun(cache_seconds=time.perf_counter() - t0, cache_bytes=cache.nbytes)
+    run = BiPORun(cache_seconds=time.perf_counter() - t0, cache_bytes=cache.nbytes, engine=which)
     if cfg.early_stopping_patience and val_cache is None:
         raise ConfigError("early_stopping_patience needs val_pairs=.")
     ckpt_path = out / CHECKPOINT_NAME if out else None
@@ -187,7 +215,7 @@ def _fit_bipo_method(
     cfg = kwargs.pop("config", None) or BiPOConfig(
         **{k: kwargs.pop(k) for k in list(kwargs) if k in BiPOConfig.__dataclass_fields__}
     )
-    allowed = {"val_pairs", "out_dir", "resume", "behavior", "progress"}
+    allowed = {"val_pairs", "out_dir", "resume", "behavior", "progress", "engine"}
     extra = {k: v for k, v in kwargs.items() if k in allowed}
     if len(list(layers)) == 1:
         return train_bipo(model, data, list(layers)[0], cfg, **extra)

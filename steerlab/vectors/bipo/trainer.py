@@ -5,6 +5,10 @@ vector and are computed once; the residual stream below the steering layer is co
 once; each step runs only the layers above it, with the prompt shared by both responses
 and the unembedding applied at response positions only (:mod:`steerlab.activations.packed`).
 Only the vector is trained.
+
+Models the fast path cannot run (soft-capped logits, unusual heads) train on the plain
+path with the same objective (:mod:`steerlab.vectors.bipo.plain`): the trainer takes
+either kind of cache, :data:`AnyPairCache`.
 """
 
 import math
@@ -27,8 +31,16 @@ from steerlab.models.sites import HookSite
 from steerlab.vectors.bipo.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from steerlab.vectors.bipo.config import BiPOConfig
 from steerlab.vectors.bipo.loss import bipo_loss, cosine_with_warmup
+from steerlab.vectors.bipo.plain import (
+    PlainPairCache,
+    plain_policy_logprobs,
+    plain_reference_logprobs,
+)
 from steerlab.vectors.bipo.schedule import Step, epoch_plan, steps_per_epoch
 from steerlab.vectors.vector import Provenance, SteeringVector
+
+#: The cache of the fast path or of the plain path; the trainer runs the matching path.
+AnyPairCache = PairCache | PlainPairCache
 
 
 def _add_hooks(model: SteerlabModel, layers: list[int], params: list[Tensor], d: Tensor) -> list:
@@ -45,7 +57,7 @@ def _add_hooks(model: SteerlabModel, layers: list[int], params: list[Tensor], d:
 
 def policy_logprobs(
     model: SteerlabModel,
-    cache: PairCache,
+    cache: AnyPairCache,
     idx: Sequence[int],
     layers: list[int],
     params: list[Tensor],
@@ -53,6 +65,8 @@ def policy_logprobs(
 ) -> tuple[Tensor, Tensor]:
     """Summed response log-probs of both sides with ``d * v`` added (d per example),
     under the cache's autocast (the one its reference log-probs were computed under)."""
+    if isinstance(cache, PlainPairCache):
+        return plain_policy_logprobs(model, cache, idx, layers, params, d)
     batch, resid = cache.batch(idx, model.pad_token_id, model.device)
     dd = d.to(model.device).view(-1, 1, 1)
     x = resid + (dd * params[0]).to(resid.dtype)
@@ -63,7 +77,7 @@ def policy_logprobs(
 
 @torch.no_grad()
 def reference_logprobs(
-    model: SteerlabModel, cache: PairCache, idx: Sequence[int]
+    model: SteerlabModel, cache: AnyPairCache, idx: Sequence[int]
 ) -> tuple[Tensor, Tensor]:
     """Summed response log-probs of pairs ``idx`` without a vector (on the CPU).
 
@@ -72,6 +86,8 @@ def reference_logprobs(
     batch's shape (up to ~0.5 nats per response in bf16), and only the same batch gives
     the policy at ``v = 0`` the reference's numbers, hence a loss of exactly log 2.
     """
+    if isinstance(cache, PlainPairCache):
+        return plain_reference_logprobs(model, cache, idx)
     if cache.autocast is None:
         i = torch.as_tensor(list(idx))
         return cache.ref_matching[i], cache.ref_not_matching[i]
@@ -85,7 +101,7 @@ def reference_logprobs(
 @torch.no_grad()
 def validation_margins(
     model: SteerlabModel,
-    cache: PairCache,
+    cache: AnyPairCache,
     layers: list[int],
     params: list[Tensor],
     batch_size: int = 8,
@@ -127,11 +143,11 @@ class BiPOTrainer:
     def __init__(
         self,
         model: SteerlabModel,
-        cache: PairCache,
+        cache: AnyPairCache,
         layers: list[int],
         config: BiPOConfig,
         *,
-        val_cache: PairCache | None = None,
+        val_cache: AnyPairCache | None = None,
         checkpoint_path: Path | None = None,
     ) -> None:
         for c in (cache, val_cache):
