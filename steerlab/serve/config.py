@@ -26,6 +26,7 @@ class ServeConfig:
     allow_vector_updates: accept POST / DELETE /v1/steering/vectors (add and remove vectors).
     max_vectors: most vectors the server holds.
     max_vector_bytes: largest vector (float32 bytes over all its sites) that may be added.
+    force_other_model: accept vectors whose provenance names another model (same hidden size).
     """
 
     max_batch_size: int = 16
@@ -38,6 +39,7 @@ class ServeConfig:
     allow_vector_updates: bool = True
     max_vectors: int = 256
     max_vector_bytes: int = 4_000_000
+    force_other_model: bool = False
 
     def __post_init__(self) -> None:
         for name in ("max_batch_size", "retry_after_s", "backlog", "max_vectors"):

@@ -48,12 +48,16 @@ def load_vector_dir(path: "str | Path") -> dict[str, SteeringVector]:
     return {p.stem: SteeringVector.load(p) for p in files}
 
 
-def check_fits(model: SteerlabModel, vec: SteeringVector, name: str) -> None:
-    """Raise ``ConfigError`` unless ``vec`` can steer ``model`` (size, sites)."""
+def check_fits(
+    model: SteerlabModel, vec: SteeringVector, name: str, force_other_model: bool = False
+) -> None:
+    """Raise ``ConfigError`` unless ``vec`` can steer ``model`` (size, sites, and, unless
+    ``force_other_model``, the model its provenance names)."""
     if not isinstance(vec, SteeringVector):
         raise ConfigError(f"Vector {name!r} is a {type(vec).__name__}, not a SteeringVector.")
     try:
-        vec.check_model(model.d_model, model.n_layers, model.model_id)
+        other = "allow" if force_other_model else "error"
+        vec.check_model(model.d_model, model.n_layers, model.model_id, other)
         for site in vec.sites:
             site.hook_name(model)
     except SteerlabError as exc:
@@ -87,7 +91,7 @@ class VectorStore:
         self._vectors: dict[str, SteeringVector] = {}
         self._sources: dict[str, str] = {}
         for name, vec in vectors.items():
-            check_fits(model, vec, name)
+            check_fits(model, vec, name, config.force_other_model)
             self._vectors[name] = vec
             self._sources[name] = "start"
 
@@ -130,7 +134,7 @@ class VectorStore:
     def add(self, name: Any, vec: SteeringVector, source: str) -> dict[str, Any]:
         _check_name(name)
         try:
-            check_fits(self.model, vec, name)
+            check_fits(self.model, vec, name, self.config.force_other_model)
         except ConfigError as exc:
             raise RequestError(str(exc), param="data", code="vector_does_not_fit") from None
         n_bytes = 4 * sum(t.numel() for t in vec.directions.values())

@@ -135,7 +135,8 @@ class BatchedDecoder:
         positions: PositionSpec = "all"
         if spec.steering is not None:
             positions = spec.steering.positions
-            for site, delta in spec.steering.deltas(self.model).items():
+            # the caller (the server's VectorStore) has checked the vectors against the model
+            for site, delta in spec.steering.deltas(self.model, other_model="allow").items():
                 deltas[site.hook_name(self.model)] = delta
         gen = None if spec.greedy else torch.Generator().manual_seed(spec.seed)
         self._waiting.append(_Row(key, spec, deltas, positions, gen))
