@@ -61,10 +61,15 @@ class HookSite:
             )
         name = HOOK_KINDS[site.kind].format(layer=site.layer)
         if model is not None and name not in model.hook_names:
-            raise HookSiteError(
-                f"Hook point {name!r} does not exist on {model.model_id}."
-                f"{did_you_mean(name, model.hook_names)}"
+            parallel = bool(getattr(model.bridge.cfg, "parallel_attn_mlp", False))
+            why = (
+                " Its blocks run attention and MLP in parallel on resid_pre (GPT-NeoX / "
+                "GPT-J style), so there is no residual between them; use resid_pre, "
+                "attn_out, mlp_out or resid_post."
+                if site.kind == "resid_mid" and parallel
+                else did_you_mean(name, model.hook_names)
             )
+            raise HookSiteError(f"Hook point {name!r} does not exist on {model.model_id}.{why}")
         return name
 
     @property
