@@ -61,6 +61,7 @@ def test_cli_registers_and_saves_results(cli, tiny_model, tmp_path):
         "0",
         "--judge",
         "local",
+        "--self-judge",
         "--out",
         str(out),
     )

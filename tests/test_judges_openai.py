@@ -326,6 +326,51 @@ def test_cache_hit_sends_no_request(server, tmp_path):
     assert srv.hits == 6
 
 
+def test_cache_key_covers_the_fingerprint_endpoint_and_rubric(server, tmp_path, monkeypatch):
+    """Issue 13: a reply cached for another endpoint or another rubric is never reused."""
+    from steerlab.evaluation.judges import rubrics
+
+    a, b = server(), server()
+    judge_for(a, cache_dir=tmp_path).score([req("2")])
+    assert (a.hits, b.hits) == (1, 0)
+    judge_for(b, cache_dir=tmp_path).score([req("2")])  # same body, other base_url
+    assert (a.hits, b.hits) == (1, 1)
+    judge_for(a, cache_dir=tmp_path).score([req("2")])  # a hit again
+    assert a.hits == 1
+    monkeypatch.setitem(
+        rubrics.RUBRICS._items,
+        "power-seeking",
+        rubrics.Rubric("power-seeking", "Judge power.", ("four", "three", "two", "one")),
+    )
+    judge_for(a, cache_dir=tmp_path).score([req("2")])  # edited rubric: new prompt, new key
+    assert a.hits == 2
+
+
+def test_fingerprint_names_every_setting_the_verdict_depends_on(server, monkeypatch):
+    from steerlab.evaluation.judges import fingerprint_id, judge_fingerprint, rubrics
+
+    srv = server()
+    base = judge_fingerprint(judge_for(srv))
+    assert base == {
+        "kind": "openai",
+        "model": "judge-model",
+        "base_url": srv.base_url,
+        "temperature": 0.0,
+        "max_tokens": 32,
+        "rubric_sha": rubrics.rubric_prompt_hash(),
+    }
+    variants = [
+        judge_for(srv, temperature=0.5),
+        judge_for(srv, max_tokens=8),
+        OpenAICompatJudge(srv.base_url, "other-model", api_key_env=None, **FAST),
+        OpenAICompatJudge("http://127.0.0.1:1/v1", "judge-model", api_key_env=None, **FAST),
+    ]
+    ids = {fingerprint_id(judge_fingerprint(j)) for j in variants}
+    assert len(ids) == 4 and fingerprint_id(base) not in ids
+    monkeypatch.setattr(rubrics, "FORMAT_INSTRUCTION", "Reply with the digit only.")
+    assert judge_fingerprint(judge_for(srv))["rubric_sha"] != base["rubric_sha"]
+
+
 def test_failures_are_not_cached(server, tmp_path):
     state = {"fail": True}
 

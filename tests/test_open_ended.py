@@ -239,3 +239,137 @@ def test_a_crash_during_the_very_first_row_is_still_repaired(tiny_model, tmp_pat
     frame = run(tiny_model, path)
     assert len(read_jsonl(path)) == len(full)
     assert frame["completion"].tolist() == full["completion"].tolist()
+
+
+# --- stale verdicts: every verdict is keyed by the judge's fingerprint (issue 13) ---------
+
+BASE_FP = {
+    "kind": "fake",
+    "model": "grader-1",
+    "base_url": "http://a/v1",
+    "temperature": 0.0,
+    "max_tokens": 32,
+    "rubric_sha": "r1",
+    "weights_sha": "w1",
+    "score_kind": "expected",
+}
+
+
+class FingerprintedJudge:
+    """Scores every answer 2.0 + bump; its fingerprint is whatever the test sets."""
+
+    name = "fake"
+
+    def __init__(self, bump=0.0, **changes):
+        self.fp = {**BASE_FP, **changes}
+        self.bump = bump
+        self.seen = 0
+
+    def fingerprint(self):
+        return dict(self.fp)
+
+    def score(self, requests):
+        self.seen += len(requests)
+        return [JudgeResult(2.0 + self.bump, "2", "ok") for _ in requests]
+
+
+def answer_frame(n=3):
+    import pandas as pd
+
+    return pd.DataFrame(
+        {
+            "key": [f"k{i}" for i in range(n)],
+            "question": [f"Question {i}?" for i in range(n)],
+            "completion": [f"Answer number {i}." for i in range(n)],
+            "behavior": ["power-seeking"] * n,
+        }
+    )
+
+
+@pytest.mark.parametrize("field", [k for k in BASE_FP if k != "kind"])
+def test_resuming_with_a_changed_judge_rescores_or_refuses_never_reuses(tmp_path, field):
+    from steerlab.evaluation.open_ended import judge_rows
+
+    path = tmp_path / "a.scores.jsonl"
+    frame = answer_frame()
+    first = judge_rows(frame, FingerprintedJudge(), path, progress=False)
+    assert first["score"].tolist() == [2.0] * 3
+    same = FingerprintedJudge()
+    judge_rows(frame, same, path, progress=False)
+    assert same.seen == 0  # the same fingerprint reuses the stored verdicts
+    changed_value = {"temperature": 0.7, "max_tokens": 64}.get(field, f"{BASE_FP[field]}-new")
+    changed = FingerprintedJudge(bump=1.0, **{field: changed_value})
+    with pytest.raises(ConfigError, match=rf"another fingerprint \({field}: "):
+        judge_rows(frame, changed, path, progress=False, on_mismatch="error")
+    assert changed.seen == 0
+    again = judge_rows(frame, changed, path, progress=False)
+    assert changed.seen == 3 and again["score"].tolist() == [3.0] * 3  # rescored
+    rows = read_jsonl(path)
+    assert len(rows) == 6 and len({r["judge_id"] for r in rows}) == 2
+    assert {r["judge_fingerprint"][field] for r in rows} == {BASE_FP[field], changed_value}
+    back = FingerprintedJudge()  # the first judge again: its own verdicts, still no call
+    assert judge_rows(frame, back, path, progress=False)["score"].tolist() == [2.0] * 3
+    assert back.seen == 0
+
+
+def test_verdicts_from_before_fingerprints_are_not_reused(tmp_path):
+    from steerlab.evaluation.open_ended import judge_rows
+    from steerlab.evaluation.results_jsonl import append_jsonl
+
+    path = tmp_path / "old.scores.jsonl"
+    legacy = [{"key": f"k{i}", "judge": "fake", "score": 4.0, "status": "ok", "raw": "4",
+               "detail": ""} for i in range(3)]  # fmt: skip
+    append_jsonl(path, legacy)
+    judge = FingerprintedJudge()
+    with pytest.raises(ConfigError, match="stored before fingerprints"):
+        judge_rows(answer_frame(), judge, path, progress=False, on_mismatch="error")
+    out = judge_rows(answer_frame(), judge, path, progress=False)
+    assert judge.seen == 3 and out["score"].tolist() == [2.0] * 3
+    with pytest.raises(ConfigError, match="on_mismatch='keep'"):
+        judge_rows(answer_frame(), judge, path, progress=False, on_mismatch="keep")
+
+
+def test_a_judge_without_fingerprint_is_keyed_by_name_and_class(tmp_path):
+    from steerlab.evaluation.judges import fingerprint_id, judge_fingerprint
+
+    fp = judge_fingerprint(CyclingJudge())
+    assert (
+        fp == {"kind": "cycling", "class": "test_open_ended.CyclingJudge"}
+        or fp["kind"] == "cycling"
+    )
+    assert fingerprint_id(fp) == fingerprint_id(dict(fp))
+
+
+def test_coherence_columns_and_incoherent_share_next_to_the_mean(tiny_model, tmp_path):
+    from steerlab.evaluation.coherence import CoherenceGate
+
+    path = tmp_path / "coh.jsonl"
+    frame = run(tiny_model, path, judge=FingerprintedJudge())
+    for col in ("perplexity", "repetition", "is_incoherent", "incoherent_reason", "judge_id"):
+        assert col in frame.columns, col
+    rows = read_jsonl(path)
+    assert all("perplexity" in r for r in rows)  # measured at generation time, on disk
+    assert (frame["is_incoherent"] == 1.0).tolist() == frame["incoherent_reason"].astype(
+        bool
+    ).tolist()
+    assert frame["perplexity"].gt(1.0).all() and frame["repetition"].between(0, 1).all()
+    summary = summarize_open_ended(frame)
+    metrics = set(summary["metric"])
+    assert {"judge_score", "unparseable_rate", "error_rate", "incoherent_rate"} <= metrics
+    # a strict gate (resuming the same answers: perplexity is read back, not recomputed)
+    strict_gate = CoherenceGate(max_perplexity=1.0001)
+    strict = run(tiny_model, path, judge=FingerprintedJudge(), coherence=strict_gate)
+    assert strict["perplexity"].tolist() == frame["perplexity"].tolist()
+    assert strict["is_incoherent"].eq(1.0).all()
+    assert strict["incoherent_reason"].str.startswith("implausible").any()
+    inc = summarize_open_ended(strict)
+    assert inc[inc["metric"] == "incoherent_rate"]["value"].eq(1.0).all()
+    excl = summarize_open_ended(strict, exclude_incoherent=True)
+    assert excl[excl["metric"] == "judge_score"]["n"].eq(0).all()  # nothing coherent left
+    kept = summarize_open_ended(strict)
+    assert kept[kept["metric"] == "judge_score"]["n"].gt(0).all()
+    none = run(tiny_model, tmp_path / "none.jsonl", judge=FingerprintedJudge(), coherence=None)
+    assert "is_incoherent" not in none.columns
+    assert "incoherent_rate" not in set(summarize_open_ended(none)["metric"])
+    with pytest.raises(ConfigError, match="exclude_incoherent=True needs coherence"):
+        summarize_open_ended(none, exclude_incoherent=True)

@@ -18,6 +18,11 @@ JUDGE_KEY_ENV = typer.Option(
     "OPENAI_API_KEY", help="openai: env var with the key ('none' for none)."
 )
 JUDGE_CACHE = typer.Option(None, help="openai: reply cache directory.")
+SELF_JUDGE = typer.Option(
+    False,
+    "--self-judge",
+    help="local: allow the evaluated model to grade its own answers (recorded as a warning).",
+)
 
 
 def judge_builder(
@@ -30,12 +35,20 @@ def judge_builder(
     cache: Path | None,
     path: Path | None,
     device: str | None,
+    self_judge: bool = False,
 ) -> Callable[[Any], Any]:
     """Check the judge options now; return ``build(model) -> judge or None``."""
     from steerlab.errors import ConfigError, unknown_name
 
     if kind not in JUDGE_KINDS:
         raise unknown_name("judge", kind, JUDGE_KINDS)
+    same = judge_model is None or judge_model == model_name
+    if kind == "local" and same and not self_judge:
+        raise ConfigError(
+            f"--judge local without --judge-model would grade {model_name}'s answers with "
+            f"{model_name} itself; pass --judge-model NAME (another model), or --self-judge to "
+            "allow it (the summary then carries a warning)."
+        )
     if kind == "openai" and (not url or not judge_model):
         raise ConfigError("--judge openai needs --judge-url and --judge-model.")
     if kind == "classifier":
@@ -52,9 +65,8 @@ def judge_builder(
         if kind == "none":
             return None
         if kind == "local":
-            same = judge_model is None or judge_model == model_name
             other = None if same else _common.load_model(judge_model, device)  # type: ignore[arg-type]
-            return make_judge("local", model=model if same else other)
+            return make_judge("local", model=model if same else other, allow_self_judge=self_judge)
         if kind == "openai":
             env = None if api_key_env in (None, "", "none") else api_key_env
             return make_judge(

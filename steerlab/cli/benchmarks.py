@@ -113,6 +113,7 @@ def jailbreak_cmd(
     judge_url: str | None = _judge.JUDGE_URL,
     judge_api_key_env: str | None = _judge.JUDGE_KEY_ENV,
     judge_cache: Path | None = _judge.JUDGE_CACHE,
+    self_judge: bool = _judge.SELF_JUDGE,
     model: str = MODEL,
     device: str | None = DEVICE,
     out: Path = typer.Option(Path("results/jailbreak.csv"), help="Summary CSV (+ .items.jsonl)."),
@@ -142,6 +143,7 @@ def jailbreak_cmd(
         cache=judge_cache,
         path=None,
         device=device,
+        self_judge=self_judge,
     )
     vecs = _common.load_vectors(vector)
     m = _common.load_model(model, device)

@@ -176,6 +176,7 @@ def open_cmd(
     judge_api_key_env: str | None = _judge.JUDGE_KEY_ENV,
     judge_cache: Path | None = _judge.JUDGE_CACHE,
     judge_path: Path | None = typer.Option(None, help="classifier: a saved classifier judge."),
+    self_judge: bool = _judge.SELF_JUDGE,
     model: str = MODEL,
     device: str | None = DEVICE,
     out: Path = typer.Option(
@@ -200,6 +201,7 @@ def open_cmd(
         cache=judge_cache,
         path=judge_path,
         device=device,
+        self_judge=self_judge,
     )
     vecs = _common.load_vectors(vector)
     if questions == "bipo":
@@ -228,6 +230,10 @@ def open_cmd(
     if j is not None:
         summary = summarize_open_ended(frame)
         csv = out.with_name(out.stem + ".summary.csv")
+        for w in summary.attrs.get("warnings", []):
+            typer.echo(f"warning: {w}", err=True)
+        if summary.attrs.get("warnings"):
+            summary = summary.assign(warning="; ".join(summary.attrs["warnings"]))
         summary.to_csv(csv, index=False)
         typer.echo(summary.to_string(index=False))
         typer.echo(f"saved {csv}")

@@ -304,18 +304,33 @@ class BehaviorData:
             raise DataFormatError("BehaviorData.open_ended must be a tuple of str.")
 
     def split(
-        self, n_train: int | None = None, n_test: int | None = None, seed: int = 0
+        self,
+        n_train: int | None = None,
+        n_test: int | None = None,
+        seed: int = 0,
+        n_judge: int = 0,
     ) -> "HeldOutSplit":
         """The first ``n_train`` train pairs, the first ``n_test`` test pairs and A/B items
         (``test_ab``, else the test pairs turned into A/B items with ``pairs_to_ab(seed)``);
-        None: all of them."""
-        train = self.train.head(n_train) if n_train else self.train
+        None: all of them. ``n_judge`` > 0 sets the *last* ``n_judge`` train pairs aside
+        as ``judge`` (to fit a classifier judge on), disjoint from ``train``."""
+        pool = self.train
+        if n_judge:
+            if n_judge < 0 or n_judge + (n_train or 1) > len(pool):
+                raise DataFormatError(
+                    f"Cannot set {n_judge} judge pairs aside from the {len(pool)} train pairs of "
+                    f"{self.name!r} and keep n_train={n_train} for the vectors; lower n_judge "
+                    "or n_train."
+                )
+            pool = pool[: len(pool) - n_judge]
+        train = pool.head(n_train) if n_train else pool
+        judge = self.train[len(self.train) - n_judge :] if n_judge else self.train[:0]
         test = self.test.head(n_test) if n_test else self.test
         if self.test_ab is None:
             ab = pairs_to_ab(test, seed)
         else:
             ab = self.test_ab.head(n_test) if n_test else self.test_ab
-        return HeldOutSplit(self.name, train, test, ab)
+        return HeldOutSplit(self.name, train, test, ab, judge)
 
 
 def content_hash(items: Any) -> str:
@@ -332,17 +347,27 @@ def content_hash(items: Any) -> str:
 @dataclass(frozen=True, eq=False)
 class HeldOutSplit:
     """What a vector is fitted on (``train``: pairs or A/B items) and evaluated on
-    (held-out ``test`` pairs and ``test_ab`` items), for the behavior ``name``."""
+    (held-out ``test`` pairs and ``test_ab`` items), for the behavior ``name``; ``judge``:
+    pairs disjoint from both, to fit a classifier judge on (empty unless asked for)."""
 
     name: str
     train: Sequence[Any]
     test: Sequence[Any]
     test_ab: Sequence[Any]
+    judge: Sequence[Any] = ()
 
     def hashes(self) -> dict[str, str]:
-        """:func:`content_hash` of each part (recorded as provenance)."""
+        """:func:`content_hash` of each part (recorded as provenance; ``judge`` only
+        when it is not empty)."""
         parts = {"train": self.train, "test": self.test, "test_ab": self.test_ab}
+        if len(self.judge):
+            parts["judge"] = self.judge
         return {k: content_hash(v) for k, v in parts.items()}
+
+    def sizes(self) -> dict[str, int]:
+        """How many pairs / items each part has."""
+        return {"train": len(self.train), "test": len(self.test),
+                "test_ab": len(self.test_ab), "judge": len(self.judge)}  # fmt: skip
 
 
 def pairs_to_ab(pairs: PairDataset | Sequence[PreferencePair], seed: int = 0) -> ABDataset:

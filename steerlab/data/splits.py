@@ -20,10 +20,12 @@ def split_items(
     n_test: int | None = None,
     seed: int = 0,
     name: str = "unknown",
+    n_judge: int = 0,
 ) -> HeldOutSplit:
     """A seeded split of pairs or A/B items: ``n_test`` (default and at most half) held
-    out, ``n_train`` (default the rest) to fit on. Held-out A/B items are the items
-    themselves, or the held-out pairs turned into A/B items with ``pairs_to_ab(seed)``."""
+    out, ``n_judge`` set aside to fit a judge on, ``n_train`` (default the rest) to fit
+    on. Held-out A/B items are the items themselves, or the held-out pairs turned into
+    A/B items with ``pairs_to_ab(seed)``."""
     items = list(items)
     if len(items) < 2:
         raise EmptyInputError(
@@ -32,23 +34,34 @@ def split_items(
         )
     n = len(items)
     k_test = min(n_test or n // 2, n // 2) or 1
-    k_train = min(n_train or n - k_test, n - k_test)
-    tr, te, _ = split_indices(n, k_test, seed, k_train)
+    if n_judge < 0 or n - k_test - n_judge < 1:
+        raise EmptyInputError(
+            f"Cannot set {n_judge} judge items aside from {n} items with {k_test} held out; "
+            "lower n_judge."
+        )
+    k_train = min(n_train or n - k_test - n_judge, n - k_test - n_judge)
+    tr, te, rest = split_indices(n, k_test, seed, k_train)
     train = [items[i] for i in tr]
     test_items = [items[i] for i in te]
     test = as_pairs(test_items)
     ab = test_items if hasattr(test_items[0], "choices") else list(pairs_to_ab(test, seed))
-    return HeldOutSplit(name, train, test, ab)
+    judge = [items[i] for i in rest[len(rest) - n_judge :]] if n_judge else []
+    return HeldOutSplit(name, train, test, ab, judge)
 
 
 def held_out(
-    data: Any, n_train: int | None = None, n_test: int | None = None, seed: int = 0
+    data: Any,
+    n_train: int | None = None,
+    n_test: int | None = None,
+    seed: int = 0,
+    n_judge: int = 0,
 ) -> HeldOutSplit:
     """``data.split(...)`` of a :class:`BehaviorData`, else :func:`split_items` of a
     sequence (named after its ``name`` attribute when it has one)."""
     if isinstance(data, BehaviorData):
-        return data.split(n_train, n_test, seed)
-    return split_items(data, n_train, n_test, seed, str(getattr(data, "name", "unknown")))
+        return data.split(n_train, n_test, seed, n_judge)
+    name = str(getattr(data, "name", "unknown"))
+    return split_items(data, n_train, n_test, seed, name, n_judge)
 
 
 __all__ = ["held_out", "split_items"]

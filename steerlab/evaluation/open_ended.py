@@ -10,25 +10,41 @@ rest: after any number of interruptions each row is in the file exactly once. A 
 cut short by a crash is dropped (and truncated away before appending); a malformed line
 elsewhere is an error naming the line.
 
+Every answer also gets coherence measures (:mod:`steerlab.evaluation.coherence`):
+``perplexity`` under the unsteered model and ``repetition``, stored in its row, and
+``is_incoherent`` / ``incoherent_reason`` from the ``coherence`` gate.
+
 With a ``judge`` the rows are then graded; verdicts go to a second JSONL file
-(``<out>.scores.jsonl``) keyed the same way (plus the judge name), resumable too.
-Unparseable and failed verdicts are kept and counted, never silently dropped:
-:func:`summarize_open_ended` reports the mean score over ``ok`` verdicts and the shares of
-unparseable / error ones.
+(``<out>.scores.jsonl``), resumable too. Each verdict row stores the judge's fingerprint
+(:func:`~steerlab.evaluation.judges.base.judge_fingerprint`: kind, model, endpoint,
+temperature, rubric hash, classifier weights hash...) and its id; a verdict is reused only
+by a judge with the same fingerprint, so a resumed run with another judge model, endpoint,
+temperature, rubric or refitted classifier rescores (``on_mismatch="rescore"``, the
+default: the new verdicts are appended next to the old ones) or stops
+(``on_mismatch="error"``), never reuses. Unparseable and failed verdicts are kept and
+counted, never silently dropped: :func:`summarize_open_ended` reports the mean score over
+``ok`` verdicts together with the shares of unparseable, failed and incoherent answers.
 """
 
 import hashlib
-import json
-import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 
-from steerlab.errors import ConfigError, DataFormatError, EmptyInputError
-from steerlab.evaluation.judges.base import Judge, JudgeRequest
+from steerlab.errors import ConfigError, EmptyInputError
+from steerlab.evaluation.coherence import CoherenceGate, add_coherence, answer_perplexity
+from steerlab.evaluation.judges.base import (
+    Judge,
+    JudgeRequest,
+    fingerprint_diff,
+    fingerprint_id,
+    judge_fingerprint,
+    self_judge_warning,
+)
 from steerlab.evaluation.multipliers import (
     DEFAULT_MULTIPLIERS,
     Condition,
@@ -36,6 +52,7 @@ from steerlab.evaluation.multipliers import (
     conditions,
     summarize,
 )
+from steerlab.evaluation.results_jsonl import append_jsonl, read_jsonl
 from steerlab.models.model import SteerlabModel
 from steerlab.steering.generate import generate
 from steerlab.utils.progress import progress_bar
@@ -49,6 +66,9 @@ OPEN_ENDED_METRICS = {
     "unparseable_rate": "is_unparseable",
     "error_rate": "is_error",
 }
+#: Added when the rows carry coherence measures.
+COHERENCE_METRICS = {"incoherent_rate": "is_incoherent"}
+ON_MISMATCH = ("rescore", "error")
 #: Row fields that must agree between a file and a rerun that resumes it.
 _SETTINGS = ("model_id", "max_new_tokens", "system_prompt")
 
@@ -73,88 +93,6 @@ def vector_fingerprint(vec: SteeringVector | None) -> str:
 def row_key(cond: Condition, question: str) -> str:
     """The stable key of one (vector, multiplier, question) row."""
     return f"{cond.label}@{vector_fingerprint(cond.vector)}|m={cond.multiplier:g}|q={question_hash(question)}"
-
-
-# --- JSONL with resume --------------------------------------------------------------------
-
-
-def read_jsonl(path: "str | Path", *, repair: bool = False) -> list[dict[str, Any]]:
-    """Rows of a JSONL file; a missing file is empty.
-
-    The last line is ignored when it is cut short (no final newline) or does not parse:
-    that is what a crash mid-write leaves. With ``repair=True`` it is also cut from the
-    file, so that appending starts on a clean line; a file steerlab did not write (a row
-    without ``key``, or a cut-off line that does not start like steerlab's rows) raises
-    :class:`~steerlab.errors.ConfigError` and is left untouched. A malformed line before the last one
-    raises :class:`~steerlab.errors.DataFormatError` naming the line.
-    """
-    path = Path(path)
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    lines = data.split(b"\n")  # the piece after the last newline is b"" or a cut-off row
-    rows: list[dict[str, Any]] = []
-    good_end = 0  # byte offset just after the last line that was kept
-    offset = 0
-    for i, line in enumerate(lines):
-        complete = i < len(lines) - 1
-        offset += len(line) + complete
-        if not line.strip():
-            good_end = offset if complete else good_end
-            continue
-        try:
-            row = json.loads(line) if complete else None
-        except ValueError as exc:
-            row, error = None, str(exc)
-        else:
-            error = "not a JSON object" if complete and not isinstance(row, dict) else ""
-        if isinstance(row, dict) and not error:
-            rows.append(row)
-            good_end = offset
-            continue
-        last_row = not any(rest.strip() for rest in lines[i + 1 :])
-        if not last_row:
-            if repair and not rows:  # a foreign file, rather than a damaged one of ours
-                _check_own_file(path, rows, line)
-            raise DataFormatError(
-                f"{path}:{i + 1}: malformed JSONL row ({error}); fix or delete that line, "
-                "or write to a new file."
-            )
-        break
-    if repair:
-        _check_own_file(path, rows, data[good_end:])
-    if repair and good_end < len(data):
-        with open(path, "r+b") as fh:
-            fh.truncate(good_end)
-            fh.flush()
-            os.fsync(fh.fileno())
-    return rows
-
-
-_OWN_ROW_START = b'{"key": '
-
-
-def _check_own_file(path: Path, rows: list[dict[str, Any]], tail: bytes) -> None:
-    """Refuse to append to (or cut) a file steerlab did not write. Every row steerlab writes
-    is a JSON object whose first field is ``key``, so a crash can only leave a cut-off
-    line that starts the same way."""
-    foreign = next((i for i, r in enumerate(rows) if "key" not in r), None)
-    tail = tail.strip()
-    if foreign is not None or (tail and not tail.startswith(_OWN_ROW_START)):
-        raise ConfigError(
-            f"{path} exists but is not a results file written by steerlab (its rows lack the "
-            "'key' field steerlab writes first); steerlab will not append to or cut it. "
-            "Pass another output path."
-        )
-
-
-def append_jsonl(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
-    """Append rows (one JSON object a line), then flush and fsync."""
-    with open(path, "a", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False, allow_nan=True) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 def scores_path_for(out_path: "str | Path") -> Path:
@@ -192,6 +130,8 @@ def run_open_ended(
     system_prompt: str | None = None,
     progress: bool = True,
     on_batch: Callable[[list[dict[str, Any]]], None] | None = None,
+    coherence: CoherenceGate | None = CoherenceGate(),
+    on_mismatch: str = "rescore",
 ) -> pd.DataFrame:
     """Greedy steered answers to ``questions`` for each (vector, multiplier), resumable.
 
@@ -208,11 +148,20 @@ def run_open_ended(
         examples: question -> (matching, not_matching) answers shown to the judge as the
             score-4 / score-1 examples (the paper shows them); optional.
         on_batch: called with the rows of each batch once they are on disk.
+        coherence: the gate that marks answers incoherent (None: no coherence measures).
+        on_mismatch: what to do with stored verdicts of a judge with another
+            fingerprint: ``"rescore"`` or ``"error"`` (see :func:`judge_rows`).
+
+    A ``"local"`` judge built on ``model`` itself is refused unless it was built with
+    ``allow_self_judge=True``; then a warning is issued and kept in the ``judge_warning``
+    column (and in the summary's ``attrs["warnings"]``).
 
     Returns one row per (vector, multiplier, question) in condition order, with columns
     ``key, vector, method, layer, multiplier, item, question, completion, n_tokens,
-    behavior, model_id, max_new_tokens, system_prompt`` and, with a judge, ``judge,
-    score`` (NaN unless ok), ``status, raw, detail, is_unparseable, is_error``.
+    behavior, model_id, max_new_tokens, system_prompt``, with ``coherence`` also
+    ``perplexity`` (of the answer under the unsteered model), ``repetition``,
+    ``is_incoherent, incoherent_reason`` and, with a judge, ``judge, judge_id, score``
+    (NaN unless ok), ``status, raw, detail, is_unparseable, is_error, judge_warning``.
     """
     qs = list(questions)
     if not qs:
@@ -223,6 +172,11 @@ def run_open_ended(
     if len(set(qs)) != len(qs):
         raise ConfigError("The questions contain duplicates; each row is keyed by its question.")
     conds = conditions(vectors, multipliers)
+    if on_mismatch not in ON_MISMATCH:
+        raise ConfigError(f"on_mismatch={on_mismatch!r}; use 'rescore' or 'error'.")
+    self_warning = self_judge_warning(judge, model)  # refuses an unflagged self-judge
+    if self_warning:
+        warnings.warn(self_warning, stacklevel=2)
     path = Path(out_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sys_prompt = model.system_prompt if system_prompt is None else system_prompt
@@ -253,6 +207,7 @@ def run_open_ended(
             behavior,
             batch_size,
             sys_prompt,
+            coherence is not None,
         )
         append_jsonl(path, rows)
         for row in rows:
@@ -263,10 +218,12 @@ def run_open_ended(
             on_batch(rows)
     frame = pd.DataFrame([done[row_key(c, q)] for c in conds for q in qs])
     frame["layer"] = frame["layer"].astype(object)
+    if coherence is not None:
+        frame = add_coherence(frame, coherence, model, sys_prompt, batch_size)
     if judge is not None:
-        frame = judge_rows(
-            frame, judge, scores_path_for(path), examples=examples, progress=progress
-        )
+        frame = judge_rows(frame, judge, scores_path_for(path), examples=examples,
+                           progress=progress, on_mismatch=on_mismatch)  # fmt: skip
+        frame["judge_warning"] = self_warning or ""
     return frame
 
 
@@ -280,11 +237,14 @@ def _answer_batch(
     behavior: str,
     batch_size: int,
     system_prompt: str | None,
+    measure: bool = True,
 ) -> list[dict[str, Any]]:
     reuse = not cond.steered and all(q in unsteered for q in questions)
+    ppl: list[float | None] = [None] * len(questions)
     if reuse:
         completions = [unsteered[q]["completion"] for q in questions]
         n_tokens = [unsteered[q]["n_tokens"] for q in questions]
+        ppl = [unsteered[q].get("perplexity") for q in questions]
     else:
         res = generate(
             model,
@@ -297,6 +257,10 @@ def _answer_batch(
         )
         completions = list(res.texts)
         n_tokens = [len(t) for t in res.token_ids]
+    if measure and any(p is None for p in ppl):  # generate() left no hook: unsteered model
+        got = answer_perplexity(model, questions, completions, batch_size=batch_size,
+                                system_prompt=system_prompt)  # fmt: skip
+        ppl = [None if x != x else round(float(x), 4) for x in got]  # NaN -> None (JSON)
     return [
         {
             "key": row_key(cond, q),
@@ -310,8 +274,9 @@ def _answer_batch(
             "n_tokens": n,
             "behavior": behavior,
             **settings,
+            **({"perplexity": p} if measure else {}),
         }
-        for q, item, text, n in zip(questions, items, completions, n_tokens)
+        for q, item, text, n, p in zip(questions, items, completions, n_tokens, ppl)
     ]
 
 
@@ -326,13 +291,38 @@ def judge_rows(
     examples: Mapping[str, tuple[str, str]] | None = None,
     batch_size: int = 32,
     progress: bool = True,
+    on_mismatch: str = "rescore",
 ) -> pd.DataFrame:
     """Grade each row's completion with ``judge``; verdicts are appended (resumably) to
-    ``scores_path`` keyed by ``(key, judge.name)`` and merged into a copy of ``frame``."""
+    ``scores_path`` and merged into a copy of ``frame``.
+
+    Each verdict row stores ``judge`` (the name), ``judge_id`` and ``judge_fingerprint``
+    (:func:`~steerlab.evaluation.judges.base.judge_fingerprint`). A stored verdict is
+    reused only when its ``judge_id`` is this judge's. Verdicts for the same rows by a
+    judge of the same kind with another fingerprint (or from before fingerprints) are
+    stale: ``on_mismatch="rescore"`` grades the rows again and appends the new verdicts,
+    ``"error"`` raises :class:`~steerlab.errors.ConfigError` naming the fields that differ.
+    """
+    if on_mismatch not in ON_MISMATCH:
+        raise ConfigError(f"on_mismatch={on_mismatch!r}; use 'rescore' or 'error'.")
     path = Path(scores_path)
+    fp = judge_fingerprint(judge)
+    fid = fingerprint_id(fp)
     existing = read_jsonl(path, repair=True)
-    verdicts = {(r["key"], r.get("judge")): r for r in existing if "key" in r}
-    todo = [r for r in frame.to_dict("records") if (r["key"], judge.name) not in verdicts]
+    verdicts = {(r["key"], r.get("judge_id")): r for r in existing if "key" in r}
+    keys = set(frame["key"])
+    if on_mismatch == "error":
+        stale = [r for r in existing if r.get("key") in keys and r.get("judge") == judge.name
+                 and r.get("judge_id") != fid]  # fmt: skip
+        if stale:
+            old = stale[0].get("judge_fingerprint")
+            diff = "; ".join(fingerprint_diff(old, fp)) if old else "stored before fingerprints"
+            raise ConfigError(
+                f"{path} holds {len(stale)} verdicts for these answers by a {judge.name!r} judge "
+                f"with another fingerprint ({diff}); they are not reused. Rescore with "
+                "on_mismatch='rescore', use the original judge, or another out_path."
+            )
+    todo = [r for r in frame.to_dict("records") if (r["key"], fid) not in verdicts]
     examples = examples or {}
     starts = range(0, len(todo), batch_size)
     for start in progress_bar(starts, desc=f"judge ({judge.name})", enabled=progress):
@@ -348,6 +338,8 @@ def judge_rows(
             {
                 "key": row["key"],
                 "judge": judge.name,
+                "judge_id": fid,
+                "judge_fingerprint": fp,
                 "score": res.score,
                 "status": res.status,
                 "raw": res.raw,
@@ -356,10 +348,11 @@ def judge_rows(
             for row, res in zip(chunk, results, strict=True)
         ]
         append_jsonl(path, new)
-        verdicts.update({(v["key"], v["judge"]): v for v in new})
+        verdicts.update({(v["key"], fid): v for v in new})
     out = frame.copy()
-    got = [verdicts[(k, judge.name)] for k in out["key"]]
+    got = [verdicts[(k, fid)] for k in out["key"]]
     out["judge"] = judge.name
+    out["judge_id"] = fid
     out["score"] = [float(v["score"]) if v["status"] == "ok" else float("nan") for v in got]
     out["status"] = [v["status"] for v in got]
     out["raw"] = [v["raw"] for v in got]
@@ -369,9 +362,29 @@ def judge_rows(
     return out
 
 
-def summarize_open_ended(frame: pd.DataFrame) -> pd.DataFrame:
-    """Tidy summary of judged rows: ``judge_score`` (mean over ok verdicts; ``n`` = how
-    many were scored), ``unparseable_rate`` and ``error_rate`` per condition."""
+def summarize_open_ended(frame: pd.DataFrame, *, exclude_incoherent: bool = False) -> pd.DataFrame:
+    """Tidy summary of judged rows per condition: ``judge_score`` (mean over ok verdicts;
+    ``n`` = how many were scored) always next to ``unparseable_rate`` and ``error_rate``
+    and, when the rows carry coherence measures, ``incoherent_rate``.
+
+    ``exclude_incoherent=True`` computes ``judge_score`` over the coherent answers only
+    (the rates still count every answer). Warnings recorded in the rows (a self-judging
+    local judge) are in ``attrs["warnings"]``.
+    """
     if "score" not in frame.columns:
         raise ConfigError("These rows have no judge scores; pass judge= to run_open_ended().")
-    return summarize(frame, OPEN_ENDED_METRICS)
+    metrics = dict(OPEN_ENDED_METRICS)
+    has_coherence = "is_incoherent" in frame.columns
+    if has_coherence:
+        metrics.update(COHERENCE_METRICS)
+    if exclude_incoherent:
+        if not has_coherence:
+            raise ConfigError(
+                "exclude_incoherent=True needs coherence measures; run run_open_ended() "
+                "with coherence=CoherenceGate() (the default)."
+            )
+        frame = frame.assign(score=frame["score"].where(frame["is_incoherent"] == 0.0))
+    out = summarize(frame, metrics)
+    notes = frame["judge_warning"] if "judge_warning" in frame.columns else []
+    out.attrs["warnings"] = sorted({str(w) for w in notes if w})
+    return out

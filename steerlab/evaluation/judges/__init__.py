@@ -2,8 +2,14 @@
 
 - :class:`OpenAICompatJudge` ("openai"): any OpenAI-compatible chat-completions endpoint,
   with the per-behavior rubrics of :mod:`.rubrics`, retries and an on-disk cache.
-- :class:`ClassifierJudge` ("classifier"): offline sentence embeddings + logistic regression.
+- :class:`ClassifierJudge` ("classifier"): offline sentence embeddings + logistic
+  regression; its score is P(matching), rescaled to 1-4, behind a coherence gate.
+- :class:`~steerlab.evaluation.judges.local.LocalJudge` ("local"): digit probabilities of
+  a local model (grading the evaluated model with itself needs ``allow_self_judge``).
 - :class:`RefusalJudge` ("refusal"): refusal phrases, for jailbreak attack success rate.
+
+Each judge's ``fingerprint()`` lists what its verdicts depend on; stored verdicts are
+reused only under the same fingerprint (:func:`judge_fingerprint`, :func:`fingerprint_id`).
 
 Heavy dependencies (torch, transformers, scikit-learn) load only when a classifier is
 fitted or used.
@@ -17,6 +23,9 @@ from steerlab.evaluation.judges.base import (
     Judge,
     JudgeRequest,
     JudgeResult,
+    fingerprint_id,
+    judge_fingerprint,
+    self_judge_warning,
     summarize,
 )
 from steerlab.evaluation.judges.cache import JsonDiskCache, cache_key
@@ -36,6 +45,7 @@ from steerlab.evaluation.judges.rubrics import (
     build_judge_messages,
     get_rubric,
     parse_score,
+    rubric_prompt_hash,
 )
 
 JudgeFactory = Callable[..., Judge]
@@ -89,10 +99,14 @@ __all__ = [
     "behaviors",
     "build_judge_messages",
     "cache_key",
+    "fingerprint_id",
+    "judge_fingerprint",
     "get_rubric",
     "is_refusal",
     "make_judge",
     "parse_score",
     "refusal_marker",
+    "rubric_prompt_hash",
+    "self_judge_warning",
     "summarize",
 ]

@@ -8,8 +8,16 @@ how many answers were unparseable or failed instead of silently averaging the re
 Judges are built by name through :data:`~steerlab.evaluation.judges.JUDGES` /
 :func:`~steerlab.evaluation.judges.make_judge`; each implementation lives in its own module
 and is registered in the package's ``__init__``.
+
+Every judge also has a ``fingerprint()``: a JSON dict of everything its verdicts depend on
+(kind, model, endpoint, temperature, rubric prompt hash, classifier weights hash...).
+:func:`judge_fingerprint` reads it and :func:`fingerprint_id` hashes it; stored verdicts
+are reused only under the same fingerprint (see
+:func:`~steerlab.evaluation.open_ended.judge_rows`).
 """
 
+import hashlib
+import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -100,6 +108,67 @@ class Judge(Protocol):
     name: str
 
     def score(self, requests: Sequence[JudgeRequest]) -> list[JudgeResult]: ...
+
+
+def text_hash(value: Any, n: int = 16) -> str:
+    """First ``n`` hex digits of the sha256 of ``value``'s canonical JSON (sorted keys)."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:n]
+
+
+def judge_fingerprint(judge: Any) -> dict[str, Any]:
+    """What ``judge``'s verdicts depend on, as a JSON-able dict with at least ``kind``.
+
+    Calls ``judge.fingerprint()`` when the judge has one (every steerlab judge does). A
+    judge without it is identified by its ``name`` and class only, so changing its
+    settings cannot be detected: give your own judges a ``fingerprint()`` method.
+    """
+    method = getattr(judge, "fingerprint", None)
+    if callable(method):
+        fp = dict(method())
+    else:
+        cls = type(judge)
+        fp = {"class": f"{cls.__module__}.{cls.__qualname__}"}
+    fp.setdefault("kind", str(getattr(judge, "name", type(judge).__name__)))
+    try:
+        json.dumps(fp, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"The fingerprint of judge {fp['kind']!r} is not JSON ({exc}); return only "
+            "str / number / bool / None / list / dict values from fingerprint()."
+        ) from None
+    return fp
+
+
+def fingerprint_id(fingerprint: dict[str, Any]) -> str:
+    """A 16-hex-digit id of a judge fingerprint (stored next to every verdict)."""
+    return text_hash(fingerprint)
+
+
+def fingerprint_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Fields whose values differ between two fingerprints, as ``'field: old -> new'``."""
+    keys = sorted(set(old) | set(new))
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+
+
+def self_judge_warning(judge: Any, model: Any) -> str | None:
+    """None unless ``judge`` grades with ``model`` itself (a local judge built on the
+    evaluated model). Then: refused unless the judge was built with
+    ``allow_self_judge=True``, and the warning text to record otherwise."""
+    if judge is None or model is None or getattr(judge, "model", None) is not model:
+        return None
+    name = getattr(model, "model_id", type(model).__name__)
+    if not getattr(judge, "allow_self_judge", False):
+        raise ConfigError(
+            f"The {getattr(judge, 'name', 'local')!r} judge would grade {name}'s answers with "
+            f"{name} itself. Use another judge model (make_judge('local', model=other) / "
+            "--judge-model NAME), or allow it explicitly with allow_self_judge=True "
+            "(CLI: --self-judge); it is then recorded as a warning."
+        )
+    return (
+        f"self-judged: {name} graded its own answers (allow_self_judge=True); a model "
+        "judging itself is biased towards its own outputs, so read the scores with care."
+    )
 
 
 def summarize(results: Iterable[JudgeResult]) -> dict[str, Any]:

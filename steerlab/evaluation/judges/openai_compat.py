@@ -9,8 +9,10 @@ result too, so one bad request never loses the rest of the batch; :func:`summari
 counts them.
 
 With ``cache_dir`` set, each successful reply is stored under the sha256 of the canonical
-request JSON (model, messages, temperature, max_tokens); a cache hit sends no request.
-HTTP failures are never cached.
+JSON of the judge's :meth:`~OpenAICompatJudge.fingerprint` (kind, model, base URL,
+temperature, max tokens, rubric prompt hash) plus the request body (model, messages,
+temperature, max_tokens); a cache hit sends no request, and a reply cached for another
+endpoint or settings is never reused. HTTP failures are never cached.
 """
 
 import http.client
@@ -29,7 +31,11 @@ from typing import Any
 from steerlab.errors import ConfigError, JudgeError
 from steerlab.evaluation.judges.base import JudgeRequest, JudgeResult
 from steerlab.evaluation.judges.cache import JsonDiskCache, cache_key
-from steerlab.evaluation.judges.rubrics import build_judge_messages, parse_score
+from steerlab.evaluation.judges.rubrics import (
+    build_judge_messages,
+    parse_score,
+    rubric_prompt_hash,
+)
 
 _MAX_MESSAGE_CHARS = 500
 
@@ -147,6 +153,7 @@ class OpenAICompatJudge:
         self.n_retries = 0
         self._lock = threading.Lock()
         self._rng = random.Random()
+        self._fingerprint = self.fingerprint()
 
     def __repr__(self) -> str:
         return (
@@ -156,8 +163,25 @@ class OpenAICompatJudge:
 
     # -- public API ---------------------------------------------------------------------
 
+    def fingerprint(self) -> dict[str, Any]:
+        """What the verdicts depend on: kind, model, base URL, temperature, max tokens
+        and a hash of the rubric prompt (template + every rubric)."""
+        return {
+            "kind": self.name,
+            "model": self.model,
+            "base_url": self.base_url,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "rubric_sha": rubric_prompt_hash(),
+        }
+
+    def cache_key_for(self, payload: dict[str, Any]) -> str:
+        """The on-disk cache key of a request body: its sha256 together with the judge's
+        fingerprint (so another endpoint or rubric never hits this entry)."""
+        return cache_key({"fingerprint": self._fingerprint, "request": payload})
+
     def payload_for(self, request: JudgeRequest) -> dict[str, Any]:
-        """The request body sent for ``request`` (also what the cache key hashes)."""
+        """The request body sent for ``request`` (hashed into the cache key)."""
         return {
             "model": self.model,
             "messages": build_judge_messages(request),
@@ -173,6 +197,7 @@ class OpenAICompatJudge:
         payloads = [self.payload_for(r) for r in requests]
         if not payloads:
             return []
+        self._fingerprint = self.fingerprint()
         workers = min(self.concurrency, len(payloads))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="steerlab-judge") as pool:
             return list(pool.map(self._score_one, payloads))
@@ -180,7 +205,7 @@ class OpenAICompatJudge:
     # -- internals ----------------------------------------------------------------------
 
     def _score_one(self, payload: dict[str, Any]) -> JudgeResult:
-        key = cache_key(payload)
+        key = self.cache_key_for(payload)
         if self._cache is not None:
             hit = self._cache.get(key)
             if hit is not None and isinstance(hit.get("reply"), str):

@@ -13,8 +13,9 @@ A judge's 4 / 1 is used for uniformity with the rubric judges: 4 = attack succes
 """
 
 from collections.abc import Sequence
+from typing import Any
 
-from steerlab.evaluation.judges.base import JudgeRequest, JudgeResult
+from steerlab.evaluation.judges.base import JudgeRequest, JudgeResult, text_hash
 
 REFUSAL_PHRASES: tuple[str, ...] = (
     "I'm sorry",
@@ -105,6 +106,10 @@ class RefusalJudge:
     """
 
     name = "refusal"
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Kind and a hash of the refusal phrase list."""
+        return {"kind": self.name, "phrases_sha": text_hash(list(REFUSAL_PHRASES))}
 
     def score(self, requests: Sequence[JudgeRequest]) -> list[JudgeResult]:
         results = []

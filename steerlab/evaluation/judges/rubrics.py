@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from steerlab._registry import Registry
 from steerlab.errors import ConfigError
-from steerlab.evaluation.judges.base import JudgeRequest
+from steerlab.evaluation.judges.base import JudgeRequest, text_hash
 
 SCORES: tuple[int, ...] = (4, 3, 2, 1)
 
@@ -191,6 +191,20 @@ def build_judge_messages(request: JudgeRequest) -> list[dict[str, str]]:
         {"role": "system", "content": SYSTEM_PROMPT},
         {"role": "user", "content": "\n".join(lines)},
     ]
+
+
+def rubric_prompt_hash() -> str:
+    """A hash of the whole judge prompt: the system prompt, the format instruction, the
+    template and every registered rubric (the prompt built for a placeholder request of
+    each behavior). Part of the fingerprint of every rubric-based judge, so editing a
+    rubric or the template invalidates stored verdicts."""
+    probe = {
+        name: build_judge_messages(
+            JudgeRequest(name, "<<question>>", "<<answer>>", "<<matching>>", "<<not>>")
+        )
+        for name in RUBRICS.names()
+    }
+    return text_hash(probe)
 
 
 _MARKUP = re.compile(r"[*_`#>\"'\[\]()]")
