@@ -139,6 +139,7 @@ BAD_REQUESTS = [
     ("bad temperature", hello(temperature=-1), None, 400, "temperature=-1 is out of range"),
     ("n > 1", hello(n=2), None, 400, "use n=1"),
     ("bad stream", hello(stream="yes"), None, 400, "stream='yes'"),
+    ("bad ignore_eos", hello(ignore_eos=1), None, 400, "ignore_eos=1 must be true or false"),
     ("huge seed", hello(seed=2**70), None, 400, r"seed=\d+ is out of range.*2\*\*63 - 1"),
     (
         "oversized body",
@@ -301,3 +302,24 @@ def test_pt_only_vector_dir_says_how_to_convert(tmp_path):
 def test_port_in_use_is_a_config_error(tiny_server, tiny_model):
     with pytest.raises(ConfigError, match=f"Port {tiny_server.server.port} .* already in use"):
         make_server(tiny_model, {}, port=tiny_server.server.port)
+
+
+@pytest.mark.parametrize(
+    "text, stop, final",
+    [
+        ("  Hello world, this is a test.  ", (), "Hello world, this is a test."),
+        ("Smile 🙂 and wave 🌊!", (), "Smile 🙂 and wave 🌊!"),
+        ("One. Two. STOP three four", ("STOP",), "One. Two. "),
+        ("a b c d e", ("c d", "x"), "a b "),
+    ],
+)
+def test_text_stream_pieces_add_up_to_the_final_text(tiny_model, text, stop, final):
+    from steerlab.serve.text import TextStream
+
+    ids = tiny_model.tokenizer.encode(text, add_special_tokens=False)
+    stream = TextStream(tiny_model.tokenizer, stop)
+    pieces = [stream.push(t) for t in ids]
+    pieces.append(stream.finish())
+    assert "".join(pieces) == stream.text == final
+    assert not any("\ufffd" in p for p in pieces)  # no half characters
+    assert stream.stopped == bool(stop)

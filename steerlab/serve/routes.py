@@ -152,6 +152,7 @@ class Handlers:
             temperature=req.temperature if not req.greedy else 1.0,
             top_p=req.top_p,
             seed=seed,
+            stop_at_eos=not req.ignore_eos,
         )
         return spec, len(ids)
 

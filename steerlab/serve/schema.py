@@ -9,7 +9,9 @@ Accepted body fields: ``messages`` (required; roles system / user / assistant, c
 string or a list of ``{"type": "text", "text": ...}`` parts), ``max_tokens`` (or
 ``max_completion_tokens``), ``temperature`` (0 = greedy), ``top_p``, ``seed``, ``stream``,
 ``stop``, ``n`` (1 only), ``model`` (informational: the server has one model) and the
-steerlab extension ``steering``: a list of ``{"vector": NAME, "multiplier": NUMBER}``.
+steerlab extensions ``steering`` (a list of ``{"vector": NAME, "multiplier": NUMBER}``)
+and ``ignore_eos`` (generate ``max_tokens`` tokens even past end-of-turn, as in vLLM;
+for load tests).
 Other OpenAI fields (``frequency_penalty``, ``user``...) are accepted and ignored.
 """
 
@@ -111,6 +113,7 @@ class ChatRequest:
     stop: tuple[str, ...] = ()
     steering: tuple[SteeringEntry, ...] = ()
     model: str | None = None
+    ignore_eos: bool = False
 
     @property
     def greedy(self) -> bool:
@@ -301,6 +304,9 @@ def parse_chat_request(
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise RequestError(f"stream={stream!r} must be true or false.", param="stream")
+    ignore_eos = body.get("ignore_eos", False)
+    if not isinstance(ignore_eos, bool):
+        raise RequestError(f"ignore_eos={ignore_eos!r} must be true or false.", param="ignore_eos")
     stop_raw = body.get("stop")
     stop: tuple[str, ...] = ()
     if stop_raw is not None:
@@ -329,6 +335,7 @@ def parse_chat_request(
         stop=stop,
         steering=_steering(body, vector_names, limits),
         model=model,
+        ignore_eos=ignore_eos,
     )
 
 
