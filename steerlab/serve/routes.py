@@ -289,8 +289,8 @@ class _Relay:
         self.scheduler, self.job, self.events, self.text = scheduler, job, events, text
         self.finish = "stop"
 
-    def cancel(self) -> None:
-        self.scheduler.cancel(self.job.id)
+    def cancel(self, completed: bool = False) -> None:
+        self.scheduler.cancel(self.job.id, completed=completed)
 
     async def pieces(self, watcher: "asyncio.Future | None" = None) -> AsyncIterator["str | None"]:
         """Text pieces as tokens arrive; ``None`` last if ``watcher`` (disconnect) fires."""
@@ -314,7 +314,7 @@ class _Relay:
                 if piece:
                     yield piece
                 if self.text.stopped:  # a stop sequence: no more tokens needed
-                    self.cancel()
+                    self.cancel(completed=True)
                     break
             if ev.done:
                 self.finish = "length" if ev.finish_reason == "length" else "stop"

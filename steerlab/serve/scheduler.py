@@ -78,6 +78,7 @@ class Scheduler:
         self._pending: deque[Job] = deque()  # waiting for a batch slot
         self._running: dict[str, Job] = {}  # in the decoder
         self._cancel: set[str] = set()
+        self._enough: set[str] = set()  # jobs ended early on purpose (a stop sequence)
         self._paused = 0
         self._stop = False
         self._thread: threading.Thread | None = None
@@ -108,10 +109,16 @@ class Scheduler:
             self._pending.append(job)
             self._cond.notify()
 
-    def cancel(self, job_id: str) -> None:
-        """Stop a queued or running job at the next step boundary (its last event follows)."""
+    def cancel(self, job_id: str, *, completed: bool = False) -> None:
+        """Stop a queued or running job at the next step boundary (its last event follows).
+
+        ``completed=True``: the job has what it needs (a stop sequence was reached); it
+        counts as completed, not cancelled.
+        """
         with self._cond:
             self._cancel.add(job_id)
+            if completed:
+                self._enough.add(job_id)
             self._cond.notify()
 
     @contextmanager
@@ -251,6 +258,7 @@ class Scheduler:
                 if job.timed_out and event.finish_reason == "cancelled":
                     self._time_out(job)
                     continue
-                key = "cancelled" if event.finish_reason == "cancelled" else "completed"
-                self.stats[key] += 1
+                early = event.finish_reason == "cancelled" and job.id not in self._enough
+                self._enough.discard(job.id)
+                self.stats["cancelled" if early else "completed"] += 1
                 job.send(event)

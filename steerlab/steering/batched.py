@@ -279,12 +279,18 @@ class BatchedDecoder:
 
 def _layers(cache: Any) -> list[Any]:
     layers = getattr(cache, "layers", None)
-    if layers is None or not all(hasattr(lay, "keys") and lay.keys.ndim == 4 for lay in layers):
+    if layers is None or not all(_full_attention(lay) for lay in layers):
         raise ConfigError(
             f"Continuous batching needs a DynamicCache of full-attention layers; this model "
             f"returned a {type(cache).__name__}. Use steerlab.generate() for this model."
         )
     return list(layers)
+
+
+def _full_attention(layer: Any) -> bool:
+    """A layer that keeps every position's keys and values (not a sliding window)."""
+    keys = getattr(layer, "keys", None)
+    return isinstance(keys, Tensor) and keys.ndim == 4 and not getattr(layer, "is_sliding", False)
 
 
 def _pad_left(t: Tensor, width: int) -> Tensor:
