@@ -24,6 +24,7 @@ import pandas as pd
 from steerlab.activations.norms import residual_norms
 from steerlab.analysis.cells import CellStore
 from steerlab.analysis.effects import effect_sizes
+from steerlab.analysis.executors import CellExecutor, SerialExecutor
 from steerlab.analysis.sweep_plan import SweepConfig, SweepPlan, plan_sweep
 from steerlab.data.convert import as_pairs
 from steerlab.errors import ConfigError
@@ -233,6 +234,7 @@ def sweep(
     config: SweepConfig | None = None,
     *,
     on_cell: Callable[[dict[str, Any]], None] | None = None,
+    executor: "CellExecutor | None" = None,
 ) -> SweepResult:
     """Fit each method at each layer and evaluate it across ``multipliers``.
 
@@ -245,6 +247,9 @@ def sweep(
         config: sizes, metrics, BiPO settings, ``out_dir`` for resumable results.
         on_cell: called after each cell with ``{method, layer, seconds, skipped,
             effects}`` (the CLI prints it).
+        executor: where the cells run (:mod:`steerlab.analysis.executors`): in this
+            process (default) or as Ray tasks (``RayExecutor``), with the same results
+            and the same resumable cell store.
     """
     cfg = config or SweepConfig()
     plan = plan_sweep(model, data, methods, layers, multipliers, cfg)
@@ -259,8 +264,13 @@ def sweep(
     frames: list[pd.DataFrame] = []
     training: list[pd.DataFrame] = []
     seconds: dict[str, float] = {}
-    for method, layer in progress_bar(plan.cells(), desc="sweep", enabled=cfg.progress):
-        cell = run_cell(model, plan, store, vectors, baseline, norms, method, layer)
+    cells = plan.cells()
+    calls = [(plan, store, {k: v for k, v in vectors.items() if k == (m, x)}, baseline, norms,
+              m, x) for m, x in cells]  # fmt: skip
+    runs = (executor or SerialExecutor()).map(model, run_cell, calls)
+    for (method, layer), cell in progress_bar(
+        zip(cells, runs), desc="sweep", enabled=cfg.progress, total=len(cells)
+    ):
         if cell.vector is not None:
             vectors[(method, layer)] = cell.vector
         if cell.training is not None:
@@ -290,6 +300,7 @@ def sweep(
         "compute_seconds": fit_seconds + sum(seconds.values()),
         "seconds": time.perf_counter() - t_start,
         "out_dir": str(store.root) if store.root else None,
+        "executor": getattr(executor, "name", "serial"),
         "versions": versions(),
     }
     result = SweepResult(frame=frame, vectors=dict(vectors), training=train_frame, config=cfg,

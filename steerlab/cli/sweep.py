@@ -29,11 +29,19 @@ def _sweep_command(
         "inline",
         help="'inline' (self-contained report) or 'cdn' (small).",
     ),
+    executor: Literal["serial", "ray"] = typer.Option(
+        "serial", help="Where the cells run: 'serial' (this process) or 'ray' (Ray workers)."
+    ),
+    ray_address: str | None = typer.Option(
+        None, help="Ray cluster to use with --executor ray (default: start a local one)."
+    ),
+    ray_workers: int = typer.Option(2, help="Ray workers (model copies) with --executor ray."),
     **kwargs: Any,
 ) -> None:
     """Layer-by-layer sweep: fit each method at each layer, evaluate judge-free metrics,
     write OUT/report.html, results.csv, effects.csv and per-cell files (reruns resume)."""
     from steerlab.analysis import SweepConfig, sweep
+    from steerlab.analysis.executors import make_executor
     from steerlab.data import load_pairs
     from steerlab.reports import report
     from steerlab.vectors.fitting import METHODS
@@ -44,6 +52,7 @@ def _sweep_command(
         given["metrics"] = tuple(_common.parse_names(str(given["metrics"])))
     cfg = SweepConfig(**given, out_dir=str(out), progress=False)
     mults = _common.parse_multipliers(multipliers)
+    ex = make_executor(executor, address=ray_address, num_workers=ray_workers)
     method_list = _common.parse_names(methods)
     if not method_list:
         raise typer.BadParameter(f"No methods in {methods!r}; write e.g. --methods caa,pca.")
@@ -67,7 +76,8 @@ def _sweep_command(
             f"[{done[0]}/{n_cells}] {cell['method']:>8} L{cell['layer']:<3} slope: {slopes} {tag}"
         )
 
-    result = sweep(m, data, method_list, layer_list, mults, cfg, on_cell=on_cell)
+    with ex:  # Ray (when asked for) starts here, its workers load the model once each
+        result = sweep(m, data, method_list, layer_list, mults, cfg, on_cell=on_cell, executor=ex)
     path = report(result).save(out / "report.html", plotlyjs=plotlyjs)  # type: ignore[arg-type]
     for key in cfg.metrics:
         best = result.best(key)
