@@ -265,6 +265,53 @@ def build_tiny_checkpoint(
     return out
 
 
+def random_model(
+    arch: str = "llama",
+    *,
+    device: "str | torch.device" = "cpu",
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+    tokenizer: Any = None,
+    **shape: Any,
+) -> Any:
+    """A random-init ``arch`` built in memory, directly on ``device`` in ``dtype`` (no
+    checkpoint, no download), as a :class:`~steerlab.models.model.SteerlabModel`: for
+    benchmarks of real-model shapes (``benchmarks/gpu_check.py`` builds a 7B-shaped
+    Llama this way). ``shape`` as in :func:`build_tiny_checkpoint`."""
+    import time
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from steerlab.models.chat import DEFAULT_SYSTEM_PROMPT
+    from steerlab.models.embedded import ensure_embedded_cache
+    from steerlab.models.loading import _wrap
+    from steerlab.models.model import ModelSpec
+
+    t0 = time.perf_counter()
+    spec = None
+    if tokenizer is None:
+        tokenizer = AutoTokenizer.from_pretrained(str(ensure_embedded_cache()))
+        kwargs = {"arch": arch, "device": str(device), "dtype": dtype, "seed": seed, **shape}
+        spec = ModelSpec("steerlab.models.architectures:random_model", kwargs)
+    cfg = tiny_config(arch, tokenizer, **shape)
+    state = torch.random.get_rng_state()
+    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    torch.manual_seed(seed)
+    try:
+        with torch.device(device):
+            hf = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
+    finally:
+        torch.random.set_rng_state(state)
+        if cuda_states is not None:
+            torch.cuda.set_rng_state_all(cuda_states)
+    n_layers, d_model = shape.get("n_layers", 2), shape.get("d_model", 64)
+    model_id = f"random-{arch}-{n_layers}x{d_model}-seed{seed}"
+    model = _wrap(hf, tokenizer, model_id, model_id, torch.device(device), DEFAULT_SYSTEM_PROMPT,
+                  "random", t0)  # fmt: skip
+    model.spec = spec
+    return model
+
+
 __all__ = [
     "TINY_ARCHITECTURES",
     "TinyArchitecture",
@@ -274,6 +321,7 @@ __all__ = [
     "memory_estimate",
     "parameter_count",
     "print_memory_estimate",
+    "random_model",
     "supported_architectures",
     "tiny_config",
 ]

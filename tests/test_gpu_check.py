@@ -1,0 +1,31 @@
+"""benchmarks/gpu_check.py in --tiny mode: the same code as on a GPU, on the CPU."""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_check_runs_in_tiny_mode(tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        "steerlab_bench_gpu_check", ROOT / "benchmarks" / "gpu_check.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out_path = tmp_path / "gpu_check.json"
+    out = mod.main(["--tiny", "--n-pairs", "8", "--out", str(out_path)])
+    assert json.loads(out_path.read_text()) == json.loads(json.dumps(out))
+    assert out["mode"] == "tiny" and out["device"] == "cpu" and out["parameters"] > 0
+    fast, plain = out["bipo"]["fast"], out["bipo"]["plain"]
+    assert fast["engine"] == "fast" and fast["steps"] == 2 and fast["step_seconds"] > 0
+    assert fast["first_loss"] == math.log(2)
+    assert fast["extrapolated_20_epochs_seconds"] > fast["epoch_seconds"]
+    assert plain["steps"] == 2 and plain["step_seconds"] > 0
+    gen = out["generation"]
+    assert gen["unsteered"]["tokens_per_s"] > 0 and gen["steered"]["tokens_per_s"] > 0
+    batched = out["batched"]
+    assert "skipped" in batched or batched["per_row_steered"]["tokens_per_s"] > 0
+    assert mod.SHAPE_7B["d_model"] == 4096 and mod.SHAPE_7B["n_layers"] == 32
+    assert len(mod.synthetic_pairs(642)) == 642
