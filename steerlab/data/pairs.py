@@ -313,7 +313,8 @@ class BehaviorData:
         """The first ``n_train`` train pairs, the first ``n_test`` test pairs and A/B items
         (``test_ab``, else the test pairs turned into A/B items with ``pairs_to_ab(seed)``);
         None: all of them. ``n_judge`` > 0 sets the *last* ``n_judge`` train pairs aside
-        as ``judge`` (to fit a classifier judge on), disjoint from ``train``."""
+        as ``judge`` (to fit a classifier judge on), disjoint from ``train``: a judge pair
+        identical to a vector-training pair (the BiPO CSVs repeat some rows) is dropped."""
         pool = self.train
         if n_judge:
             if n_judge < 0 or n_judge + (n_train or 1) > len(pool):
@@ -325,6 +326,9 @@ class BehaviorData:
             pool = pool[: len(pool) - n_judge]
         train = pool.head(n_train) if n_train else pool
         judge = self.train[len(self.train) - n_judge :] if n_judge else self.train[:0]
+        if n_judge:
+            used = set(train.pairs)
+            judge = dataclasses.replace(judge, pairs=tuple(p for p in judge if p not in used))
         test = self.test.head(n_test) if n_test else self.test
         if self.test_ab is None:
             ab = pairs_to_ab(test, seed)

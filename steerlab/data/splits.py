@@ -23,7 +23,8 @@ def split_items(
     n_judge: int = 0,
 ) -> HeldOutSplit:
     """A seeded split of pairs or A/B items: ``n_test`` (default and at most half) held
-    out, ``n_judge`` set aside to fit a judge on, ``n_train`` (default the rest) to fit
+    out, ``n_judge`` set aside to fit a judge on (minus items identical to a training
+    item), ``n_train`` (default the rest) to fit
     on. Held-out A/B items are the items themselves, or the held-out pairs turned into
     A/B items with ``pairs_to_ab(seed)``."""
     items = list(items)
@@ -46,6 +47,7 @@ def split_items(
     test = as_pairs(test_items)
     ab = test_items if hasattr(test_items[0], "choices") else list(pairs_to_ab(test, seed))
     judge = [items[i] for i in rest[len(rest) - n_judge :]] if n_judge else []
+    judge = [j for j in judge if j not in train]  # repeated rows stay on the vector's side
     return HeldOutSplit(name, train, test, ab, judge)
 
 
