@@ -405,3 +405,19 @@ def test_fingerprint_covers_weights_features_gate_and_behavior(fitted, tmp_path)
     saved = json.loads((tmp_path / "j.json").read_text())
     assert saved["output"] == "P(matching), rescaled to 1-4: score = 1 + 3 * P(matching)"
     assert saved["weights_sha"] == fp["weights_sha"] and saved["gate"] is None
+
+
+def test_sweep_plan_sets_a_disjoint_judge_part_aside_and_records_it(tiny_model):
+    import steerlab as sl
+    from steerlab.analysis.sweep_plan import SweepConfig, plan_sweep
+
+    data = sl.load_pairs("wealth-seeking")
+    plan = plan_sweep(tiny_model, data, ["caa"], [1], [0.0, 1.0], SweepConfig(n_train=40, n_test=8, n_judge=100, progress=False))  # fmt: skip
+    assert len(plan.data.train) == 40 and 0 < len(plan.data.judge) <= 100
+    assert not set(plan.data.train) & set(plan.data.judge)
+    fp = plan.fingerprint(tiny_model)
+    assert fp["n_judge"] == 100 and "judge" in fp["data"]
+    plain = plan_sweep(tiny_model, data, ["caa"], [1], [0.0, 1.0], SweepConfig(n_train=40, n_test=8, progress=False))  # fmt: skip
+    assert "n_judge" not in plain.fingerprint(tiny_model)  # old sweeps still resume
+    with pytest.raises(ConfigError, match="n_judge=-1"):
+        SweepConfig(n_judge=-1)

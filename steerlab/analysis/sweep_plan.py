@@ -28,6 +28,8 @@ class SweepConfig:
 
     n_train: training pairs per cell (the first N of the train split; None: all).
     n_test: held-out pairs and A/B items to evaluate on (None: all).
+    n_judge: train pairs set aside (the last ones, disjoint from the fitted ones) to fit
+        a classifier judge on, recorded in the sweep's info; 0: none.
     metrics: judge-free metrics to compute (keys of
         :data:`~steerlab.evaluation.metrics.METRICS`: 'margin', 'ab', 'margin_fast': the
         margin numbers, about 2x cheaper).
@@ -48,6 +50,7 @@ class SweepConfig:
 
     n_train: int | None = 64
     n_test: int | None = 32
+    n_judge: int = 0
     metrics: tuple[str, ...] = ("margin", "ab")
     bipo_epochs: int = 2
     bipo_lr: float = 2e-2
@@ -65,6 +68,8 @@ class SweepConfig:
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise ConfigError(f"SweepConfig.{name}={v!r}: use a positive int or None (all).")
+        if isinstance(self.n_judge, bool) or not isinstance(self.n_judge, int) or self.n_judge < 0:
+            raise ConfigError(f"SweepConfig.n_judge={self.n_judge!r}: use an int >= 0.")
         metrics = (self.metrics,) if isinstance(self.metrics, str) else tuple(self.metrics)
         object.__setattr__(self, "metrics", metrics)
         if not metrics:
@@ -155,6 +160,8 @@ class SweepPlan:
         }
         if cfg.rescale is not None:
             out["rescale"] = cfg.rescale
+        if cfg.n_judge:
+            out["n_judge"] = cfg.n_judge
         return out
 
 
@@ -177,7 +184,7 @@ def plan_sweep(
     if not layer_list:
         raise ConfigError("layers= is empty; give at least one layer, e.g. layers=[8, 12, 14].")
     mults = check_multipliers(multipliers)
-    split = held_out(data, config.n_train, config.n_test, config.seed)
+    split = held_out(data, config.n_train, config.n_test, config.seed, config.n_judge)
     return SweepPlan(method_list, layer_list, mults, split, config)
 
 

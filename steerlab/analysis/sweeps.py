@@ -293,6 +293,13 @@ def sweep(
         "n_train": len(split.train),
         "n_test": len(split.test),
         "n_test_ab": len(split.test_ab),
+        "n_judge": len(split.judge),
+        "split": {
+            "vector_train": "first n_train train pairs",
+            "test": "test split",
+            "judge_train": "last n_judge train pairs (disjoint)",
+            **split.sizes(),
+        },
         "data_hashes": split.hashes(),
         "residual_norms": norms,
         "fit_seconds": fit_seconds,

@@ -153,9 +153,12 @@ def run_pipeline(
         layer = model.site(cfg.layer).layer
         with stage("load data"):
             data = load_pairs(cfg.behavior, seed=cfg.seed)
-            split = data.split(cfg.n_train, cfg.n_test, cfg.seed)
+            # vector-train (first n_train) / judge-train (last judge_train) / test: disjoint
+            n_judge = cfg.judge_train if cfg.open_ended > 0 else 0
+            split = data.split(cfg.n_train, cfg.n_test, cfg.seed, n_judge=n_judge)
             train, test, ab = split.train, split.test, split.test_ab
-            val = data.train[cfg.n_train : cfg.n_train + min(8, cfg.n_test)]
+            val_end = min(cfg.n_train + min(8, cfg.n_test), len(data.train) - n_judge)
+            val = data.train[cfg.n_train : val_end]
             questions = list(data.open_ended[: cfg.open_ended])
         vectors: dict[str, SteeringVector] = {}
         shared = [m for m in cfg.methods if not METHODS.get(m).trains]
@@ -197,13 +200,19 @@ def run_pipeline(
             from steerlab.evaluation.open_ended import run_open_ended, summarize_open_ended
 
             with stage("fit classifier judge"):
-                jtrain = data.train.head(cfg.judge_train)
+                jtrain = split.judge  # disjoint from the vectors' pairs (fit() checks it)
                 judge = ClassifierJudge.fit([p.matching for p in jtrain],
                                             [p.not_matching for p in jtrain],
-                                            seed=cfg.seed, behavior=cfg.behavior)  # fmt: skip
+                                            questions=[p.question for p in jtrain],
+                                            vector_train=train, seed=cfg.seed,
+                                            behavior=cfg.behavior)  # fmt: skip
                 judge.save(out / "judge.json")
                 judge_info = {"heldout_accuracy": judge.heldout_accuracy, "n_train": judge.n_train,
-                              "n_test": judge.n_test, "embedder": judge.embedder_name}  # fmt: skip
+                              "n_test": judge.n_test, "embedder": judge.embedder_name,
+                              "output": judge.output, "features": judge.features,
+                              "n_judge_pairs": len(jtrain), "judge_pairs_hash": jtrain.content_hash,
+                              "disjoint_from": "the vectors' training pairs (the first n_train)",
+                              "gate": judge.gate.to_dict() if judge.gate else None}  # fmt: skip
             with stage(f"open-ended answers ({len(questions)} questions) + judge"):
                 for name in ("open_ended.jsonl", "open_ended.scores.jsonl"):
                     (out / name).unlink(missing_ok=True)
@@ -233,6 +242,7 @@ def run_pipeline(
                      "train_hash": train.content_hash, "test_hash": test.content_hash,
                      "test_ab_hash": ab.content_hash, "n_train": len(train),
                      "n_test": len(test), "n_test_ab": len(ab), "n_val": len(val),
+                     "n_judge": len(split.judge), "split": split.hashes(),
                      "open_ended_questions": questions},
             "seed": cfg.seed,
             "layer": layer,
@@ -304,9 +314,10 @@ def _findings(result: RunResult) -> str:
         lines.append(f"- {names.get(str(ev), ev)} at x{lo:g} / 0 / x{hi:g}: " + "; ".join(parts))
     if result.judge:
         lines.append(
-            f"- Classifier judge ({result.judge.get('embedder')} + logistic regression): "
-            f"held-out accuracy {result.judge['heldout_accuracy']:.2f} on "
-            f"{result.judge['n_test']} texts of the behavior's train pairs."
+            f"- Classifier judge ({result.judge.get('embedder')} + logistic regression; score = "
+            f"{result.judge.get('output', 'P(matching), rescaled to 1-4')}): held-out "
+            f"accuracy {result.judge['heldout_accuracy']:.2f} on {result.judge['n_test']} "
+            "texts of judge pairs disjoint from the vectors' training pairs."
         )
     lines.append(f"- Total time {result.timings.get('total', 0):.0f} s.")
     return "\n".join(lines)
@@ -340,10 +351,17 @@ def build_report(result: RunResult, title: str | None = None) -> Any:
                       caption="slope: least-squares slope over the multipliers; delta: value at "
                       "the largest minus the smallest multiplier.")  # fmt: skip
     if not result.generations.empty:
-        rep.add_heading("Open-ended answers (offline classifier judge)")
-        rep.add_figure(vf.multiplier_curves(res[res["evaluation"] == "judge"], "judge_score"),
+        rep.add_heading("Open-ended answers (classifier judge: P(matching), rescaled to 1-4)")
+        jres = res[res["evaluation"] == "judge"]
+        rep.add_figure(vf.multiplier_curves(jres, "judge_score"),
                        caption="score = 1 + 3 P(matching) from an embedding + logistic-regression "
-                       "classifier (a cheap stand-in for the paper's GPT-4 judge).")  # fmt: skip
+                       "classifier (a cheap stand-in for the paper's GPT-4 judge); 2.5 means "
+                       "'cannot tell', not 'neutral'. Degenerate answers are unparseable.")  # fmt: skip
+        rates = jres.pivot_table(index=["method", "multiplier"], columns="metric", values="value")
+        rep.add_table(rates.reset_index(), title="Judge score with unparseable and incoherent shares",
+                      caption="judge_score: mean over scored answers; unparseable_rate: answers "
+                      "the judge's coherence gate refused; incoherent_rate: answers implausible "
+                      "to the unsteered model or repetitive.")  # fmt: skip
         g = result.generations
         sample = g[g["question"] == g["question"].iloc[0]]
         cols = [c for c in ("method", "multiplier", "score", "completion") if c in sample]
