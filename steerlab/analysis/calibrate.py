@@ -55,7 +55,8 @@ class CalibrateConfig:
     strengths: strengths swept (relative to the typical residual norm; 0 is added).
     kl_cap: damage cap in nats/token of KL on the neutral text (the choice respects it).
     kl_levels: KL levels of the matched-damage comparison on the test split.
-    n_train: training pairs to fit on (None: all left after the validation split).
+    n_train: training pairs to fit on (None: all left after the validation split; BiPO's
+        cost grows with it, once per layer).
     n_val: validation pairs carved from the training split (seeded).
     n_test: test pairs the report is computed on (first n of the test split).
     n_neutral: neutral texts for the KL (None: all 54; fewer is faster).
@@ -74,14 +75,14 @@ class CalibrateConfig:
     strengths: tuple[float, ...] = (0.0, 0.025, 0.05, 0.1, 0.2, 0.4)
     kl_cap: float = 0.2
     kl_levels: tuple[float, ...] = DEFAULT_KL_LEVELS
-    n_train: int | None = None
+    n_train: int | None = 64
     n_val: int = 32
     n_test: int = 100
-    n_neutral: int | None = 24
+    n_neutral: int | None = 16
     seed: int = 0
     n_boot: int = 2000
     batch_size: int = 8
-    bipo_epochs: int = 3
+    bipo_epochs: int = 2
     bipo_lr: float = 2e-2
     bipo_batch_size: int = 4
     bipo_warmup_steps: int = 4
