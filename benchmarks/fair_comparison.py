@@ -1,0 +1,350 @@
+"""Fair comparison of steering methods: matched damage and matched norm, with CIs.
+
+For each persona, seed, method and layer, a vector is fitted on the same training pairs
+(every method gets identical pairs), rescaled to norm units (multiplier = strength =
+|k v| / mean ||h|| at the site) and swept over strengths. Per item: the held-out
+likelihood margin and both answers' log-probabilities (in-distribution test pairs and,
+where the persona has one, the Anthropic human-written items of the same behavior: out of
+distribution); per condition: KL(steered || unsteered) per token on steerlab's neutral
+text set. Seeds vary the training subset (and BiPO's batches); items of all seeds are
+pooled for the bootstrap (an item = one test pair under one seed's vector).
+
+Outputs (``--out``): ``cells/<persona>_s<seed>.*`` (resumable raw results),
+``fair_comparison.json`` (all tables) and ``fair_comparison.md`` (the summary the README
+quotes). Reported per (persona, method, layer): the effect ``margin(s) - margin(0)`` at
+matched KL (0.05 / 0.2 / 0.5 nats/token) and at matched strength, each with a paired
+95% bootstrap CI, the share of anti-steerable items (slope < 0), whether the mean curve is
+monotonic, and the changes of log p(matching) and log p(not matching) at KL 0.2 (a margin
+won by breaking both answers shows as two falls).
+
+    python benchmarks/fair_comparison.py                     # the full grid (hours on 2 cores)
+    python benchmarks/fair_comparison.py --personas power-seeking --seeds 0 --layers 14
+"""
+
+import argparse
+import json
+import math
+import platform
+import random
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import _env  # noqa: F401  (offline HF, data root, sys.path)
+import numpy as np
+import pandas as pd
+
+PERSONAS = ("power-seeking", "wealth-seeking", "corrigible-less-HHH", "survival-instinct")
+#: the Anthropic human-written advanced-ai-risk file of the same behavior (out of
+#: distribution for BiPO's model-written pairs); None where the persona's own data *is*
+#: that file.
+OOD_FILES = {
+    "power-seeking": "power-seeking-inclination",
+    "wealth-seeking": "wealth-seeking-inclination",
+    "corrigible-less-HHH": None,
+    "survival-instinct": None,
+}
+KL_LEVELS = (0.05, 0.2, 0.5)
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--personas", default=",".join(PERSONAS))
+    p.add_argument("--methods", default="caa,freeform,pca,bipo")
+    p.add_argument("--layers", default="8,12,14,18,22")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--strengths", default="0,0.025,0.05,0.1,0.2,0.4")
+    p.add_argument("--n-train", type=int, default=64, help="training pairs, every method")
+    p.add_argument("--n-val", type=int, default=16, help="BiPO best-epoch validation pairs")
+    p.add_argument("--n-test", type=int, default=100)
+    p.add_argument("--n-ood", type=int, default=100)
+    p.add_argument("--n-neutral", type=int, default=24)
+    p.add_argument("--bipo-epochs", type=int, default=2)
+    p.add_argument("--bipo-lr", type=float, default=2e-2)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--n-boot", type=int, default=2000)
+    p.add_argument("--out", default="benchmarks/results/fair_comparison")
+    p.add_argument("--report-only", action="store_true", help="aggregate the cells on disk")
+    return p.parse_args()
+
+
+def csv_floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
+
+
+def splits(persona: str, seed: int, args: argparse.Namespace) -> tuple[list, list, list]:
+    """(fit, val, test) pairs for one seed. BiPO personas keep BiPO's fixed test split and
+    draw the training subset by seed; Anthropic personas pool their items and draw all
+    three by seed (their fixed test split has fewer than 100 items)."""
+    import steerlab as sl
+
+    data = sl.load_pairs(persona)
+    rng = random.Random(seed)
+    if OOD_FILES[persona] is not None:
+        pool = list(data.train)
+        rng.shuffle(pool)
+        test = list(data.test)[: args.n_test]
+    else:
+        pool = list(data.train) + list(data.test)
+        rng.shuffle(pool)
+        test, pool = pool[: args.n_test], pool[args.n_test :]
+    fit, val = pool[: args.n_train], pool[args.n_train : args.n_train + args.n_val]
+    if len(fit) < args.n_train or len(test) < args.n_test:
+        raise SystemExit(f"{persona}: not enough pairs for n_train/n_test")
+    return fit, val, test
+
+
+def ood_pairs(persona: str, n: int) -> list:
+    from steerlab.data import find_data_file, load_anthropic_jsonl
+
+    name = OOD_FILES[persona]
+    if name is None:
+        return []
+    path = find_data_file(f"anthropic-evals/advanced-ai-risk/human_generated_evals/{name}.jsonl")
+    ab = load_anthropic_jsonl(path, name=name, skip={"multi-choice", "duplicate", "empty"})
+    return list(ab.to_pairs())[:n]
+
+
+def run_cell(model: Any, persona: str, seed: int, args: argparse.Namespace, cells: Path) -> None:
+    """Fit every (method, layer), sweep strengths, save the per-item frames and the KL."""
+    from steerlab.activations.norms import typical_norms
+    from steerlab.analysis.calibrate import CalibrateConfig
+    from steerlab.analysis.calibrate_run import fit_all
+    from steerlab.data.neutral import load_neutral_set
+    from steerlab.evaluation.damage import kl_damage, logprob_changes
+    from steerlab.evaluation.likelihood_fast import likelihood_margin_fast
+    from steerlab.steering.strength import in_norm_units, vector_norms
+
+    stem = cells / f"{persona}_s{seed}"
+    if (stem.with_suffix(".done")).exists():
+        print(f"[{persona} seed {seed}] on disk", flush=True)
+        return
+    t0 = time.perf_counter()
+    layers = [int(x) for x in args.layers.split(",")]
+    strengths = csv_floats(args.strengths)
+    cfg = CalibrateConfig(
+        methods=tuple(args.methods.split(",")),
+        layers=tuple(layers),
+        strengths=tuple(strengths),
+        seed=seed,
+        batch_size=args.batch_size,
+        bipo_epochs=args.bipo_epochs,
+        bipo_lr=args.bipo_lr,
+        n_val=args.n_val,
+    )
+    fit, val, test = splits(persona, seed, args)
+
+    def stage(text: str) -> None:
+        print(f"[{persona} seed {seed} {time.perf_counter() - t0:6.0f}s] {text}", flush=True)
+
+    vectors, training, seconds = fit_all(model, persona, cfg, layers, fit, val, stage)
+    typical_norms(model, model.sites(layers), batch_size=args.batch_size)
+    units = [in_norm_units(v, vector_norms(model, v)) for v in vectors.values()]
+    norms = pd.DataFrame(
+        [
+            {
+                "method": m,
+                "layer": L,
+                "norm": next(iter(v.norms().values())),
+                "typical": next(iter(vector_norms(model, v).values())),
+            }
+            for (m, L), v in vectors.items()
+        ]
+    )
+    frames = {}
+    for name, pairs in (("test", test), ("ood", ood_pairs(persona, args.n_ood))):
+        if not pairs:
+            continue
+        items = likelihood_margin_fast(
+            model, pairs, units, strengths, batch_size=args.batch_size, progress=False,
+            per_item=True,
+        )  # fmt: skip
+        frames[name] = logprob_changes(items).rename(columns={"multiplier": "strength"})
+        stage(f"{name} margins: {len(pairs)} pairs x {len(units)} vectors x {len(strengths)}")
+    kl = kl_damage(
+        model, units, strengths, neutral=load_neutral_set(n=args.n_neutral),
+        batch_size=args.batch_size,
+    ).rename(columns={"multiplier": "strength"})  # fmt: skip
+    stage("KL on neutral text")
+    for name, frame in frames.items():
+        frame.assign(seed=seed).to_csv(stem.with_suffix(f".{name}.csv.gz"), index=False)
+    kl.assign(seed=seed).to_csv(stem.with_suffix(".kl.csv"), index=False)
+    norms.assign(seed=seed).to_csv(stem.with_suffix(".norms.csv"), index=False)
+    if not training.empty:
+        training.assign(seed=seed).to_csv(stem.with_suffix(".training.csv"), index=False)
+    seconds["total"] = time.perf_counter() - t0
+    stem.with_suffix(".done").write_text(json.dumps(seconds))
+    stage("saved")
+
+
+def _read(cells: Path, pattern: str) -> pd.DataFrame:
+    files = sorted(cells.glob(pattern))
+    return (
+        pd.concat([pd.read_csv(f) for f in files], ignore_index=True) if files else pd.DataFrame()
+    )
+
+
+def _pooled(items: pd.DataFrame) -> pd.DataFrame:
+    """One vector label per (method, layer) across seeds; items of all seeds pooled."""
+    out = items.copy()
+    out["vector"] = out["method"] + " L" + out["layer"].astype(int).astype(str)
+    out["item"] = out["seed"].astype(str) + ":" + out["item"].astype(str)
+    return out
+
+
+def aggregate(args: argparse.Namespace, cells: Path) -> dict[str, Any]:
+    from steerlab.analysis.reliability import matched_kl, matched_strength, reliability
+
+    strengths = [s for s in csv_floats(args.strengths) if s > 0]
+    tables: dict[str, Any] = {}
+    for persona in args.personas.split(","):
+        kl = _read(cells, f"{persona}_s*.kl.csv")
+        if kl.empty:
+            continue
+        kl = _pooled(kl.assign(item=0))
+        seeds = sorted(set(kl["seed"]))
+        per: dict[str, Any] = {"seeds": seeds}
+        for split in ("test", "ood"):
+            raw = _read(cells, f"{persona}_s*.{split}.csv.gz")
+            if raw.empty:
+                continue
+            items = _pooled(raw)
+            common = dict(n_boot=args.n_boot, seed=0)
+            mk = matched_kl(items, kl, KL_LEVELS, y="margin", **common)
+            for y in ("d_logp_matching", "d_logp_not_matching"):
+                extra = matched_kl(items, kl, (0.2,), y=y, **common)
+                mk = mk.merge(
+                    extra[["vector", "target", "effect", "effect_low", "effect_high"]].rename(
+                        columns={c: f"{y}_{c}" for c in ("effect", "effect_low", "effect_high")}
+                    ),
+                    on=["vector", "target"], how="left",
+                )  # fmt: skip
+            per[split] = {
+                "matched_kl": mk,
+                "matched_strength": matched_strength(items, strengths, y="margin", **common),
+                "reliability": reliability(items, y="margin", **common),
+                "n_items": int(items.groupby("vector")["item"].nunique().min()),
+            }
+        norms = _read(cells, f"{persona}_s*.norms.csv")
+        per["norms"] = norms.groupby(["method", "layer"])[["norm", "typical"]].mean().reset_index()
+        tables[persona] = per
+    return tables
+
+
+def _fmt(x: float, lo: float, hi: float) -> str:
+    if any(map(math.isnan, (x, lo, hi))):
+        return "n/r"
+    return f"{x:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+
+
+def markdown(tables: dict[str, Any], args: argparse.Namespace, meta: dict[str, Any]) -> str:
+    lines = [
+        "# Fair comparison of steering methods (embedded SmolLM2-135M-Instruct)",
+        "",
+        f"Command: `{meta['command']}`  ",
+        f"Machine: {meta['machine']}; total {meta['seconds'] / 60:.0f} min.  ",
+        "Effect = held-out likelihood margin at strength s minus at 0 (nats), mean over "
+        "items pooled across seeds, paired 95% bootstrap CI. `n/r`: the strength sweep "
+        "never reached that KL (no extrapolation). anti = share of items whose margin falls "
+        "as strength grows (least-squares slope < 0). Strength = |k v| / mean ||h|| at the "
+        "layer (the typical residual norm on the neutral text set).",
+        "",
+    ]
+    for persona, per in tables.items():
+        for split, title in (("test", "in distribution"), ("ood", "out of distribution")):
+            if split not in per:
+                continue
+            t = per[split]
+            mk, rel = t["matched_kl"], t["reliability"].set_index("vector")
+            ms = t["matched_strength"]
+            lines += [
+                f"## {persona}, {title} (n = {t['n_items']} items = test pairs x "
+                f"{len(per['seeds'])} seeds)",
+                "",
+                "| method | layer | effect @ KL 0.05 | @ KL 0.2 | @ KL 0.5 | effect @ strength 0.1 "
+                "| d log p(match) @ KL 0.2 | d log p(not) @ KL 0.2 | anti | shape |",
+                "|---|---|---|---|---|---|---|---|---|---|",
+            ]
+            for vec, g in mk.groupby("vector", sort=False):
+                g = g.set_index("target")
+                cells = [
+                    _fmt(*g.loc[lv, ["effect", "effect_low", "effect_high"]]) for lv in KL_LEVELS
+                ]
+                s01 = ms[(ms["vector"] == vec) & (np.isclose(ms["target"], 0.1))]
+                at01 = (
+                    _fmt(*s01[["effect", "effect_low", "effect_high"]].iloc[0]) if len(s01) else "-"
+                )
+                row2 = g.loc[0.2]
+                dm = _fmt(
+                    *[row2[f"d_logp_matching_{c}"] for c in ("effect", "effect_low", "effect_high")]
+                )
+                dn = _fmt(
+                    *[
+                        row2[f"d_logp_not_matching_{c}"]
+                        for c in ("effect", "effect_low", "effect_high")
+                    ]
+                )
+                r = rel.loc[vec]
+                anti = f"{r['anti_share']:.2f} [{r['anti_low']:.2f}, {r['anti_high']:.2f}]"
+                method, layer = str(vec).rsplit(" L", 1)
+                lines.append(
+                    f"| {method} | {layer} | {' | '.join(cells)} | {at01} | {dm} | {dn} | {anti} "
+                    f"| {r['shape']} |"
+                )
+            lines.append("")
+    return "\n".join(lines)
+
+
+def to_jsonable(tables: dict[str, Any]) -> dict[str, Any]:
+    def conv(v: Any) -> Any:
+        if isinstance(v, pd.DataFrame):
+            return json.loads(v.to_json(orient="records"))
+        if isinstance(v, dict):
+            return {k: conv(x) for k, x in v.items()}
+        return v
+
+    return conv(tables)
+
+
+def main() -> None:
+    args = parse_args()
+    out = Path(args.out)
+    cells = out / "cells"
+    cells.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    if not args.report_only:
+        import torch
+
+        import steerlab as sl
+
+        torch.manual_seed(0)
+        model = sl.load_model()
+        for persona in args.personas.split(","):
+            for seed in (int(s) for s in args.seeds.split(",")):
+                run_cell(model, persona, seed, args, cells)
+    done = [json.loads(p.read_text()) for p in cells.glob("*.done")]
+    uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    meta = {
+        "command": "python benchmarks/fair_comparison.py "
+        + " ".join(
+            f"--{k.replace('_', '-')} {v}"
+            for k, v in vars(args).items()
+            if k not in ("report_only", "out") and v is not None
+        ),
+        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, CPU; uptime at "
+        f"the end: {uptime}",
+        "seconds": sum(d.get("total", 0.0) for d in done) or (time.perf_counter() - t0),
+        "cells": len(done),
+        "args": vars(args),
+    }
+    tables = aggregate(args, cells)
+    (out / "fair_comparison.json").write_text(
+        json.dumps({"meta": meta, "tables": to_jsonable(tables)}, indent=1, default=str)
+    )
+    (out / "fair_comparison.md").write_text(markdown(tables, args, meta))
+    print(f"wrote {out / 'fair_comparison.md'}")
+
+
+if __name__ == "__main__":
+    main()
