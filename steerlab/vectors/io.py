@@ -66,7 +66,7 @@ def load_vector(path: "str | Path", device: "str | torch.device" = "cpu") -> Ste
         )
     try:
         meta = json.loads(raw_meta)
-        version = meta["format"]
+        version = meta.get("format", _FORMAT)  # no version written: read it as this one
         prov = Provenance.from_dict(meta["provenance"])
     except (ValueError, KeyError, TypeError) as exc:
         raise VectorFileError(f"{str(path)!r} has corrupt steerlab metadata: {exc}.") from exc
