@@ -36,9 +36,8 @@ def mmlu_cmd(
     out: Path = typer.Option(Path("results/mmlu.csv"), help="Summary CSV (+ .items.jsonl)."),
     force_other_model: bool = FORCE_OTHER,
 ) -> None:
-    """MMLU (CAA's two-choice set) accuracy under steering."""
-    from steerlab.evaluation.benchmarks.mmlu import MMLU_METRICS, mmlu_accuracy
-    from steerlab.evaluation.multipliers import summarize
+    """MMLU, CAA's two-choice set (chance 0.5): accuracy with n and a 95% CI under steering."""
+    from steerlab.evaluation.benchmarks.mmlu import mmlu_accuracy, summarize_mmlu
 
     mults = _common.parse_multipliers(multipliers)
     _common.check_out_file(out)
@@ -53,7 +52,7 @@ def mmlu_cmd(
         batch_size=batch_size,
         per_item=True,
     )
-    _save(summarize(items, MMLU_METRICS), items, out)
+    _save(summarize_mmlu(items), items, out)
 
 
 def truthfulqa_cmd(
@@ -64,8 +63,11 @@ def truthfulqa_cmd(
         help="mc_task.json version: v1 (817) or 2025 (790).",
     ),
     split: Literal["all", "train", "validation", "test"] = typer.Option(
-        "all",
-        help="all / train / validation / test (v1).",
+        "test",
+        help="test (default: never trained on) / validation / train / all (2025: all).",
+    ),
+    allow_train_questions: bool = typer.Option(
+        False, help="Score a truthfulqa-trained vector on its own training questions (warns)."
     ),
     n: int | None = _common.count_option(None, help="Seeded subsample of N questions."),
     seed: int = typer.Option(0, help="Seed of the split / subsample."),
@@ -76,8 +78,7 @@ def truthfulqa_cmd(
     force_other_model: bool = FORCE_OTHER,
 ) -> None:
     """TruthfulQA MC1 / MC2 under steering."""
-    from steerlab.evaluation.benchmarks.truthfulqa import TRUTHFULQA_METRICS, truthfulqa_mc
-    from steerlab.evaluation.multipliers import summarize
+    from steerlab.evaluation.benchmarks.truthfulqa import summarize_truthfulqa, truthfulqa_mc
 
     mults = _common.parse_multipliers(multipliers)
     _common.check_out_file(out)
@@ -90,12 +91,13 @@ def truthfulqa_cmd(
         mults,
         version=version,
         split=split,
+        allow_train_questions=allow_train_questions,
         n=n,
         seed=seed,
         batch_size=batch_size,
         per_item=True,
     )
-    _save(summarize(items, TRUTHFULQA_METRICS), items, out)
+    _save(summarize_truthfulqa(items), items, out)
 
 
 def jailbreak_cmd(
@@ -122,13 +124,10 @@ def jailbreak_cmd(
     """Jailbreak attack success rate (refusal phrases; optionally a judge) under steering."""
     from steerlab.errors import unknown_name
     from steerlab.evaluation.benchmarks.jailbreak import (
-        ASR_METRICS,
         JAILBREAK_SOURCES,
-        JUDGE_METRICS,
-        direction_of,
         jailbreak_asr,
+        summarize_jailbreak,
     )
-    from steerlab.evaluation.multipliers import summarize
 
     if source not in JAILBREAK_SOURCES:
         raise unknown_name("jailbreak source", source, JAILBREAK_SOURCES)
@@ -162,10 +161,7 @@ def jailbreak_cmd(
         batch_size=batch_size,
         per_item=True,
     )
-    metrics = {**ASR_METRICS, **(JUDGE_METRICS if j is not None else {})}
-    summary = summarize(items, metrics)
-    summary.insert(4, "direction", [direction_of(x) for x in summary["multiplier"]])
-    _save(summary, items, out)
+    _save(summarize_jailbreak(items), items, out)
 
 
 def register(eval_app: typer.Typer) -> None:

@@ -1,6 +1,10 @@
 """MMLU under steering: does a steering vector cost general knowledge? (the paper's utility check)
 
-CAA's two-choice MMLU subsample (``load_mmlu``: 57 subjects x 10 = 570 items). Each item
+**Two-choice MMLU, not MMLU**: CAA's subsample (``load_mmlu``: 57 subjects x 10 = 570
+items) keeps the correct answer and *one* distractor per question, so chance is 0.5,
+not the 0.25 of four-choice MMLU, and the numbers are not comparable to MMLU scores
+reported elsewhere. Summaries say so (:data:`MMLU_LABEL`, a ``chance`` column) and give
+accuracy with ``n`` and a 95% Wilson interval (``ci_low``, ``ci_high``). Each item
 is asked like an A/B behavior item (question and choices in the user turn, the assistant
 turn opened with ``"("``) and scored from the next-token logits of the two letters:
 
@@ -21,6 +25,7 @@ import pandas as pd
 from steerlab.data import MCDataset, MCItem, load_mmlu
 from steerlab.errors import EmptyInputError
 from steerlab.evaluation.ab import ab_scores
+from steerlab.evaluation.benchmarks.stats import add_ci
 from steerlab.evaluation.multipliers import VectorsArg, summarize, sweep_multipliers
 from steerlab.models.model import SteerlabModel
 
@@ -28,6 +33,20 @@ from steerlab.models.model import SteerlabModel
 UTILITY_MULTIPLIERS: tuple[float, ...] = (-1.0, 0.0, 1.0)
 #: metric name -> per-item column of ``mmlu_accuracy(..., per_item=True)``.
 MMLU_METRICS = {"accuracy": "correct", "p_correct": "p_correct", "letter_mass": "letter_mass"}
+#: What the benchmark is (shown in tables and figures).
+MMLU_LABEL = "MMLU two-choice (CAA's set: correct answer vs one distractor; chance 0.5)"
+#: Accuracy of guessing between the two choices.
+MMLU_CHANCE = 0.5
+
+
+def summarize_mmlu(items: pd.DataFrame) -> pd.DataFrame:
+    """The tidy summary of a per-item MMLU frame with ``ci_low, ci_high`` (Wilson for
+    accuracy), ``chance`` (0.5 for accuracy and p_correct) and ``benchmark`` (the label)."""
+    out = add_ci(summarize(items, MMLU_METRICS), binary=("accuracy",))
+    chance = {"accuracy": MMLU_CHANCE, "p_correct": MMLU_CHANCE}
+    return out.assign(
+        chance=[chance.get(m, float("nan")) for m in out["metric"]], benchmark=MMLU_LABEL
+    )
 
 
 def mmlu_accuracy(
@@ -42,8 +61,9 @@ def mmlu_accuracy(
     progress: bool = True,
     per_item: bool = False,
 ) -> pd.DataFrame:
-    """MMLU accuracy under steering, as a tidy frame (``vector, method, layer, multiplier,
-    metric, value, sem, n``) with metrics ``accuracy``, ``p_correct``, ``letter_mass``.
+    """Two-choice MMLU accuracy under steering, as a tidy frame (``vector, method, layer,
+    multiplier, metric, value, sem, n, ci_low, ci_high, chance, benchmark``) with metrics
+    ``accuracy``, ``p_correct``, ``letter_mass`` (:func:`summarize_mmlu`).
 
     Args:
         vectors: a vector, a list of them, or None (unsteered only).
@@ -72,4 +92,4 @@ def mmlu_accuracy(
         }
 
     frame = sweep_multipliers(model, vectors, multipliers, score, progress=progress, desc="MMLU")
-    return frame if per_item else summarize(frame, MMLU_METRICS)
+    return frame if per_item else summarize_mmlu(frame)

@@ -12,9 +12,15 @@ log-probabilities of the answer tokens summed. From the ``mc_task.json`` targets
 
 Every distinct answer of a question is scored once per condition and shared by MC1 and
 MC2. ``n`` subsamples questions (seeded) since the full set is ~7,000 answers.
+
+Questions default to the **test split** of ``load_pairs("truthfulqa", seed=seed)`` (409
+of the 817 v1 questions), never used to train a truthfulqa vector. Scoring a vector
+trained on the ``truthfulqa`` behavior on ``split="all"`` or ``"train"`` (its own
+training questions) is refused unless ``allow_train_questions=True``, which warns.
 """
 
 import random
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -24,8 +30,14 @@ import torch
 from steerlab.data import TruthfulQADataset, TruthfulQAItem, load_truthfulqa_mc
 from steerlab.errors import ConfigError, EmptyInputError
 from steerlab.evaluation.benchmarks.mmlu import UTILITY_MULTIPLIERS
+from steerlab.evaluation.benchmarks.stats import add_ci
 from steerlab.evaluation.likelihood import response_logprobs
-from steerlab.evaluation.multipliers import VectorsArg, summarize, sweep_multipliers
+from steerlab.evaluation.multipliers import (
+    VectorsArg,
+    as_vector_list,
+    summarize,
+    sweep_multipliers,
+)
 from steerlab.models.chat import EncodedText
 from steerlab.models.model import SteerlabModel
 
@@ -65,26 +77,34 @@ def truthfulqa_mc(
     *,
     data: "TruthfulQADataset | Sequence[TruthfulQAItem] | None" = None,
     version: str = "v1",
-    split: str = "all",
+    split: str | None = None,
     n: int | None = None,
     seed: int = 0,
     batch_size: int = 16,
     progress: bool = True,
     per_item: bool = False,
+    allow_train_questions: bool = False,
 ) -> pd.DataFrame:
     """TruthfulQA MC1 and MC2 accuracy under steering, as a tidy frame (``vector,
-    method, layer, multiplier, metric, value, sem, n``; metrics ``mc1``, ``mc2``).
+    method, layer, multiplier, metric, value, sem, n, ci_low, ci_high``; metrics ``mc1``,
+    ``mc2``).
 
     Args:
         version: ``"v1"`` (817 questions, the paper's) or ``"2025"``.
-        split: ``"all"`` or the ``load_pairs("truthfulqa")`` split (``"test"``: 409
-            questions never used to train a truthfulqa vector).
+        split: the ``load_pairs("truthfulqa", seed=seed)`` split: ``"test"`` (default
+            for v1: 409 questions never used to train a truthfulqa vector),
+            ``"validation"``, ``"train"`` or ``"all"`` (default for 2025, which has no
+            split).
+        allow_train_questions: score a truthfulqa-trained vector on questions it may
+            have been trained on (``split`` ``"all"`` / ``"train"``), with a warning.
         n: score a seeded subsample of ``n`` questions (None = all).
         data: score these items instead of loading ``mc_task.json``.
         per_item: return the per-question scores instead: the condition columns,
             ``item, question, mc1, mc2, n_mc1, n_mc2``.
     """
+    split = split if split is not None else ("test" if version == "v1" else "all")
     if data is None:
+        _check_train_overlap(vectors, split, allow_train_questions)
         data = load_truthfulqa_mc(version=version, split=split, seed=seed)
     items: list[TruthfulQAItem] = subsample(data, n, seed)
     if not items:
@@ -115,4 +135,31 @@ def truthfulqa_mc(
     frame = sweep_multipliers(
         model, vectors, multipliers, score, progress=progress, desc="TruthfulQA MC"
     )
-    return frame if per_item else summarize(frame, TRUTHFULQA_METRICS)
+    return frame if per_item else summarize_truthfulqa(frame)
+
+
+def summarize_truthfulqa(items: pd.DataFrame) -> pd.DataFrame:
+    """Tidy summary of a per-item TruthfulQA frame with ``ci_low, ci_high`` (Wilson for
+    MC1, a share of questions; mean ± 1.96 sem for MC2)."""
+    return add_ci(summarize(items, TRUTHFULQA_METRICS), binary=("mc1",))
+
+
+def _check_train_overlap(vectors: VectorsArg, split: str, allow: bool) -> None:
+    """Refuse (or, with ``allow``, warn about) scoring a truthfulqa-trained vector on its
+    own training questions."""
+    if split not in ("all", "train"):
+        return
+    trained = [v for v in as_vector_list(vectors) if v.behavior == "truthfulqa"]
+    if not trained:
+        return
+    msg = (
+        f"{len(trained)} vector(s) were trained on the truthfulqa behavior, and split="
+        f"{split!r} includes the questions they were trained on, so MC1/MC2 would be "
+        "measured on training data."
+    )
+    if not allow:
+        raise ConfigError(
+            f"{msg} Use split='test' (the default), or pass allow_train_questions=True "
+            "(CLI: --allow-train-questions) to do it anyway."
+        )
+    warnings.warn(msg + " (allow_train_questions=True)", stacklevel=3)
