@@ -44,9 +44,29 @@ def _at_cap(result: CalibrationResult) -> list[str]:
     if missed:
         out.append(
             f"{', '.join(missed)} never reach {cap:g} nats/token within the swept strengths "
-            f"(up to {max(result.config.strengths):g}); compare them at matched norm below."
+            f"(up to strength {max(result.config.strengths):g}); see the matched-norm comparison."
         )
     return out
+
+
+def _at_norm(result: CalibrationResult) -> list[str]:
+    """The effect at the largest strength every chosen method was swept to."""
+    m = result.matched_norm
+    if m.empty or not m["reached"].any():
+        return []
+    common = m.groupby("target")["reached"].all()
+    if not common.any():
+        return []
+    s = float(common[common].index.max())
+    rows = m[m["target"] == s].sort_values("effect", ascending=False)
+    parts = [
+        f"{r.method} (layer {r.layer}) by {_ci(r.effect, r.effect_low, r.effect_high)}"
+        for r in rows.itertuples()
+    ]
+    return [
+        f"At matched norm (strength {s:g}: each vector {s:g} times the typical residual norm "
+        f"at its layer), the held-out margin moves: {'; '.join(parts)}."
+    ]
 
 
 def _comparison(result: CalibrationResult) -> list[str]:
@@ -76,15 +96,15 @@ def _per_method(result: CalibrationResult) -> list[str]:
         )
         if r.d_logp_matching_high < 0 and r.d_logp_not_matching_high < 0:
             out.append(
-                f"{r.method}'s margin gain comes with both answers becoming less likely: "
-                "part of it is damage, not steering."
+                f"At its recommended strength {r.method} makes both answers less likely (both "
+                "CIs below 0): a margin moved that way is damage as much as steering."
             )
     return out
 
 
 def findings(result: CalibrationResult) -> list[str]:
     """Conclusions in plain language, from the matched comparison first."""
-    out = _at_cap(result) + _comparison(result) + _per_method(result)
+    out = _at_cap(result) + _comparison(result) + _at_norm(result) + _per_method(result)
     rel = result.reliability
     if not rel.empty:
         parts = [
