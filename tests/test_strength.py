@@ -280,3 +280,16 @@ def test_ab_probability_at_strengths(tiny_model, tiny_vec):
     )
     assert sorted(items["strength"].unique()) == [0.0, 0.5]
     assert len(items) == 2 * len(SMALL_PAIRS)
+
+
+def test_fast_margin_at_strengths_equals_the_plain_one(tiny_model, tiny_vec):
+    from steerlab.evaluation.likelihood import likelihood_margin
+    from steerlab.evaluation.likelihood_fast import likelihood_margin_fast
+    from tests._data import SMALL_PAIRS
+
+    kw = {"strengths": [0.0, 0.1, 0.4], "progress": False}
+    fast = likelihood_margin_fast(tiny_model, SMALL_PAIRS, tiny_vec, **kw)
+    plain = likelihood_margin(tiny_model, SMALL_PAIRS, tiny_vec, **kw)
+    assert list(fast.columns) == list(plain.columns)
+    assert fast["value"].to_numpy() == pytest.approx(plain["value"].to_numpy(), abs=1e-3)
+    assert fast["multiplier"].to_numpy() == pytest.approx(plain["multiplier"].to_numpy())

@@ -43,6 +43,7 @@ from steerlab.evaluation.multipliers import (
     conditions,
     summarize,
 )
+from steerlab.evaluation.strengths import evaluate_at_strengths
 from steerlab.models.model import SteerlabModel
 from steerlab.steering.steer import Steering
 from steerlab.utils.progress import progress_bar
@@ -93,6 +94,7 @@ def likelihood_margin_fast(
     batch_size: int = 8,
     progress: bool = True,
     per_item: bool = False,
+    strengths: MultipliersArg | None = None,
 ) -> pd.DataFrame:
     """Mean likelihood margin of held-out pairs under steering (the tidy frame of
     :func:`~steerlab.evaluation.likelihood.likelihood_margin`), via cached residuals.
@@ -102,10 +104,21 @@ def likelihood_margin_fast(
 
     per_item: return the per-pair log-likelihoods under each (vector, multiplier)
         instead (the columns of ``likelihood_margin(..., per_item=True)``).
+    strengths: instead of ``multipliers``, strengths relative to the typical residual
+        norm (see :mod:`steerlab.evaluation.strengths`); adds a ``strength`` column.
     """
     pair_list = as_pairs(pairs)
     if not pair_list:
         raise EmptyInputError("likelihood_margin_fast() got no pairs.")
+    if strengths is not None:
+
+        def run(vecs: list[SteeringVector], mults: tuple[float, ...]) -> pd.DataFrame:
+            return likelihood_margin_fast(model, pair_list, vecs, mults, batch_size=batch_size,
+                                          progress=progress, per_item=True)  # fmt: skip
+
+        return evaluate_at_strengths(
+            model, vectors, multipliers, strengths, run, LIKELIHOOD_METRICS, per_item
+        )
     if not fast_path_applies(model, vectors):
         return likelihood_margin(model, pair_list, vectors, multipliers, batch_size=batch_size,
                                  progress=progress, per_item=per_item)  # fmt: skip
