@@ -47,6 +47,7 @@ from steerlab.vectors import (
     save_lm_eval_steer,
     train_bipo,
 )
+from steerlab.vectors.bipo import RePSConfig, fit_reps_run, train_reps
 
 __version__ = "0.1.0"
 
@@ -82,6 +83,7 @@ __all__ = [
     "HookSite",
     "PreferencePair",
     "Provenance",
+    "RePSConfig",
     "SteerlabError",
     "SteerlabModel",
     "Steering",
@@ -96,6 +98,7 @@ __all__ = [
     "fit_caa",
     "fit_freeform",
     "fit_pca",
+    "fit_reps_run",
     "from_repeng",
     "from_steering_vectors",
     "generate",
@@ -114,4 +117,5 @@ __all__ = [
     "steer",
     "sweep",
     "train_bipo",
+    "train_reps",
 ]

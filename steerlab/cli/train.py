@@ -1,7 +1,9 @@
-"""``steerlab train bipo``: train a BiPO vector (checkpointed, resumable)."""
+"""``steerlab train bipo`` / ``steerlab train reps``: train a BiPO or RePS vector
+(checkpointed, resumable; RePS is the same trainer with its own objective)."""
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -40,8 +42,7 @@ def train_bipo_cmd(
     out: Path = typer.Option(Path("runs/bipo"), help="Output directory."),
 ) -> None:
     """Train a BiPO vector; writes vector.safetensors, train_log.jsonl, checkpoint.pt."""
-    from steerlab.data import load_pairs
-    from steerlab.vectors.bipo import BiPOConfig, fit_bipo_run
+    from steerlab.vectors.bipo import BiPOConfig
 
     cfg = BiPOConfig(
         epochs=epochs,
@@ -54,6 +55,24 @@ def train_bipo_cmd(
         autocast_bf16=bf16,
         select_best=n_val > 0,
     )
+    _fit_and_summarise(cfg, behavior, layer, n_train, n_val, resume, model, device, out)
+
+
+def _fit_and_summarise(
+    cfg: Any,
+    behavior: str,
+    layer: str,
+    n_train: int | None,
+    n_val: int,
+    resume: bool,
+    model: str,
+    device: str | None,
+    out: Path,
+) -> None:
+    """Train with ``cfg`` (BiPO or RePS), write ``summary.json`` and print it."""
+    from steerlab.data import load_pairs
+    from steerlab.vectors.bipo import fit_bipo_run
+
     layers = _common.check_layers(model, _common.parse_layers(layer, "--layer"), "--layer")
     _common.check_out_dir(out)
     data = load_pairs(_common.check_behavior(behavior))
@@ -82,3 +101,60 @@ def train_bipo_cmd(
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     typer.echo(json.dumps(summary, indent=2))
+
+
+@train_app.command("reps")
+def train_reps_cmd(
+    behavior: str = typer.Option(
+        "power-seeking", help="Behavior (see steerlab.data.list_behaviors())."
+    ),
+    layer: str = typer.Option(
+        "14", help="Steering layer, or several comma-separated (multi-layer RePS)."
+    ),
+    epochs: int = _common.count_option(3, help="Epochs (BiPO's paper: 20 for personas)."),
+    n_train: int | None = _common.count_option(
+        None, help="Use the first N training pairs (default all)."
+    ),
+    n_val: int = _common.count_option(
+        50, help="Held-out pairs for per-epoch validation (0: no validation).", minimum=0
+    ),
+    lr: float = typer.Option(5e-4, help="AdamW learning rate (BiPO's default)."),
+    beta: float = typer.Option(1.0, help="Scale of the length-normalised margin."),
+    gamma: float = typer.Option(0.0, help="Target margin inside the sigmoid."),
+    weighting: str = typer.Option(
+        "reference", help="Preferred-answer weight: reference, reference_mean or none."
+    ),
+    direction_sampling: str = typer.Option(
+        "both", help="'both' (each pair at +v and -v), 'per_step' or 'per_example'."
+    ),
+    batch_size: int = _common.count_option(4, help="Pairs per step."),
+    warmup_steps: int = _common.count_option(
+        100, help="Warm-up steps of the cosine schedule.", minimum=0
+    ),
+    direction: str = typer.Option("bi", help="'bi' (both directions) or 'uni' (d=+1 only)."),
+    seed: int = typer.Option(0, help="Seed (same seed, same vector)."),
+    bf16: bool = typer.Option(False, help="bf16 autocast above the steering layer."),
+    resume: bool = typer.Option(False, help="Resume from OUT/checkpoint.pt."),
+    model: str = typer.Option("embedded", help="'embedded', an HF id or a local dir."),
+    device: str | None = typer.Option(None, help="cpu / cuda."),
+    out: Path = typer.Option(Path("runs/reps"), help="Output directory."),
+) -> None:
+    """Train a RePS vector (the BiPO trainer, RePS objective); writes vector.safetensors,
+    train_log.jsonl, checkpoint.pt."""
+    from steerlab.vectors.bipo import RePSConfig
+
+    cfg = RePSConfig(
+        epochs=epochs,
+        lr=lr,
+        beta=beta,
+        gamma=gamma,
+        weighting=weighting,
+        direction_sampling=direction_sampling,
+        batch_size=batch_size,
+        warmup_steps=warmup_steps,
+        direction=direction,  # type: ignore[arg-type]
+        seed=seed,
+        autocast_bf16=bf16,
+        select_best=n_val > 0,
+    )
+    _fit_and_summarise(cfg, behavior, layer, n_train, n_val, resume, model, device, out)

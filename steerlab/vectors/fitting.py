@@ -143,7 +143,8 @@ METHODS: Registry[VectorMethod] = Registry("vector method")
 def fit(
     method: str, model: Any, data: Iterable[Any], layers: Sequence[int], **kwargs: Any
 ) -> SteeringVector:
-    """Fit a vector with a registered method (``caa``, ``freeform``, ``pca``, ``bipo``)."""
+    """Fit a vector with a registered method (``caa``, ``freeform``, ``pca``, ``bipo``,
+    ``reps``)."""
     return METHODS.get(method).fit(model, data, layers, **kwargs)
 
 

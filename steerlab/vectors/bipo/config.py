@@ -1,8 +1,9 @@
-"""``BiPOConfig``: the hyperparameters of BiPO training (defaults from the paper)."""
+"""``BiPOConfig``: the hyperparameters of BiPO training (defaults from the paper);
+``RePSConfig``: the same trainer with the RePS objective (Wu et al. 2025)."""
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar, Literal
 
 from steerlab.errors import ConfigError
 
@@ -44,6 +45,11 @@ class BiPOConfig:
     select_best: bool = False
     bucket_size: int = 16
 
+    #: The objective the trainer optimises (selects the trainer class; not a field).
+    objective: ClassVar[str] = "bipo"
+    #: The direction samplings this objective accepts.
+    samplings: ClassVar[tuple[str, ...]] = ("per_step", "per_example")
+
     def __post_init__(self) -> None:
         checks: list[tuple[bool, str]] = [
             (self.beta > 0 and math.isfinite(self.beta), f"beta={self.beta} must be > 0"),
@@ -54,8 +60,9 @@ class BiPOConfig:
             (self.warmup_steps >= 0, f"warmup_steps={self.warmup_steps} must be >= 0"),
             (self.direction in ("bi", "uni"), f"direction={self.direction!r}: use 'bi' or 'uni'"),
             (
-                self.direction_sampling in ("per_step", "per_example"),
-                f"direction_sampling={self.direction_sampling!r}: use 'per_step' or 'per_example'",
+                self.direction_sampling in self.samplings,
+                f"direction_sampling={self.direction_sampling!r}: use "
+                + " or ".join(repr(x) for x in self.samplings),
             ),
             (self.bucket_size >= 1, f"bucket_size={self.bucket_size} must be >= 1"),
             (
@@ -67,9 +74,85 @@ class BiPOConfig:
                 f"early_stopping_patience={self.early_stopping_patience} must be >= 1 or None",
             ),
         ]
+        checks += self._extra_checks()
         for ok, msg in checks:
             if not ok:
-                raise ConfigError(f"BiPOConfig: {msg}.")
+                raise ConfigError(f"{type(self).__name__}: {msg}.")
+
+    def _extra_checks(self) -> list[tuple[bool, str]]:
+        return []
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class RePSConfig(BiPOConfig):
+    """RePS, reference-free preference steering (Wu et al. 2025, arXiv 2505.20809),
+    trained by the BiPO trainer (same packed pairs, cached residuals and fast path).
+
+    Objective (as implemented; see :func:`~steerlab.vectors.bipo.loss.reps_loss`): per
+    pair and direction ``d`` (+1: the vector added, the matching answer preferred; -1: the
+    vector subtracted, the not-matching answer preferred),
+    ``-log sigmoid(beta * (w * lp(pref)/|pref| - lp(dis)/|dis|) - gamma)`` with
+    ``lp`` the summed log-probs under the model steered by ``d * v`` (no reference term
+    in the margin: SimPO-style length-normalised log-likelihoods) and ``w`` a weight on
+    the preferred answer from the unsteered model (``weighting``).
+
+    What is uncertain (written without access to the paper or its code):
+    - the weight: we recall ``w = max(log p(dis|x) - log p(pref|x), 1)`` from the
+      unsteered model (upweighting answers the model finds unlikely), with summed
+      log-probs; ``weighting='reference_mean'`` uses per-token means instead and
+      ``'none'`` drops it (w = 1);
+    - the negative direction: the paper suppresses with a projection-removing ("null")
+      intervention, ``h - relu(h.v - c) v``, we recall; here it subtracts the vector as
+      BiPO does, so that +/- multipliers mean the same for every method;
+    - the paper samples the steering factor from a set during training; here |d| = 1
+      (the vector's norm is learned, as BiPO's);
+    - the paper's optimiser settings are tuned per model (rank-1 vectors there train at
+      learning rates around 1e-2 or higher, we recall); the shared fields keep BiPO's
+      defaults here so that a comparison differs only in the objective.
+
+    Fields beyond :class:`BiPOConfig` (whose fields and defaults it keeps, except these):
+    beta: scale of the length-normalised margin (SimPO's beta; RePS has none we know
+        of: 1.0 leaves the margin unscaled). BiPO's 0.1 does not carry over: BiPO's
+        margin is of summed log-prob changes, this one of per-token log-likelihoods.
+    gamma: target margin subtracted inside the sigmoid (SimPO's gamma; 0.0 in RePS as
+        far as we know).
+    weighting: ``'reference'`` (the paper, as we recall it: the weight from summed
+        unsteered log-probs), ``'reference_mean'`` (from per-token means) or ``'none'``.
+    direction_sampling: ``'both'`` (default, the paper's objective: every pair in both
+        directions each step, the loss the mean of the 2 x batch terms, i.e. half the
+        paper's sum, which AdamW's update ignores), or BiPO's ``'per_step'`` /
+        ``'per_example'`` draws of one direction. ``direction='uni'`` keeps only d = +1.
+    """
+
+    beta: float = 1.0
+    # plain str (checked in __post_init__): one ConfigError for every bad value
+    direction_sampling: str = "both"  # type: ignore[assignment]
+    gamma: float = 0.0
+    weighting: str = "reference"
+
+    objective: ClassVar[str] = "reps"
+    samplings: ClassVar[tuple[str, ...]] = ("both", "per_step", "per_example")
+    weightings: ClassVar[tuple[str, ...]] = ("reference", "reference_mean", "none")
+
+    def _extra_checks(self) -> list[tuple[bool, str]]:
+        return [
+            (math.isfinite(self.gamma), f"gamma={self.gamma} must be finite"),
+            (
+                self.weighting in self.weightings,
+                f"weighting={self.weighting!r}: use " + ", ".join(repr(x) for x in self.weightings),
+            ),
+        ]
+
+    @classmethod
+    def from_bipo(cls, config: BiPOConfig, **changes: Any) -> "RePSConfig":
+        """A RePS config with ``config``'s shared settings (optimiser, epochs, seed...)
+        and RePS's own defaults for ``beta`` and ``direction_sampling``: how sweeps and
+        ``calibrate`` (which build one BiPOConfig for every training method) train RePS."""
+        if isinstance(config, RePSConfig):
+            return cls(**{**config.to_dict(), **changes})
+        own = {"beta", "direction_sampling"}
+        shared = {f.name: getattr(config, f.name) for f in fields(BiPOConfig) if f.name not in own}
+        return cls(**{**shared, **changes})

@@ -2,7 +2,9 @@
 
 Builds the packed-pair caches, drives a :class:`~steerlab.vectors.bipo.trainer.BiPOTrainer`
 through its epochs and writes the run's files (``train_log.jsonl``, ``checkpoint.pt``,
-``vector.safetensors``); registers ``"bipo"`` with the vector methods.
+``vector.safetensors``); registers ``"bipo"`` and ``"reps"`` (the same trainer with the
+RePS objective, chosen by a :class:`~steerlab.vectors.bipo.config.RePSConfig`) with the
+vector methods.
 """
 
 import json
@@ -19,8 +21,9 @@ from steerlab.models.sites import HookSite
 from steerlab.utils.files import atomic_write_text
 from steerlab.utils.progress import progress_bar
 from steerlab.vectors.bipo.checkpoint import CHECKPOINT_NAME
-from steerlab.vectors.bipo.config import BiPOConfig
+from steerlab.vectors.bipo.config import BiPOConfig, RePSConfig
 from steerlab.vectors.bipo.plain import build_plain_cache, fast_path_refusal, warn_plain_path
+from steerlab.vectors.bipo.reps import RePSTrainer
 from steerlab.vectors.bipo.trainer import BiPOTrainer, autocast_dtype
 from steerlab.vectors.fitting import METHODS, VectorMethod
 from steerlab.vectors.vector import SteeringVector
@@ -42,6 +45,9 @@ class BiPORun:
 
 
 ENGINES = ("auto", "fast", "plain")
+
+#: The trainer of each objective (``config.objective``).
+TRAINERS: dict[str, type[BiPOTrainer]] = {"bipo": BiPOTrainer, "reps": RePSTrainer}
 
 
 def _choose_engine(model: SteerlabModel, engine: str, layer: int) -> str:
@@ -106,6 +112,8 @@ def fit_bipo_run(
             cached once) with a :class:`~steerlab.vectors.bipo.plain.PlainPathWarning`
             naming the cost; ``'fast'`` refuses models it cannot run; ``'plain'`` always
             takes the plain path. Both optimise the same objective.
+        config: a :class:`BiPOConfig` (BiPO) or a
+            :class:`~steerlab.vectors.bipo.config.RePSConfig` (RePS, same trainer).
     """
     cfg = config or BiPOConfig()
     pair_list = list(pairs)
@@ -137,7 +145,9 @@ def fit_bipo_run(
     if cfg.early_stopping_patience and val_cache is None:
         raise ConfigError("early_stopping_patience needs val_pairs=.")
     ckpt_path = out / CHECKPOINT_NAME if out else None
-    trainer = BiPOTrainer(model, cache, chosen, cfg, val_cache=val_cache, checkpoint_path=ckpt_path)
+    trainer = TRAINERS[cfg.objective](
+        model, cache, chosen, cfg, val_cache=val_cache, checkpoint_path=ckpt_path
+    )
     if resume:
         trainer.restore()
     if out:
@@ -153,7 +163,7 @@ def fit_bipo_run(
         for epoch in range(trainer.next_epoch, cfg.epochs):
             plan = trainer.plan()
             for step in progress_bar(
-                plan, desc=f"BiPO epoch {epoch + 1}/{cfg.epochs}", enabled=progress
+                plan, desc=f"{trainer.label} epoch {epoch + 1}/{cfg.epochs}", enabled=progress
             ):
                 rec = trainer.step(step)
                 log("step", rec)
@@ -222,4 +232,42 @@ def _fit_bipo_method(
     return train_bipo(model, data, None, cfg, layers=list(layers), **extra)
 
 
+def fit_reps_run(
+    model: SteerlabModel,
+    pairs: Sequence[Any],
+    layer: int | None = None,
+    config: BiPOConfig | None = None,
+    **kwargs: Any,
+) -> BiPORun:
+    """Train a RePS vector: :func:`fit_bipo_run` with a
+    :class:`~steerlab.vectors.bipo.config.RePSConfig` (default: ``RePSConfig()``; a plain
+    ``BiPOConfig``, as sweeps and ``calibrate`` pass, gives its shared settings with
+    RePS's own objective defaults, :meth:`RePSConfig.from_bipo`)."""
+    cfg = RePSConfig.from_bipo(config) if config is not None else RePSConfig()
+    return fit_bipo_run(model, pairs, layer, cfg, **kwargs)
+
+
+def train_reps(
+    model: SteerlabModel,
+    pairs: Sequence[Any],
+    layer: int | None = None,
+    config: BiPOConfig | None = None,
+    **kwargs: Any,
+) -> SteeringVector:
+    """Train a RePS steering vector; see :func:`fit_reps_run` and :func:`fit_bipo_run`."""
+    vec = fit_reps_run(model, pairs, layer, config, **kwargs).vector
+    assert vec is not None
+    return vec
+
+
+def _fit_reps_method(
+    model: Any, data: Sequence[Any], layers: Sequence[int], **kwargs: Any
+) -> SteeringVector:
+    cfg = kwargs.pop("config", None) or RePSConfig(
+        **{k: kwargs.pop(k) for k in list(kwargs) if k in RePSConfig.__dataclass_fields__}
+    )
+    return _fit_bipo_method(model, data, layers, config=RePSConfig.from_bipo(cfg), **kwargs)
+
+
 METHODS.register("bipo", VectorMethod(_fit_bipo_method, train=fit_bipo_run))
+METHODS.register("reps", VectorMethod(_fit_reps_method, train=fit_reps_run))

@@ -138,7 +138,12 @@ class BiPOTrainer:
     Lifecycle: :meth:`restore` (optional: continue from the checkpoint), :meth:`step` for
     each batch of :meth:`plan`, :meth:`end_epoch` (validation, best state), :meth:`save`
     (the checkpoint), and :meth:`to_vector` at the end. The model is never modified.
+    The objective is :meth:`loss` over the pairs and directions :meth:`batch_of` a step
+    (:class:`~steerlab.vectors.bipo.reps.RePSTrainer` overrides both).
     """
+
+    #: The vector's provenance method and the name in messages.
+    method, label = "bipo", "BiPO"
 
     def __init__(
         self,
@@ -204,13 +209,31 @@ class BiPOTrainer:
         """The batches and directions of the next epoch."""
         return epoch_plan(self.cache.lengths, self.config, self.next_epoch)
 
+    def batch_of(self, step: Step) -> tuple[list[int], Tensor]:
+        """The pairs and directions ``d`` of one step's forward (BiPO: the plan's)."""
+        return list(step.indices), torch.tensor(step.d, dtype=torch.float32)
+
+    def loss(
+        self, m: Tensor, nm: Tensor, ref_m: Tensor, ref_n: Tensor, d: Tensor, idx: list[int]
+    ) -> Tensor:
+        """The objective of one batch (BiPO: :func:`bipo_loss`)."""
+        return bipo_loss(
+            m, nm, ref_m.to(m.device), ref_n.to(m.device), d.to(m).double(), self.config.beta
+        )
+
+    def reward_margin(
+        self, m: Tensor, nm: Tensor, ref_m: Tensor, ref_n: Tensor, d: Tensor
+    ) -> float:
+        """The logged mean change of the margin against the reference."""
+        return float(((m - nm).detach().cpu() - (ref_m - ref_n)).mean())
+
     def step(self, step: Step) -> dict[str, Any]:
         """One optimiser step on ``step``'s pairs; returns the step's log record."""
         cfg, cache = self.config, self.cache
-        d = torch.tensor(step.d, dtype=torch.float32)
-        m, nm = policy_logprobs(self.model, cache, step.indices, self.layers, self.params, d)
-        ref_m, ref_n = reference_logprobs(self.model, cache, step.indices)
-        loss = bipo_loss(m, nm, ref_m.to(m.device), ref_n.to(m.device), d.to(m).double(), cfg.beta)
+        idx, d = self.batch_of(step)
+        m, nm = policy_logprobs(self.model, cache, idx, self.layers, self.params, d)
+        ref_m, ref_n = reference_logprobs(self.model, cache, idx)
+        loss = self.loss(m, nm, ref_m, ref_n, d, idx)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.max_grad_norm is not None:
@@ -220,13 +243,12 @@ class BiPOTrainer:
         self.scheduler.step()
         self.global_step += 1
         norm = float(torch.sqrt(sum((p.detach().float() ** 2).sum() for p in self.params)))
-        ref_margin = ref_m - ref_n
         rec = {
             "epoch": self.next_epoch,
             "step": self.global_step,
             "loss": loss.item(),
             "d": step.d[0],
-            "reward_margin": float(((m - nm).detach().cpu() - ref_margin).mean()),
+            "reward_margin": self.reward_margin(m, nm, ref_m, ref_n, d),
             "vector_norm": norm,
             "lr": lr,
         }
@@ -234,7 +256,7 @@ class BiPOTrainer:
             path = self.checkpoint_path
             where = f" The last good checkpoint is {path}." if path and path.exists() else ""
             raise TrainingError(
-                f"BiPO diverged at epoch {self.next_epoch}, step {self.global_step}: "
+                f"{self.label} diverged at epoch {self.next_epoch}, step {self.global_step}: "
                 f"loss={rec['loss']}, vector norm={norm}.{where} Fix: lower lr (now {cfg.lr}) "
                 "or set max_grad_norm."
             )
@@ -311,7 +333,7 @@ class BiPOTrainer:
         }
         prov = Provenance(
             model_id=self.model.model_id,
-            method="bipo",
+            method=self.method,
             behavior=behavior,
             hyperparameters=hp,
             dataset_hash=dataset_hash,
