@@ -23,6 +23,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/steerlab demo
+	$(BIN)/steerlab calibrate --quick --out runs/calibrate-quick
 	$(BIN)/steerlab run --out runs/demo
 
 test: $(STAMP)
