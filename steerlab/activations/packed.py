@@ -1,8 +1,9 @@
 """The packed-pair forward: one row per preference pair, cached lower residuals, and the
 layers above a site with the unembedding at response positions only.
 
-Shared by BiPO training (``steerlab.vectors.bipo``) and the fast likelihood margin
-(``steerlab.evaluation.likelihood_fast``).
+Shared by BiPO training (``steerlab.vectors.bipo``), the fast likelihood margin
+(``steerlab.evaluation.likelihood_fast``) and the fast KL damage
+(``steerlab.evaluation.damage_fast``).
 
 Packing: ``prompt + matching + not_matching`` share one row; the not-matching tokens may
 not attend to the matching ones and take the position ids that follow the prompt, so each
@@ -20,7 +21,7 @@ Cache: :func:`build_cache` stores, per pair, the packed tokens, ``resid_post`` o
 layer and the unsteered (reference) log-probs of both responses.
 """
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -235,14 +236,15 @@ def token_logprobs_from_hidden(
     return logits.float().log_softmax(-1).gather(1, tokens[:, None]).squeeze(1)
 
 
-def upper_token_logprobs(
+def upper_hidden(
     model: SteerlabModel,
     resid: Float[Tensor, "batch pos d_model"],
     batch: PackedBatch,
     layer: int,
     hooks: Sequence[tuple[str, Any]] = (),
-) -> Float[Tensor, " n_tok"]:
-    """Log-probs of the response tokens, running only the layers above ``layer``.
+) -> Float[Tensor, "n_tok d_model"]:
+    """The final normalised residual at the target positions, running only the layers
+    above ``layer`` (the unembedding is left to the caller).
 
     ``resid`` is the residual after block ``layer`` (a steering vector already added);
     ``hooks`` are extra TransformerLens hooks (multi-layer vectors above ``layer``).
@@ -260,8 +262,44 @@ def upper_token_logprobs(
             )
         else:  # a site after the last block: only the final norm remains
             hidden = model.bridge.ln_final(resid)
-    sel = hidden[batch.tgt_row, batch.tgt_pos]
-    return token_logprobs_from_hidden(model, sel, batch.tgt_tok)
+    return hidden[batch.tgt_row, batch.tgt_pos]
+
+
+def upper_token_logprobs(
+    model: SteerlabModel,
+    resid: Float[Tensor, "batch pos d_model"],
+    batch: PackedBatch,
+    layer: int,
+    hooks: Sequence[tuple[str, Any]] = (),
+) -> Float[Tensor, " n_tok"]:
+    """Log-probs of the response tokens, running only the layers above ``layer``
+    (:func:`upper_hidden`, then the unembedding at the target positions only)."""
+    hidden = upper_hidden(model, resid, batch, layer, hooks)
+    return token_logprobs_from_hidden(model, hidden, batch.tgt_tok)
+
+
+def add_hook(delta: Tensor) -> Any:
+    """A TransformerLens hook adding ``delta`` (cast to the activation's dtype)."""
+
+    def hook(x: Tensor, hook: Any) -> Tensor:
+        return x + delta.to(x.dtype)
+
+    return hook
+
+
+def steered_upper_hidden(
+    model: SteerlabModel,
+    resid: Float[Tensor, "batch pos d_model"],
+    batch: PackedBatch,
+    deltas: Mapping[HookSite, Tensor],
+) -> Float[Tensor, "n_tok d_model"]:
+    """:func:`upper_hidden` of a steering given as per-site ``deltas`` (``resid_post``
+    sites, e.g. ``Steering.deltas(model)``): ``resid`` is the unsteered residual after the
+    lowest site's layer; its delta is added there, the others by hooks above it."""
+    sites = sorted(deltas)
+    low = sites[0]
+    hooks = [(s.hook_name(model), add_hook(deltas[s])) for s in sites[1:]]
+    return upper_hidden(model, resid + deltas[low].to(resid.dtype), batch, low.layer, hooks)
 
 
 def full_token_logprobs(

@@ -8,7 +8,7 @@ to float rounding), several times cheaper when many conditions are measured:
   each condition at that layer adds its vector there and runs only the blocks above
   (the packed-pair engine of :mod:`steerlab.activations.packed`: its batch type with a
   4-D mask and target positions, :func:`~steerlab.activations.packed.lower_residuals`,
-  :func:`~steerlab.activations.packed.skip_lower_blocks`).
+  :func:`~steerlab.activations.packed.steered_upper_hidden`).
 
 It applies when every site is ``resid_post`` (added at every position) and the model has
 a plain linear unembedding; the KL positions are those of the plain path (every real
@@ -16,7 +16,6 @@ token but the first of each turn).
 """
 
 from collections.abc import Sequence
-from contextlib import ExitStack
 from typing import Any
 
 import numpy as np
@@ -31,7 +30,7 @@ from steerlab.activations.packed import (
     PackedBatch,
     final_hidden_only,
     lower_residuals,
-    skip_lower_blocks,
+    steered_upper_hidden,
     supports_fast_unembed,
     unembed_linear,
 )
@@ -96,38 +95,6 @@ def _full_hidden(model: SteerlabModel, batch: PackedBatch) -> Float[Tensor, "n d
     return hidden[batch.tgt_row, batch.tgt_pos]
 
 
-def _hidden_above(
-    model: SteerlabModel,
-    resid: Float[Tensor, "batch pos d_model"],
-    batch: PackedBatch,
-    layer: int,
-    hooks: Sequence[tuple[str, Any]],
-) -> Float[Tensor, "n d"]:
-    start = layer + 1
-    with ExitStack() as stack:
-        stack.enter_context(final_hidden_only(model))
-        if hooks:
-            stack.enter_context(model.bridge.hooks(fwd_hooks=list(hooks)))
-        if start < model.n_layers:
-            stack.enter_context(skip_lower_blocks(model, start))
-            hidden = model.bridge(
-                resid,
-                start_at_layer=start,
-                attention_mask=batch.attention_mask(resid.dtype),
-                position_ids=batch.position_ids,
-            )
-        else:  # a site after the last block: only the final norm remains
-            hidden = model.bridge.ln_final(resid)
-    return hidden[batch.tgt_row, batch.tgt_pos]
-
-
-def _add(delta: Tensor) -> Any:
-    def hook(x: Tensor, hook: Any) -> Tensor:
-        return x + delta.to(x.dtype)
-
-    return hook
-
-
 def fast_kl_runner(
     model: SteerlabModel, neutral: NeutralSet, batch_size: int, progress: bool
 ) -> Any:
@@ -154,10 +121,7 @@ def fast_kl_runner(
             for layer, batch, ref in progress_bar(work, desc="KL damage (fast)", enabled=progress):
                 resid = lower_residuals(model, batch, layer)
                 for c, deltas in by_layer[layer]:
-                    sites = sorted(deltas)
-                    hooks = [(s.hook_name(model), _add(deltas[s])) for s in sites[1:]]
-                    x = resid + deltas[sites[0]].to(resid.dtype)
-                    lp = _logprobs(model, _hidden_above(model, x, batch, layer, hooks))
+                    lp = _logprobs(model, steered_upper_hidden(model, resid, batch, deltas))
                     totals[c] += float(token_kl(lp, ref).double().sum())
         rows = [
             {

@@ -29,8 +29,9 @@ from steerlab.activations.packed import (
     PairCache,
     build_cache,
     sequence_logprobs,
+    steered_upper_hidden,
     supports_fast_unembed,
-    upper_token_logprobs,
+    token_logprobs_from_hidden,
 )
 from steerlab.data.convert import as_pairs
 from steerlab.errors import EmptyInputError
@@ -58,28 +59,19 @@ def fast_path_applies(model: SteerlabModel, vectors: VectorsArg) -> bool:
     )
 
 
-def _add(delta: Tensor) -> Any:
-    def hook(x: Tensor, hook: Any) -> Tensor:
-        return x + delta.to(x.dtype)
-
-    return hook
-
-
 @torch.no_grad()
 def _steered_logprobs(
     model: SteerlabModel, cache: PairCache, deltas: dict[Any, Tensor], batch_size: int
 ) -> tuple[Tensor, Tensor]:
-    """(log p(matching), log p(not matching)) per pair with ``deltas`` added."""
-    sites = sorted(deltas)
-    low = sites[0]  # the cache holds resid_post of the lowest steered layer
-    hooks = [(s.hook_name(model), _add(deltas[s])) for s in sites[1:]]
+    """(log p(matching), log p(not matching)) per pair with ``deltas`` added (the cache
+    holds resid_post of the lowest steered layer)."""
     n = len(cache.packed)
     lp_m = torch.zeros(n, dtype=torch.float64)
     lp_n = torch.zeros(n, dtype=torch.float64)
     for idx in length_sorted_batches(cache.lengths, batch_size):
         batch, resid = cache.batch(idx, model.pad_token_id, model.device)
-        x = resid + deltas[low].to(resid.dtype)
-        lp = upper_token_logprobs(model, x, batch, low.layer, hooks)
+        hidden = steered_upper_hidden(model, resid, batch, deltas)
+        lp = token_logprobs_from_hidden(model, hidden, batch.tgt_tok)
         m, nm = sequence_logprobs(lp.double(), batch)
         lp_m[idx], lp_n[idx] = m.cpu(), nm.cpu()
     return lp_m, lp_n
