@@ -27,6 +27,7 @@ from steerlab.data.neutral import NeutralSet, load_neutral_set
 from steerlab.errors import ConfigError, EmptyInputError
 from steerlab.evaluation.multipliers import (
     DEFAULT_MULTIPLIERS,
+    Condition,
     MultipliersArg,
     VectorsArg,
     as_vector_list,
@@ -55,6 +56,25 @@ def token_kl(
     return (logp_steered.exp() * (logp_steered - logp_ref)).sum(-1).clamp_min(0.0)
 
 
+def kl_frame(conds: Sequence[Condition], totals: np.ndarray, n_tokens: int) -> pd.DataFrame:
+    """The frame of :func:`kl_damage` (:data:`KL_COLUMNS`): per condition, the summed
+    token KL ``totals[c]`` over ``n_tokens`` tokens as a mean (nats per token)."""
+    rows = [
+        {
+            "vector": cond.label,
+            "method": cond.method,
+            "layer": cond.layer,
+            "multiplier": cond.multiplier,
+            "kl": totals[c] / n_tokens,
+            "n_tokens": n_tokens,
+        }
+        for c, cond in enumerate(conds)
+    ]
+    out = pd.DataFrame(rows, columns=list(KL_COLUMNS))
+    out["layer"] = pd.Series([r["layer"] for r in rows], dtype=object)
+    return out
+
+
 def _kl_runner(model: SteerlabModel, neutral: NeutralSet, batch_size: int, progress: bool) -> Any:
     encoded = neutral.encode(model)
     batches = length_sorted_batches([len(e) for e in encoded], batch_size)
@@ -79,20 +99,7 @@ def _kl_runner(model: SteerlabModel, neutral: NeutralSet, batch_size: int, progr
                     logits = model.bridge(batch.ids, attention_mask=batch.attention_mask)
                 lp = torch.log_softmax(logits[mask].float(), -1)
                 totals[c] += float(token_kl(lp, ref).double().sum())
-        rows = [
-            {
-                "vector": cond.label,
-                "method": cond.method,
-                "layer": cond.layer,
-                "multiplier": cond.multiplier,
-                "kl": totals[c] / n_tokens,
-                "n_tokens": n_tokens,
-            }
-            for c, cond in enumerate(conds)
-        ]
-        out = pd.DataFrame(rows, columns=list(KL_COLUMNS))
-        out["layer"] = pd.Series([r["layer"] for r in rows], dtype=object)
-        return out
+        return kl_frame(conds, totals, n_tokens)
 
     return run
 

@@ -35,7 +35,7 @@ from steerlab.activations.packed import (
     unembed_linear,
 )
 from steerlab.data.neutral import NeutralSet
-from steerlab.evaluation.damage import KL_COLUMNS, token_kl
+from steerlab.evaluation.damage import kl_frame, token_kl
 from steerlab.evaluation.multipliers import VectorsArg, as_vector_list, conditions
 from steerlab.models.chat import EncodedText
 from steerlab.models.model import SteerlabModel
@@ -123,19 +123,6 @@ def fast_kl_runner(
                 for c, deltas in by_layer[layer]:
                     lp = _logprobs(model, steered_upper_hidden(model, resid, batch, deltas))
                     totals[c] += float(token_kl(lp, ref).double().sum())
-        rows = [
-            {
-                "vector": cond.label,
-                "method": cond.method,
-                "layer": cond.layer,
-                "multiplier": cond.multiplier,
-                "kl": totals[c] / n_tokens,
-                "n_tokens": n_tokens,
-            }
-            for c, cond in enumerate(conds)
-        ]
-        out = pd.DataFrame(rows, columns=list(KL_COLUMNS))
-        out["layer"] = pd.Series([r["layer"] for r in rows], dtype=object)
-        return out
+        return kl_frame(conds, totals, n_tokens)
 
     return run
