@@ -8,6 +8,7 @@ overwrite.
 
 import json
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,23 @@ def _read_text(path: Path) -> str:
     return read_utf8(path)
 
 
+@contextmanager
+def _json_errors(path: Path, at: str, line: int | None = None) -> Iterator[None]:
+    """Decoding errors inside the block as DataFormatError: bad JSON names ``path`` and
+    the decoder's line (a JSON document) or ``line`` (a JSONL record); a duplicate key
+    names ``at``."""
+    try:
+        yield
+    except json.JSONDecodeError as e:
+        if line is None:
+            msg = f"{path}:{e.lineno}: bad JSON ({e.msg}, column {e.colno})."
+        else:
+            msg = f"{path}:{line}: bad JSON line ({e.msg} at column {e.colno})."
+        raise DataFormatError(msg) from None
+    except _DuplicateKeyError as e:
+        raise DataFormatError(f"{at}: duplicate key {e.key!r} in the object.") from None
+
+
 def _skip_ws(text: str, i: int) -> int:
     while i < len(text) and text[i] in _WS:
         i += 1
@@ -62,12 +80,8 @@ def iter_json_array(path: Path | str) -> Iterator[tuple[int, int, Any]]:
     if i == len(text):
         raise DataFormatError(f"{path}:1: the file is empty; expected a JSON list.")
     if text[i] != "[":
-        try:
+        with _json_errors(path, str(path)):
             value = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataFormatError(
-                f"{path}:{e.lineno}: bad JSON ({e.msg}, column {e.colno})."
-            ) from None
         raise DataFormatError(
             f"{path}:{line_at(i)}: expected a JSON list of objects, found a {type(value).__name__}."
         )
@@ -77,16 +91,8 @@ def iter_json_array(path: Path | str) -> Iterator[tuple[int, int, Any]]:
         i += 1
     else:
         while True:
-            try:
+            with _json_errors(path, where(path, line_at(i), index)):
                 value, end = _DECODER.raw_decode(text, i)
-            except json.JSONDecodeError as e:
-                raise DataFormatError(
-                    f"{path}:{e.lineno}: bad JSON ({e.msg}, column {e.colno})."
-                ) from None
-            except _DuplicateKeyError as e:
-                raise DataFormatError(
-                    f"{where(path, line_at(i), index)}: duplicate key {e.key!r} in the object."
-                ) from None
             yield line_at(i), index, value
             index += 1
             i = _skip_ws(text, end)
@@ -129,14 +135,8 @@ def iter_jsonl(path: Path | str) -> Iterator[tuple[int, Any]]:
     for n, raw in enumerate(lines, start=1):
         if not raw.strip():
             raise DataFormatError(f"{path}:{n}: blank line; a JSONL file has one object per line.")
-        try:
+        with _json_errors(path, f"{path}:{n}", line=n):
             value = _DECODER.decode(raw)
-        except json.JSONDecodeError as e:
-            raise DataFormatError(
-                f"{path}:{n}: bad JSON line ({e.msg} at column {e.colno})."
-            ) from None
-        except _DuplicateKeyError as e:
-            raise DataFormatError(f"{path}:{n}: duplicate key {e.key!r} in the object.") from None
         yield n, value
 
 
