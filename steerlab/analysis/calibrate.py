@@ -125,17 +125,9 @@ class CalibrateConfig:
         return cls(**{**base, **overrides})
 
     def bipo_config(self) -> Any:
-        from steerlab.vectors.bipo import BiPOConfig
+        from steerlab.analysis.sweep_plan import bipo_config_of
 
-        return BiPOConfig(
-            epochs=self.bipo_epochs,
-            lr=self.bipo_lr,
-            batch_size=self.bipo_batch_size,
-            warmup_steps=self.bipo_warmup_steps,
-            seed=self.seed,
-            early_stopping_patience=self.bipo_patience,
-            select_best=True,
-        )
+        return bipo_config_of(self, early_stopping_patience=self.bipo_patience, select_best=True)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

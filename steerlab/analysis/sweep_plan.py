@@ -21,6 +21,23 @@ from steerlab.models.sites import HookSite
 from steerlab.vectors.fitting import METHODS
 
 
+def bipo_config_of(settings: Any, **extra: Any) -> Any:
+    """The :class:`~steerlab.vectors.bipo.BiPOConfig` of a sweep-like config: its
+    ``bipo_epochs``, ``bipo_lr``, ``bipo_warmup_steps``, ``bipo_batch_size`` and ``seed``
+    (``extra``: further BiPOConfig fields). Shared by :class:`SweepConfig` and
+    :class:`~steerlab.analysis.calibrate.CalibrateConfig`."""
+    from steerlab.vectors.bipo import BiPOConfig
+
+    return BiPOConfig(
+        epochs=settings.bipo_epochs,
+        lr=settings.bipo_lr,
+        warmup_steps=settings.bipo_warmup_steps,
+        batch_size=settings.bipo_batch_size,
+        seed=settings.seed,
+        **extra,
+    )
+
+
 @dataclass(frozen=True)
 class SweepConfig:
     """Settings of :func:`~steerlab.analysis.sweeps.sweep` (methods, layers and
@@ -94,15 +111,7 @@ class SweepConfig:
             raise ConfigError(f"SweepConfig.bipo_lr={self.bipo_lr!r} must be a positive number.")
 
     def bipo_config(self) -> Any:
-        from steerlab.vectors.bipo import BiPOConfig
-
-        return BiPOConfig(
-            epochs=self.bipo_epochs,
-            lr=self.bipo_lr,
-            warmup_steps=self.bipo_warmup_steps,
-            batch_size=self.bipo_batch_size,
-            seed=self.seed,
-        )
+        return bipo_config_of(self)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
