@@ -5,7 +5,7 @@ import math
 import pandas as pd
 import plotly.graph_objects as go
 
-from steerlab.viz.figures import _layout, _pick, color_of, metric_title
+from steerlab.viz.figures import _layout, _pick, color_of, line_trace, metric_title
 
 
 def benchmark_curves(
@@ -30,18 +30,12 @@ def benchmark_curves(
             up, down = g["ci_high"] - g["value"], g["value"] - g["ci_low"]
         else:
             up = down = 1.959963984540054 * g["sem"]
-        fig.add_trace(
-            go.Scatter(
-                x=g["multiplier"],
-                y=g["value"],
-                mode="lines+markers",
-                name=str(name),
-                line=dict(color=color_of(str(g["method"].iloc[0]) if "method" in g else name, i)),
-                error_y=dict(type="data", array=up, arrayminus=down, visible=True),
-                customdata=g["n"],
-                hovertemplate="x%{x:g}: %{y:.3f} (n=%{customdata})<extra></extra>",
-            )
-        )
+        color = color_of(str(g["method"].iloc[0]) if "method" in g else name, i)
+        bars = dict(type="data", array=up, arrayminus=down, visible=True)
+        hover = "x%{x:g}: %{y:.3f} (n=%{customdata})<extra></extra>"
+        trace = line_trace(g["multiplier"], g["value"], str(name), color, error_y=bars,
+                           customdata=g["n"], hovertemplate=hover)  # fmt: skip
+        fig.add_trace(trace)
     if chance is None and "chance" in sub.columns:
         known = sub["chance"].dropna()
         chance = float(known.iloc[0]) if len(known) else None

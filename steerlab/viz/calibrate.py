@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from steerlab.analysis.calibrate import admissible
-from steerlab.viz.figures import _layout, color_of
+from steerlab.viz.figures import _layout, color_of, line_trace
 
 
 def effect_kl_frontier(result: Any) -> go.Figure:
@@ -38,16 +38,9 @@ def effect_kl_frontier(result: Any) -> go.Figure:
         )
         if method in chosen:
             line = g[g["layer"] == chosen[method]].sort_values("strength")
-            fig.add_trace(
-                go.Scatter(
-                    x=line["kl"],
-                    y=line["effect"],
-                    mode="lines+markers",
-                    legendgroup=str(method),
-                    name=f"{method} L{chosen[method]} (chosen)",
-                    line=dict(color=color, width=2),
-                )
-            )
+            name = f"{method} L{chosen[method]} (chosen)"
+            fig.add_trace(line_trace(line["kl"], line["effect"], name, color,
+                                     legendgroup=str(method), line=dict(width=2)))  # fmt: skip
     fig.add_vline(x=cap, line_dash="dash", line_color="gray", annotation_text=f"cap {cap:g}")
     return _layout(
         fig,
@@ -69,15 +62,7 @@ def effect_by_layer(result: Any) -> go.Figure:
     table = best_admissible(result.validation, result.config.kl_cap)
     fig = go.Figure()
     for i, (method, g) in enumerate(table.groupby("method", sort=False)):
-        fig.add_trace(
-            go.Scatter(
-                x=g["layer"],
-                y=g["effect"],
-                mode="lines+markers",
-                name=str(method),
-                line=dict(color=color_of(str(method), i)),
-            )
-        )
+        fig.add_trace(line_trace(g["layer"], g["effect"], str(method), color_of(str(method), i)))
     return _layout(
         fig,
         f"Best validation effect under KL {result.config.kl_cap:g}, by layer",
@@ -127,18 +112,9 @@ def test_curves(result: Any) -> go.Figure:
         )
         for i, (method, g) in enumerate(means.groupby("method", sort=False)):
             for j, (col, _) in enumerate(cols):
-                fig.add_trace(
-                    go.Scatter(
-                        x=g["strength"],
-                        y=g[col],
-                        mode="lines+markers",
-                        legendgroup=str(method),
-                        name=f"{method} L{g['layer'].iloc[0]}",
-                        showlegend=j == 0,
-                        line=dict(color=color_of(str(method), i)),
-                    ),
-                    row=1,
-                    col=j + 1,
-                )
+                trace = line_trace(g["strength"], g[col], f"{method} L{g['layer'].iloc[0]}",
+                                   color_of(str(method), i), legendgroup=str(method),
+                                   showlegend=j == 0)  # fmt: skip
+                fig.add_trace(trace, row=1, col=j + 1)
     fig.update_xaxes(title_text="strength")
     return _layout(fig, "Test pairs: change vs unsteered, by strength", height=380)

@@ -59,6 +59,18 @@ def _pick(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     return sub
 
 
+def line_trace(x: Any, y: Any, name: str, color: str, **kw: Any) -> go.Scatter:
+    """A ``lines+markers`` trace named ``name`` in ``color``. ``kw``: further ``go.Scatter``
+    properties; ``line=`` entries (``width``, ``dash``) are merged with the colour."""
+    line = {"color": color, **kw.pop("line", {})}
+    return go.Scatter(x=x, y=y, mode="lines+markers", name=name, line=line, **kw)
+
+
+def sem_bars(sem: Any) -> dict[str, Any]:
+    """``error_y`` of a trace: ± ``sem`` (hidden where ``sem`` is None)."""
+    return dict(type="data", array=sem, visible=sem is not None)
+
+
 def _layout(fig: go.Figure, title: str, height: int = 420, **kw: Any) -> go.Figure:
     fig.update_layout(
         title=title, template=TEMPLATE, height=height, margin=dict(l=60, r=20, t=60, b=50), **kw
@@ -86,15 +98,9 @@ def multiplier_curves(
     for i, name in enumerate(dict.fromkeys(sub[by])):
         g = sub[sub[by] == name].sort_values("multiplier")
         sem = g["sem"] if ("sem" in g and error_bars) else None
+        color = color_of(str(name), i)
         fig.add_trace(
-            go.Scatter(
-                x=g["multiplier"],
-                y=g["value"],
-                mode="lines+markers",
-                name=str(name),
-                line=dict(color=color_of(str(name), i)),
-                error_y=dict(type="data", array=sem, visible=sem is not None),
-            )
+            line_trace(g["multiplier"], g["value"], str(name), color, error_y=sem_bars(sem))
         )
     fig.add_vline(x=0, line=dict(color="#bbb", dash="dot"))
     return _layout(
@@ -140,15 +146,10 @@ def multiplier_panels(
             if h.empty:
                 continue
             sem = h["sem"] if ("sem" in h and error_bars) else None
-            fig.add_trace(
-                go.Scatter(
-                    x=h["multiplier"], y=h["value"], mode="lines+markers", name=str(name),
-                    legendgroup=str(name), showlegend=k == 0,
-                    line=dict(color=color_of(str(name), i)),
-                    error_y=dict(type="data", array=sem, visible=sem is not None),
-                ),
-                row=row, col=col,
-            )  # fmt: skip
+            trace = line_trace(h["multiplier"], h["value"], str(name), color_of(str(name), i),
+                               legendgroup=str(name), showlegend=k == 0,
+                               error_y=sem_bars(sem))  # fmt: skip
+            fig.add_trace(trace, row=row, col=col)
         fig.update_xaxes(title_text="multiplier", row=row, col=col)
     fig.update_yaxes(title_text=metric_title(metric), row=1, col=1)
     return _layout(
@@ -211,12 +212,7 @@ def layer_effects(
     fig = go.Figure()
     for i, method in enumerate(dict.fromkeys(eff["method"])):
         g = eff[eff["method"] == method].sort_values("layer")
-        fig.add_trace(
-            go.Scatter(
-                x=g["layer"], y=g[value], mode="lines+markers", name=str(method),
-                line=dict(color=color_of(str(method), i)),
-            )
-        )  # fmt: skip
+        fig.add_trace(line_trace(g["layer"], g[value], str(method), color_of(str(method), i)))
     fig.add_hline(y=0, line=dict(color="#bbb", dash="dot"))
     metric = str(eff["metric"].iloc[0]) if "metric" in eff else ""
     what = "slope per unit multiplier" if value == "slope" else "change from min to max multiplier"
@@ -318,11 +314,8 @@ def training_curves(training: Any, title: str = "BiPO training") -> go.Figure:
             ("margin@-1", "#1f77b4"),
         ):
             if name in epochs:
-                fig.add_trace(
-                    go.Scatter(x=epochs["epoch"] + 1, y=epochs[name], mode="lines+markers",
-                               name=name, line=dict(color=color)),
-                    row=1, col=3,
-                )  # fmt: skip
+                trace = line_trace(epochs["epoch"] + 1, epochs[name], name, color)
+                fig.add_trace(trace, row=1, col=3)
         fig.update_xaxes(title_text="epoch", row=1, col=3)
     fig.update_xaxes(title_text="step", row=1, col=1)
     fig.update_xaxes(title_text="step", row=1, col=2)
@@ -338,14 +331,10 @@ def combination_lines(result: Any, title: str = "Single vs combined vectors") ->
         g = frame[frame["eval_behavior"] == beh]
         for i, (name, h) in enumerate(g.groupby("name", sort=False)):
             h = h.sort_values("multiplier")
-            fig.add_trace(
-                go.Scatter(
-                    x=h["multiplier"], y=h["value"], mode="lines+markers", name=f"{name} on {beh}",
-                    line=dict(dash="solid" if name == beh else "dash", color=_FALLBACK[i % 5]),
-                    error_y=dict(type="data", array=h["sem"], visible=True),
-                ),
-                row=1, col=k,
-            )  # fmt: skip
+            trace = line_trace(h["multiplier"], h["value"], f"{name} on {beh}", _FALLBACK[i % 5],
+                               line=dict(dash="solid" if name == beh else "dash"),
+                               error_y=sem_bars(h["sem"]))  # fmt: skip
+            fig.add_trace(trace, row=1, col=k)
         fig.update_xaxes(title_text="multiplier", row=1, col=k)
     fig.update_yaxes(title_text=metric_title(result.metric), row=1, col=1)
     return _layout(fig, title)
@@ -399,11 +388,13 @@ __all__ = [
     "figures_for",
     "layer_effects",
     "layer_heatmaps",
+    "line_trace",
     "metric_title",
     "multiplier_curves",
     "multiplier_panels",
     "norms_bar",
     "pca_scatter",
+    "sem_bars",
     "training_curves",
     "transfer_lines",
 ]
