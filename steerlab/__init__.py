@@ -22,6 +22,11 @@ from steerlab.data import (
 )
 from steerlab.errors import SteerlabError
 from steerlab.evaluation import ab_probability, likelihood_margin
+from steerlab.evaluation.prompting import (
+    prompt_kl_damage,
+    prompt_likelihood_margin,
+    prompt_open_ended,
+)
 from steerlab.models import (
     DEFAULT_SYSTEM_PROMPT,
     HookSite,
@@ -31,6 +36,14 @@ from steerlab.models import (
     lora_finetune_run,
 )
 from steerlab.steering import GenerationConfig, GenerationResult, Steering, generate, steer
+from steerlab.steering.conditional import (
+    ConditionalSteering,
+    ConditionVector,
+    choose_threshold,
+    fit_condition,
+    steer_if,
+)
+from steerlab.steering.prompting import PromptSteering, get_prompt
 from steerlab.vectors import (
     METHODS,
     BiPOConfig,
@@ -58,6 +71,7 @@ _LAZY = {
     "SweepConfig": "steerlab.analysis",
     "cosine_matrix": "steerlab.analysis",
     "calibrate": "steerlab.analysis.calibrate",
+    "conditional_effect": "steerlab.analysis.conditional",
     "CalibrateConfig": "steerlab.analysis.calibrate",
     "report": "steerlab.reports",
 }
@@ -77,11 +91,14 @@ __all__ = [
     "ABItem",
     "BiPOConfig",
     "CalibrateConfig",
+    "ConditionalSteering",
+    "ConditionVector",
     "ContrastiveActivations",
     "GenerationConfig",
     "GenerationResult",
     "HookSite",
     "PreferencePair",
+    "PromptSteering",
     "Provenance",
     "RePSConfig",
     "SteerlabError",
@@ -91,17 +108,21 @@ __all__ = [
     "SweepConfig",
     "ab_probability",
     "calibrate",
+    "choose_threshold",
     "collect",
+    "conditional_effect",
     "cosine_matrix",
     "fit",
     "fit_bipo_run",
     "fit_caa",
+    "fit_condition",
     "fit_freeform",
     "fit_pca",
     "fit_reps_run",
     "from_repeng",
     "from_steering_vectors",
     "generate",
+    "get_prompt",
     "likelihood_margin",
     "list_behaviors",
     "load_mmlu",
@@ -112,9 +133,13 @@ __all__ = [
     "load_vector",
     "lora_finetune",
     "lora_finetune_run",
+    "prompt_kl_damage",
+    "prompt_likelihood_margin",
+    "prompt_open_ended",
     "report",
     "save_lm_eval_steer",
     "steer",
+    "steer_if",
     "sweep",
     "train_bipo",
     "train_reps",
