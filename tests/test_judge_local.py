@@ -151,3 +151,22 @@ def test_judging_the_evaluated_model_with_itself_needs_a_flag(tiny_model, tmp_pa
     assert frame["judge_warning"].str.contains("graded its own answers").all()
     warnings = summarize_open_ended(frame).attrs["warnings"]
     assert len(warnings) == 1 and "self-judged" in warnings[0]
+
+
+def test_cli_local_judge_without_another_model_needs_self_judge(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from steerlab.cli import _common, app
+
+    def refuse(*a, **k):
+        raise AssertionError("no model may be loaded before the options are checked")
+
+    monkeypatch.setattr(_common, "load_model", refuse)
+    out = tmp_path / "open.jsonl"
+    for cmd in (["eval", "open"], ["eval", "jailbreak"]):
+        ext = "jsonl" if cmd[1] == "open" else "csv"
+        r = CliRunner().invoke(
+            app, [*cmd, "--judge", "local", "--out", str(out.with_suffix("." + ext))]
+        )
+        assert r.exit_code == 1, r.output
+        assert "--self-judge" in r.output and "--judge-model" in r.output
