@@ -148,6 +148,22 @@ def _as_object(value: Any, at: str) -> dict[str, Any]:
     return value
 
 
+def _objects(path: Path) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """``(line, where, object)`` for each element of a file holding a JSON list of objects
+    (an element that is not an object is a DataFormatError naming it)."""
+    for line, i, value in iter_json_array(path):
+        at = where(path, line, i)
+        yield line, at, _as_object(value, at)
+
+
+def _required_text(row: dict[str, Any], key: str, at: str) -> str:
+    """``row[key]`` as non-empty text; missing or empty is an error (no ``skip`` applies)."""
+    try:
+        return get_text(row, key, at)
+    except SkippableRowError as err:
+        raise DataFormatError(f"{err.where}: {err.detail}.") from None
+
+
 def _ab_item(row: dict[str, Any], at: str, collector: RowCollector) -> ABItem:
     """An ABItem from ``question, answer_matching_behavior, answer_not_matching_behavior``."""
     text = get_text(row, "question", at)
@@ -214,15 +230,7 @@ def load_caa_ab_json(
 
 def load_caa_open_ended_json(path: Path | str) -> tuple[str, ...]:
     """Load a CAA ``test_dataset_open_ended.json`` (a list of ``{"question": ...}``)."""
-    path = Path(path)
-    out: list[str] = []
-    for line, i, value in iter_json_array(path):
-        at = where(path, line, i)
-        try:
-            out.append(get_text(_as_object(value, at), "question", at))
-        except SkippableRowError as err:
-            raise DataFormatError(f"{err.where}: {err.detail}.") from None
-    return tuple(out)
+    return tuple(_required_text(row, "question", at) for _, at, row in _objects(Path(path)))
 
 
 def load_caa_mc_json(
@@ -240,9 +248,7 @@ def load_caa_mc_json(
     keys = ("prompt", "correct", "incorrect", "correct_full_text", "incorrect_full_text")
     collector = RowCollector(skip)
     items: list[MCItem] = []
-    for line, i, value in iter_json_array(path):
-        at = where(path, line, i)
-        row = _as_object(value, at)
+    for line, at, row in _objects(path):
         try:
             prompt, correct, incorrect, correct_text, incorrect_text, category = (
                 get_text(row, k, at) for k in (*keys, "category")
@@ -300,13 +306,8 @@ def load_truthfulqa_mc_json(
     path = Path(path)
     collector = RowCollector(skip)
     items: list[TruthfulQAItem] = []
-    for line, i, value in iter_json_array(path):
-        at = where(path, line, i)
-        row = _as_object(value, at)
-        try:
-            question = get_text(row, "question", at)
-        except SkippableRowError as err:
-            raise DataFormatError(f"{err.where}: {err.detail}.") from None
+    for line, at, row in _objects(path):
+        question = _required_text(row, "question", at)
         mc1 = _targets(row, "mc1_targets", at, collector, line)
         mc2 = _targets(row, "mc2_targets", at, collector, line)
         mc0 = _targets(row, "mc0_targets", at, collector, line) if "mc0_targets" in row else ()
