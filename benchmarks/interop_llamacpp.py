@@ -89,7 +89,10 @@ def _source_dir(root: Path) -> Path:
             check=True,
         )
     with tarfile.open(sdist) as tar:
-        tar.extractall(root, filter="data")
+        if hasattr(tarfile, "data_filter"):  # Python >= 3.10.12 / 3.11.4
+            tar.extractall(root, filter="data")
+        else:  # pragma: no cover
+            tar.extractall(root)  # noqa: S202
     return src
 
 
