@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Literal, Union
 
 import torch
-from jaxtyping import Bool
+from jaxtyping import Bool, Int
 from torch import Tensor
 
 from steerlab.errors import ConfigError
@@ -88,6 +88,12 @@ def position_mask(
         rel = absolute - pad.to(device)[:, None]
     else:
         rel = absolute
+    return slice_mask(rel, positions)
+
+
+def slice_mask(rel: Int[Tensor, "*shape"], positions: slice) -> Bool[Tensor, "*shape"]:
+    """Which positions ``rel`` (counted from each row's first real token) a ``positions``
+    slice selects (start, stop and step as in Python; checked by :func:`check_positions`)."""
     start = positions.start or 0
     mask = rel >= start
     if positions.stop is not None:
