@@ -19,14 +19,8 @@ from steerlab.activations.prompts import encode_ab, letter_token_ids
 from steerlab.data.convert import as_ab_items
 from steerlab.errors import EmptyInputError
 from steerlab.evaluation.likelihood import logits_at
-from steerlab.evaluation.multipliers import (
-    DEFAULT_MULTIPLIERS,
-    MultipliersArg,
-    VectorsArg,
-    summarize,
-    sweep_multipliers,
-)
-from steerlab.evaluation.strengths import evaluate_at_strengths
+from steerlab.evaluation.multipliers import DEFAULT_MULTIPLIERS, MultipliersArg, VectorsArg
+from steerlab.evaluation.strengths import score_conditions
 from steerlab.models.model import SteerlabModel
 from steerlab.utils.progress import progress_bar
 
@@ -124,34 +118,10 @@ def ab_probability(
     item_list = as_ab_items(items)
     if not item_list:
         raise EmptyInputError("ab_probability() got no items.")
-    if strengths is not None:
-        return evaluate_at_strengths(
-            model,
-            vectors,
-            multipliers,
-            strengths,
-            lambda v, m: ab_probability(
-                model,
-                item_list,
-                v,
-                m,
-                batch_size=batch_size,
-                progress=progress,
-                method=method,
-                layer=layer,
-                per_item=True,
-            ),
-            AB_METRICS,
-            per_item,
-        )
-    frame = sweep_multipliers(
-        model,
-        vectors,
-        multipliers,
-        lambda: ab_scores(model, item_list, batch_size),
-        method=method,
-        layer=layer,
-        progress=progress,
-        desc="A/B probability",
-    )
-    return frame if per_item else summarize(frame, AB_METRICS)
+
+    def score() -> dict[str, Any]:
+        return ab_scores(model, item_list, batch_size)
+
+    return score_conditions(model, vectors, multipliers, strengths, score, AB_METRICS,
+                            per_item=per_item, method=method, layer=layer, progress=progress,
+                            desc="A/B probability")  # fmt: skip

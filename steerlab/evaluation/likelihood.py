@@ -23,14 +23,8 @@ from steerlab.activations.batch import TokenBatch, length_sorted_batches, right_
 from steerlab.activations.prompts import encode_pair
 from steerlab.data.convert import as_pairs
 from steerlab.errors import EmptyInputError
-from steerlab.evaluation.multipliers import (
-    DEFAULT_MULTIPLIERS,
-    MultipliersArg,
-    VectorsArg,
-    summarize,
-    sweep_multipliers,
-)
-from steerlab.evaluation.strengths import evaluate_at_strengths
+from steerlab.evaluation.multipliers import DEFAULT_MULTIPLIERS, MultipliersArg, VectorsArg
+from steerlab.evaluation.strengths import score_conditions
 from steerlab.models.chat import EncodedText
 from steerlab.models.model import SteerlabModel
 from steerlab.utils.progress import progress_bar
@@ -164,26 +158,6 @@ def likelihood_margin(
     pair_list = as_pairs(pairs)
     if not pair_list:
         raise EmptyInputError("likelihood_margin() got no pairs.")
-    if strengths is not None:
-        return evaluate_at_strengths(
-            model,
-            vectors,
-            multipliers,
-            strengths,
-            lambda v, m: likelihood_margin(
-                model,
-                pair_list,
-                v,
-                m,
-                batch_size=batch_size,
-                progress=progress,
-                method=method,
-                layer=layer,
-                per_item=True,
-            ),
-            LIKELIHOOD_METRICS,
-            per_item,
-        )
     enc = [encode_pair(model, p) for p in pair_list]
     pos, neg = [e[0] for e in enc], [e[1] for e in enc]
     n = len(pair_list)
@@ -202,14 +176,6 @@ def likelihood_margin(
             "n_tokens_not_matching": n_tok_neg,
         }
 
-    frame = sweep_multipliers(
-        model,
-        vectors,
-        multipliers,
-        score,
-        method=method,
-        layer=layer,
-        progress=progress,
-        desc="likelihood margin",
-    )
-    return frame if per_item else summarize(frame, LIKELIHOOD_METRICS)
+    return score_conditions(model, vectors, multipliers, strengths, score, LIKELIHOOD_METRICS,
+                            per_item=per_item, method=method, layer=layer, progress=progress,
+                            desc="likelihood margin")  # fmt: skip
