@@ -19,10 +19,16 @@ from steerlab.activations.prompts import encode_ab, letter_token_ids
 from steerlab.data.convert import as_ab_items
 from steerlab.errors import EmptyInputError
 from steerlab.evaluation.likelihood import logits_at
-from steerlab.evaluation.multipliers import DEFAULT_MULTIPLIERS, MultipliersArg, VectorsArg
-from steerlab.evaluation.strengths import score_conditions
+from steerlab.evaluation.multipliers import (
+    DEFAULT_MULTIPLIERS,
+    MultipliersArg,
+    VectorsArg,
+    sweep_multipliers,
+)
+from steerlab.evaluation.strengths import evaluate_conditions
 from steerlab.models.model import SteerlabModel
 from steerlab.utils.progress import progress_bar
+from steerlab.vectors.vector import SteeringVector
 
 #: metric name -> per-item column of ``ab_probability(..., per_item=True)``.
 AB_METRICS = {
@@ -122,6 +128,8 @@ def ab_probability(
     def score() -> dict[str, Any]:
         return ab_scores(model, item_list, batch_size)
 
-    return score_conditions(model, vectors, multipliers, strengths, score, AB_METRICS,
-                            per_item=per_item, method=method, layer=layer, progress=progress,
-                            desc="A/B probability")  # fmt: skip
+    def run(vecs: list[SteeringVector], mults: tuple[float, ...]) -> pd.DataFrame:
+        return sweep_multipliers(model, vecs, mults, score, method=method, layer=layer,
+                                 progress=progress, desc="A/B probability")  # fmt: skip
+
+    return evaluate_conditions(model, vectors, multipliers, strengths, run, AB_METRICS, per_item)

@@ -23,11 +23,17 @@ from steerlab.activations.batch import TokenBatch, length_sorted_batches, right_
 from steerlab.activations.prompts import encode_pair
 from steerlab.data.convert import as_pairs
 from steerlab.errors import EmptyInputError
-from steerlab.evaluation.multipliers import DEFAULT_MULTIPLIERS, MultipliersArg, VectorsArg
-from steerlab.evaluation.strengths import score_conditions
+from steerlab.evaluation.multipliers import (
+    DEFAULT_MULTIPLIERS,
+    MultipliersArg,
+    VectorsArg,
+    sweep_multipliers,
+)
+from steerlab.evaluation.strengths import evaluate_conditions
 from steerlab.models.chat import EncodedText
 from steerlab.models.model import SteerlabModel
 from steerlab.utils.progress import progress_bar
+from steerlab.vectors.vector import SteeringVector
 
 #: metric name -> per-item column of ``likelihood_margin(..., per_item=True)``.
 LIKELIHOOD_METRICS = {
@@ -176,6 +182,10 @@ def likelihood_margin(
             "n_tokens_not_matching": n_tok_neg,
         }
 
-    return score_conditions(model, vectors, multipliers, strengths, score, LIKELIHOOD_METRICS,
-                            per_item=per_item, method=method, layer=layer, progress=progress,
-                            desc="likelihood margin")  # fmt: skip
+    def run(vecs: list[SteeringVector], mults: tuple[float, ...]) -> pd.DataFrame:
+        return sweep_multipliers(model, vecs, mults, score, method=method, layer=layer,
+                                 progress=progress, desc="likelihood margin")  # fmt: skip
+
+    return evaluate_conditions(
+        model, vectors, multipliers, strengths, run, LIKELIHOOD_METRICS, per_item
+    )

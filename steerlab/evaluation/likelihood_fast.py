@@ -44,7 +44,7 @@ from steerlab.evaluation.multipliers import (
     conditions,
     summarize,
 )
-from steerlab.evaluation.strengths import evaluate_at_strengths
+from steerlab.evaluation.strengths import evaluate_conditions
 from steerlab.models.model import SteerlabModel
 from steerlab.steering.steer import Steering
 from steerlab.utils.progress import progress_bar
@@ -108,7 +108,7 @@ def likelihood_margin_fast(
             return likelihood_margin_fast(model, pair_list, vecs, mults, batch_size=batch_size,
                                           progress=progress, per_item=True)  # fmt: skip
 
-        return evaluate_at_strengths(
+        return evaluate_conditions(
             model, vectors, multipliers, strengths, run, LIKELIHOOD_METRICS, per_item
         )
     if not fast_path_applies(model, vectors):

@@ -19,14 +19,12 @@ from steerlab.errors import ConfigError
 from steerlab.evaluation.multipliers import (
     CONDITION_COLUMNS,
     DEFAULT_MULTIPLIERS,
-    ItemScorer,
     MultipliersArg,
     VectorsArg,
     as_vector_list,
     check_multipliers,
     conditions,
     summarize,
-    sweep_multipliers,
 )
 from steerlab.models.model import SteerlabModel
 from steerlab.steering.strength import in_norm_units, site_multipliers, vector_norms
@@ -105,49 +103,22 @@ def summarize_strengths(items: pd.DataFrame, metrics: Mapping[str, str]) -> pd.D
     return out
 
 
-def evaluate_at_strengths(
-    model: SteerlabModel,
-    vectors: VectorsArg,
-    multipliers: MultipliersArg | None,
-    strengths: MultipliersArg,
-    run: Runner,
-    metrics: Mapping[str, str],
-    per_item: bool,
-) -> pd.DataFrame:
-    """The ``strengths=`` branch of an evaluation entry point: ``run(vectors,
-    multipliers)`` must return the entry point's per-item frame; the result is that
-    frame with a ``strength`` column, or its summary (grouped by strength)."""
-    strength_list = check_strength_args(multipliers, strengths)
-    assert strength_list is not None  # strengths is not None here
-    items = at_strengths(model, vectors, strength_list, run)
-    return items if per_item else summarize_strengths(items, metrics)
-
-
-def score_conditions(
+def evaluate_conditions(
     model: SteerlabModel,
     vectors: VectorsArg,
     multipliers: MultipliersArg,
     strengths: MultipliersArg | None,
-    score: ItemScorer,
+    run: Runner,
     metrics: Mapping[str, str],
-    *,
     per_item: bool,
-    method: str | None = None,
-    layer: int | str | None = None,
-    progress: bool = True,
-    desc: str = "evaluate",
 ) -> pd.DataFrame:
-    """The body of an entry point that scores items under each condition: ``score()``
-    swept over the multipliers (:func:`~steerlab.evaluation.multipliers.sweep_multipliers`)
-    or over ``strengths`` (:func:`evaluate_at_strengths`), returned per item or as the
-    summary of ``metrics``."""
-    if strengths is not None:
-
-        def run(vecs: list[SteeringVector], mults: tuple[float, ...]) -> pd.DataFrame:
-            return sweep_multipliers(model, vecs, mults, score, method=method, layer=layer,
-                                     progress=progress, desc=desc)  # fmt: skip
-
-        return evaluate_at_strengths(model, vectors, multipliers, strengths, run, metrics, per_item)
-    frame = sweep_multipliers(model, vectors, multipliers, score, method=method, layer=layer,
-                              progress=progress, desc=desc)  # fmt: skip
-    return frame if per_item else summarize(frame, metrics)
+    """The evaluation of an entry point: ``run(vectors, multipliers)`` must return its
+    per-item frame. Without ``strengths``, that frame at the multipliers; with them, at
+    the strengths (:func:`at_strengths`: vectors in norm units, a ``strength`` column).
+    Returns the frame, or its summary of ``metrics`` (grouped by strength with them)."""
+    strength_list = check_strength_args(multipliers, strengths)
+    if strength_list is None:
+        frame = run(as_vector_list(vectors), check_multipliers(multipliers))
+        return frame if per_item else summarize(frame, metrics)
+    items = at_strengths(model, vectors, strength_list, run)
+    return items if per_item else summarize_strengths(items, metrics)
