@@ -317,6 +317,17 @@ def check_vectors(model: Any, vectors: Any, force_other_model: bool = False) -> 
         )
 
 
+def load_steered(
+    vector: list[Path] | None, model: str, device: str | None, force_other_model: bool = False
+) -> tuple[Any, Any]:
+    """``(model, vectors)`` for a steering command: the vector files first (a bad one fails
+    before the model loads), then the model, then :func:`check_vectors`."""
+    vecs = load_vectors(vector)
+    m = load_model(model, device)
+    check_vectors(m, vecs, force_other_model)
+    return m, vecs
+
+
 # --- settings shared by several commands ----------------------------------------------------
 
 

@@ -41,9 +41,7 @@ def mmlu_cmd(
 
     mults = _common.parse_multipliers(multipliers)
     _common.check_out_file(out)
-    vecs = _common.load_vectors(vector)
-    m = _common.load_model(model, device)
-    _common.check_vectors(m, vecs, force_other_model)
+    m, vecs = _common.load_steered(vector, model, device, force_other_model)
     items = mmlu_accuracy(
         m,
         vecs,
@@ -82,9 +80,7 @@ def truthfulqa_cmd(
 
     mults = _common.parse_multipliers(multipliers)
     _common.check_out_file(out)
-    vecs = _common.load_vectors(vector)
-    m = _common.load_model(model, device)
-    _common.check_vectors(m, vecs, force_other_model)
+    m, vecs = _common.load_steered(vector, model, device, force_other_model)
     items = truthfulqa_mc(
         m,
         vecs,
@@ -144,9 +140,7 @@ def jailbreak_cmd(
         device=device,
         self_judge=self_judge,
     )
-    vecs = _common.load_vectors(vector)
-    m = _common.load_model(model, device)
-    _common.check_vectors(m, vecs, force_other_model)
+    m, vecs = _common.load_steered(vector, model, device, force_other_model)
     j = build_judge(m)
     items = jailbreak_asr(
         m,
