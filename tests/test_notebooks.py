@@ -21,6 +21,8 @@ EXPECTED = (
     "06_utility_mmlu",
     "07_geometry_and_layer_sweep",
     "08_ablations",
+    "09_in_context",
+    "10_training_cost",
 )
 NOTEBOOKS = sorted(NB_DIR.glob("[0-9][0-9]_*.ipynb"))
 
