@@ -31,12 +31,12 @@ from steerlab.activations.packed import (
     final_hidden_only,
     lower_residuals,
     steered_upper_hidden,
-    supports_fast_unembed,
     unembed_linear,
 )
 from steerlab.data.neutral import NeutralSet
 from steerlab.evaluation.damage import kl_frame, token_kl
-from steerlab.evaluation.multipliers import VectorsArg, as_vector_list, conditions
+from steerlab.evaluation.likelihood_fast import fast_path_applies
+from steerlab.evaluation.multipliers import VectorsArg, conditions
 from steerlab.models.chat import EncodedText
 from steerlab.models.model import SteerlabModel
 from steerlab.steering.steer import Steering
@@ -45,11 +45,10 @@ from steerlab.vectors.vector import SteeringVector
 
 
 def fast_kl_applies(model: SteerlabModel, vectors: VectorsArg) -> bool:
-    """True when the cached-residual KL applies to ``vectors`` on ``model``."""
-    vecs = as_vector_list(vectors)
-    return supports_fast_unembed(model) and all(
-        s.kind == "resid_post" for v in vecs for s in v.sites
-    )
+    """True when the cached-residual KL applies to ``vectors`` on ``model``: where the
+    fast likelihood margin does (:func:`~steerlab.evaluation.likelihood_fast.fast_path_applies`:
+    ``resid_post`` sites, a plain linear unembedding)."""
+    return fast_path_applies(model, vectors)
 
 
 def plain_batch(encoded: Sequence[EncodedText], pad_id: int) -> PackedBatch:
