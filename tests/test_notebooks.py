@@ -23,6 +23,7 @@ EXPECTED = (
     "08_ablations",
     "09_in_context",
     "10_training_cost",
+    "11_dpo_lora",
 )
 NOTEBOOKS = sorted(NB_DIR.glob("[0-9][0-9]_*.ipynb"))
 
