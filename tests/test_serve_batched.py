@@ -118,7 +118,7 @@ def test_row_spec_and_decoder_refuse_bad_values(tiny_model):
         RowSpec((), 4)
     with pytest.raises(ConfigError, match="max_new_tokens=0"):
         RowSpec((1, 2), 0)
-    with pytest.raises(ConfigError, match="temperature=0.0; sampling needs > 0"):
+    with pytest.raises(ConfigError, match="temperature=0.0; sampling needs a value > 0"):
         RowSpec((1, 2), 4, greedy=False, temperature=0.0)
     with pytest.raises(ConfigError, match="max_batch_size=0"):
         BatchedDecoder(tiny_model, 0)

@@ -19,7 +19,6 @@ row gets the tokens :func:`steerlab.generate` gives it alone.
 One thread owns a decoder (and the model while it steps); it is not thread-safe.
 """
 
-import math
 import warnings
 from collections import deque
 from collections.abc import Hashable, Sequence
@@ -32,7 +31,8 @@ from torch import Tensor
 
 from steerlab.errors import ConfigError, EmptyInputError
 from steerlab.models.model import SteerlabModel
-from steerlab.models.positions import PositionSpec
+from steerlab.models.positions import PositionSpec, slice_mask
+from steerlab.steering.generate import check_sampling
 from steerlab.steering.steer import Steering
 
 FINISH_REASONS = ("stop", "length", "cancelled")
@@ -66,10 +66,7 @@ class RowSpec:
             raise ConfigError(f"RowSpec.max_new_tokens={self.max_new_tokens!r}; use an int >= 1.")
         if self.max_new_tokens < 1:
             raise ConfigError(f"RowSpec.max_new_tokens={self.max_new_tokens}; use an int >= 1.")
-        if not self.greedy and not (self.temperature > 0 and math.isfinite(self.temperature)):
-            raise ConfigError(f"RowSpec.temperature={self.temperature}; sampling needs > 0.")
-        if not 0 < self.top_p <= 1:
-            raise ConfigError(f"RowSpec.top_p={self.top_p}; it must be in (0, 1].")
+        check_sampling(self.greedy, self.temperature, self.top_p, owner="RowSpec.")
         if self.steering is not None and not isinstance(self.steering, Steering):
             raise ConfigError(
                 f"RowSpec.steering is a {type(self.steering).__name__}; pass a Steering "
@@ -323,13 +320,7 @@ def _position_mask(positions: PositionSpec, pos: Int[Tensor, " n"], prompt_len: 
     if positions == "generated":
         return pos >= prompt_len
     assert isinstance(positions, slice)
-    start = positions.start or 0
-    keep = pos >= start
-    if positions.stop is not None:
-        keep &= pos < positions.stop
-    if positions.step:
-        keep &= (pos - start) % positions.step == 0
-    return keep
+    return slice_mask(pos, positions)
 
 
 def _row_hooks(

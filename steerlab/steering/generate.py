@@ -47,10 +47,17 @@ class GenerationConfig:
             raise ConfigError(f"max_new_tokens={self.max_new_tokens}; it must be >= 1.")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size={self.batch_size}; it must be >= 1.")
-        if not self.greedy and not (self.temperature > 0 and math.isfinite(self.temperature)):
-            raise ConfigError(f"temperature={self.temperature}; sampling needs a value > 0.")
-        if not 0 < self.top_p <= 1:
-            raise ConfigError(f"top_p={self.top_p}; it must be in (0, 1].")
+        check_sampling(self.greedy, self.temperature, self.top_p)
+
+
+def check_sampling(greedy: bool, temperature: float, top_p: float, owner: str = "") -> None:
+    """Raise :class:`ConfigError` for a sampling temperature that is not a finite value > 0
+    (checked only when ``greedy`` is False) or a ``top_p`` outside (0, 1]; ``owner``
+    prefixes the field names in the message (e.g. ``"RowSpec."``)."""
+    if not greedy and not (temperature > 0 and math.isfinite(temperature)):
+        raise ConfigError(f"{owner}temperature={temperature}; sampling needs a value > 0.")
+    if not 0 < top_p <= 1:
+        raise ConfigError(f"{owner}top_p={top_p}; it must be in (0, 1].")
 
 
 @dataclass(frozen=True)
