@@ -11,34 +11,40 @@ from steerlab.cli import _common
 
 train_app = _common.new_app("Train steering vectors.")
 
+# Options the BiPO and RePS commands share (same flags, defaults and help).
+BEHAVIOR = typer.Option("power-seeking", help="Behavior (see steerlab.data.list_behaviors()).")
+N_TRAIN = _common.count_option(None, help="Use the first N training pairs (default all).")
+N_VAL = _common.count_option(
+    50, help="Held-out pairs for per-epoch validation (0: no validation).", minimum=0
+)
+BATCH_SIZE = _common.count_option(4, help="Pairs per step.")
+WARMUP_STEPS = _common.count_option(100, help="Warm-up steps of the cosine schedule.", minimum=0)
+SEED = typer.Option(0, help="Seed (same seed, same vector).")
+BF16 = typer.Option(False, help="bf16 autocast above the steering layer.")
+RESUME = typer.Option(False, help="Resume from OUT/checkpoint.pt.")
+MODEL = typer.Option("embedded", help="'embedded', an HF id or a local dir.")
+DEVICE = typer.Option(None, help="cpu / cuda.")
+
 
 @train_app.command("bipo")
 def train_bipo_cmd(
-    behavior: str = typer.Option(
-        "power-seeking", help="Behavior (see steerlab.data.list_behaviors())."
-    ),
+    behavior: str = BEHAVIOR,
     layer: str = typer.Option(
         "14", help="Steering layer, or several comma-separated (multi-layer BiPO)."
     ),
     epochs: int = _common.count_option(3, help="Epochs (paper: 20 for personas)."),
-    n_train: int | None = _common.count_option(
-        None, help="Use the first N training pairs (default all)."
-    ),
-    n_val: int = _common.count_option(
-        50, help="Held-out pairs for per-epoch validation (0: no validation).", minimum=0
-    ),
+    n_train: int | None = N_TRAIN,
+    n_val: int = N_VAL,
     lr: float = typer.Option(5e-4, help="AdamW learning rate."),
     beta: float = typer.Option(0.1, help="BiPO beta."),
-    batch_size: int = _common.count_option(4, help="Pairs per step."),
-    warmup_steps: int = _common.count_option(
-        100, help="Warm-up steps of the cosine schedule.", minimum=0
-    ),
+    batch_size: int = BATCH_SIZE,
+    warmup_steps: int = WARMUP_STEPS,
     direction: str = typer.Option("bi", help="'bi' (BiPO) or 'uni' (ablation: d=+1)."),
-    seed: int = typer.Option(0, help="Seed (same seed, same vector)."),
-    bf16: bool = typer.Option(False, help="bf16 autocast above the steering layer."),
-    resume: bool = typer.Option(False, help="Resume from OUT/checkpoint.pt."),
-    model: str = typer.Option("embedded", help="'embedded', an HF id or a local dir."),
-    device: str | None = typer.Option(None, help="cpu / cuda."),
+    seed: int = SEED,
+    bf16: bool = BF16,
+    resume: bool = RESUME,
+    model: str = MODEL,
+    device: str | None = DEVICE,
     out: Path = typer.Option(Path("runs/bipo"), help="Output directory."),
 ) -> None:
     """Train a BiPO vector; writes vector.safetensors, train_log.jsonl, checkpoint.pt."""
@@ -105,19 +111,13 @@ def _fit_and_summarise(
 
 @train_app.command("reps")
 def train_reps_cmd(
-    behavior: str = typer.Option(
-        "power-seeking", help="Behavior (see steerlab.data.list_behaviors())."
-    ),
+    behavior: str = BEHAVIOR,
     layer: str = typer.Option(
         "14", help="Steering layer, or several comma-separated (multi-layer RePS)."
     ),
     epochs: int = _common.count_option(3, help="Epochs (BiPO's paper: 20 for personas)."),
-    n_train: int | None = _common.count_option(
-        None, help="Use the first N training pairs (default all)."
-    ),
-    n_val: int = _common.count_option(
-        50, help="Held-out pairs for per-epoch validation (0: no validation).", minimum=0
-    ),
+    n_train: int | None = N_TRAIN,
+    n_val: int = N_VAL,
     lr: float = typer.Option(5e-4, help="AdamW learning rate (BiPO's default)."),
     beta: float = typer.Option(1.0, help="Scale of the length-normalised margin."),
     gamma: float = typer.Option(0.0, help="Target margin inside the sigmoid."),
@@ -127,16 +127,14 @@ def train_reps_cmd(
     direction_sampling: str = typer.Option(
         "both", help="'both' (each pair at +v and -v), 'per_step' or 'per_example'."
     ),
-    batch_size: int = _common.count_option(4, help="Pairs per step."),
-    warmup_steps: int = _common.count_option(
-        100, help="Warm-up steps of the cosine schedule.", minimum=0
-    ),
+    batch_size: int = BATCH_SIZE,
+    warmup_steps: int = WARMUP_STEPS,
     direction: str = typer.Option("bi", help="'bi' (both directions) or 'uni' (d=+1 only)."),
-    seed: int = typer.Option(0, help="Seed (same seed, same vector)."),
-    bf16: bool = typer.Option(False, help="bf16 autocast above the steering layer."),
-    resume: bool = typer.Option(False, help="Resume from OUT/checkpoint.pt."),
-    model: str = typer.Option("embedded", help="'embedded', an HF id or a local dir."),
-    device: str | None = typer.Option(None, help="cpu / cuda."),
+    seed: int = SEED,
+    bf16: bool = BF16,
+    resume: bool = RESUME,
+    model: str = MODEL,
+    device: str | None = DEVICE,
     out: Path = typer.Option(Path("runs/reps"), help="Output directory."),
 ) -> None:
     """Train a RePS vector (the BiPO trainer, RePS objective); writes vector.safetensors,
