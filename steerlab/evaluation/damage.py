@@ -56,17 +56,21 @@ def token_kl(
     return (logp_steered.exp() * (logp_steered - logp_ref)).sum(-1).clamp_min(0.0)
 
 
-def kl_frame(conds: Sequence[Condition], totals: np.ndarray, n_tokens: int) -> pd.DataFrame:
+def kl_frame(
+    conds: Sequence[Condition], totals: np.ndarray, n_tokens: int | Sequence[int]
+) -> pd.DataFrame:
     """The frame of :func:`kl_damage` (:data:`KL_COLUMNS`): per condition, the summed
-    token KL ``totals[c]`` over ``n_tokens`` tokens as a mean (nats per token)."""
+    token KL ``totals[c]`` over ``n_tokens`` tokens (one count for all conditions, or
+    one per condition) as a mean (nats per token)."""
+    counts = [n_tokens] * len(conds) if isinstance(n_tokens, int) else list(n_tokens)
     rows = [
         {
             "vector": cond.label,
             "method": cond.method,
             "layer": cond.layer,
             "multiplier": cond.multiplier,
-            "kl": totals[c] / n_tokens,
-            "n_tokens": n_tokens,
+            "kl": totals[c] / counts[c],
+            "n_tokens": counts[c],
         }
         for c, cond in enumerate(conds)
     ]

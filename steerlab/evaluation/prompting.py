@@ -31,9 +31,9 @@ from steerlab.activations.batch import length_sorted_batches, right_pad
 from steerlab.data.convert import as_pairs
 from steerlab.data.neutral import NeutralSet, load_neutral_set
 from steerlab.errors import EmptyInputError
-from steerlab.evaluation.damage import KL_COLUMNS, token_kl
+from steerlab.evaluation.damage import kl_frame, token_kl
 from steerlab.evaluation.likelihood import LIKELIHOOD_METRICS, response_logprobs
-from steerlab.evaluation.multipliers import MultipliersArg, summarize
+from steerlab.evaluation.multipliers import Condition, MultipliersArg, summarize
 from steerlab.models.chat import EncodedText
 from steerlab.models.model import SteerlabModel
 from steerlab.steering.prompting import PromptSteering, get_prompt, prompt_signs
@@ -151,25 +151,21 @@ def prompt_kl_damage(
     prompt = _as_prompt(prompt)
     neutral = load_neutral_set() if neutral is None else neutral
     base = _encode_neutral(model, neutral, model.system_prompt)
-    ref: list[torch.Tensor] | None = None
-    rows = []
-    for sign in prompt_signs(strengths):
-        kl, n_tokens = 0.0, 0
+    signs = prompt_signs(strengths)
+    conds = [Condition(None, float(sign), prompt.label, prompt.method, None) for sign in signs]
+    totals = np.zeros(len(signs))
+    counts = []
+    for c, sign in enumerate(signs):
         if sign != 0:
             seqs = _encode_neutral(model, neutral, prompt.system_prompt(model.system_prompt, sign))
             ks = [shared_suffix(a, b) for a, b in zip(base, seqs)]
             ref = _suffix_logprobs(model, base, ks, batch_size)  # k may differ per sign
             steered = _suffix_logprobs(model, seqs, ks, batch_size)
-            total = sum(float(token_kl(s, r).double().sum()) for s, r in zip(steered, ref))
-            n_tokens = sum(ks)
-            kl = total / n_tokens
+            totals[c] = sum(float(token_kl(s, r).double().sum()) for s, r in zip(steered, ref))
+            counts.append(sum(ks))
         else:
-            n_tokens = sum(len(s) - 1 for s in base)
-        row = {"vector": prompt.label, "method": prompt.method, "layer": None}
-        rows.append({**row, "multiplier": float(sign), "kl": kl, "n_tokens": n_tokens})
-    out = pd.DataFrame(rows, columns=list(KL_COLUMNS))
-    out["layer"] = pd.Series([None] * len(rows), dtype=object)
-    return out
+            counts.append(sum(len(s) - 1 for s in base))
+    return kl_frame(conds, totals, counts)
 
 
 def prompt_open_ended(
