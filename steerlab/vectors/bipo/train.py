@@ -219,12 +219,18 @@ def train_bipo(
     return vec
 
 
+def _config_from(cls: type[BiPOConfig], kwargs: dict[str, Any]) -> BiPOConfig:
+    """``kwargs["config"]``, or a ``cls`` built from the ``cls`` fields in ``kwargs``
+    (either way popped from ``kwargs``; the other keys stay)."""
+    return kwargs.pop("config", None) or cls(
+        **{k: kwargs.pop(k) for k in list(kwargs) if k in cls.__dataclass_fields__}
+    )
+
+
 def _fit_bipo_method(
     model: Any, data: Sequence[Any], layers: Sequence[int], **kwargs: Any
 ) -> SteeringVector:
-    cfg = kwargs.pop("config", None) or BiPOConfig(
-        **{k: kwargs.pop(k) for k in list(kwargs) if k in BiPOConfig.__dataclass_fields__}
-    )
+    cfg = _config_from(BiPOConfig, kwargs)
     allowed = {"val_pairs", "out_dir", "resume", "behavior", "progress", "engine"}
     extra = {k: v for k, v in kwargs.items() if k in allowed}
     if len(list(layers)) == 1:
@@ -263,9 +269,7 @@ def train_reps(
 def _fit_reps_method(
     model: Any, data: Sequence[Any], layers: Sequence[int], **kwargs: Any
 ) -> SteeringVector:
-    cfg = kwargs.pop("config", None) or RePSConfig(
-        **{k: kwargs.pop(k) for k in list(kwargs) if k in RePSConfig.__dataclass_fields__}
-    )
+    cfg = _config_from(RePSConfig, kwargs)
     return _fit_bipo_method(model, data, layers, config=RePSConfig.from_bipo(cfg), **kwargs)
 
 
