@@ -362,6 +362,11 @@ def new_completion_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex[:24]}"
 
 
+def _envelope(completion_id: str, kind: str, model: str) -> dict[str, Any]:
+    """The fields every completion object and chunk opens with (id, object, created, model)."""
+    return {"id": completion_id, "object": kind, "created": int(time.time()), "model": model}
+
+
 def completion_body(
     completion_id: str,
     model: str,
@@ -373,10 +378,7 @@ def completion_body(
 ) -> dict[str, Any]:
     """A ``chat.completion`` object with one choice (plus the steering that was applied)."""
     return {
-        "id": completion_id,
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
+        **_envelope(completion_id, "chat.completion", model),
         "choices": [
             {
                 "index": 0,
@@ -398,9 +400,6 @@ def chunk_body(
 ) -> dict[str, Any]:
     """One ``chat.completion.chunk`` of a streamed reply."""
     return {
-        "id": completion_id,
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": model,
+        **_envelope(completion_id, "chat.completion.chunk", model),
         "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
     }
