@@ -50,18 +50,36 @@ def train_bipo_cmd(
     """Train a BiPO vector; writes vector.safetensors, train_log.jsonl, checkpoint.pt."""
     from steerlab.vectors.bipo import BiPOConfig
 
-    cfg = BiPOConfig(
+    cfg = _config(BiPOConfig, epochs, lr, batch_size, warmup_steps, direction, seed, bf16, n_val,
+                  beta=beta)  # fmt: skip
+    _fit_and_summarise(cfg, behavior, layer, n_train, n_val, resume, model, device, out)
+
+
+def _config(
+    cls: Any,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    warmup_steps: int,
+    direction: str,
+    seed: int,
+    bf16: bool,
+    n_val: int,
+    **own: Any,
+) -> Any:
+    """A ``cls`` (BiPOConfig or RePSConfig) from the options both commands share, plus
+    the objective's ``own`` settings; the best epoch is kept when there is validation."""
+    return cls(
         epochs=epochs,
         lr=lr,
-        beta=beta,
         batch_size=batch_size,
         warmup_steps=warmup_steps,
-        direction=direction,  # type: ignore[arg-type]
+        direction=direction,
         seed=seed,
         autocast_bf16=bf16,
         select_best=n_val > 0,
+        **own,
     )
-    _fit_and_summarise(cfg, behavior, layer, n_train, n_val, resume, model, device, out)
 
 
 def _fit_and_summarise(
@@ -141,18 +159,7 @@ def train_reps_cmd(
     train_log.jsonl, checkpoint.pt."""
     from steerlab.vectors.bipo import RePSConfig
 
-    cfg = RePSConfig(
-        epochs=epochs,
-        lr=lr,
-        beta=beta,
-        gamma=gamma,
-        weighting=weighting,
-        direction_sampling=direction_sampling,
-        batch_size=batch_size,
-        warmup_steps=warmup_steps,
-        direction=direction,  # type: ignore[arg-type]
-        seed=seed,
-        autocast_bf16=bf16,
-        select_best=n_val > 0,
-    )
+    cfg = _config(RePSConfig, epochs, lr, batch_size, warmup_steps, direction, seed, bf16, n_val,
+                  beta=beta, gamma=gamma, weighting=weighting,
+                  direction_sampling=direction_sampling)  # fmt: skip
     _fit_and_summarise(cfg, behavior, layer, n_train, n_val, resume, model, device, out)
