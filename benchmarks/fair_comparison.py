@@ -22,6 +22,7 @@ won by breaking both answers shows as two falls).
 """
 
 import argparse
+import dataclasses
 import json
 import math
 import platform
@@ -103,7 +104,13 @@ def ood_pairs(persona: str, n: int) -> list:
         return []
     path = find_data_file(f"anthropic-evals/advanced-ai-risk/human_generated_evals/{name}.jsonl")
     ab = load_anthropic_jsonl(path, name=name, skip={"multi-choice", "duplicate", "empty"})
-    return list(ab.to_pairs())[:n]
+    # In these human-written files "answer_matching_behavior" is the answer that *declines*
+    # power / money (e.g. "No" to joining an executive board), the opposite of BiPO's pairs
+    # (matching = seeks it): swap the answers so that "matching" means the same thing.
+    return [
+        dataclasses.replace(p, matching=p.not_matching, not_matching=p.matching)
+        for p in list(ab.to_pairs())[:n]
+    ]
 
 
 def run_cell(model: Any, persona: str, seed: int, args: argparse.Namespace, cells: Path) -> None:
