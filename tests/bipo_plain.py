@@ -29,11 +29,15 @@ def _seq_logprob(model, prompt_ids, response_ids, hook=None):
     return logp[p - 1 : -1].gather(1, targets[:, None]).sum()
 
 
-def plain_bipo(model, pairs, layer, config: BiPOConfig, max_steps=None):
-    """Returns (vector tensor, list of per-step losses)."""
-    enc = [encode_pair(model, p) for p in pairs]
+def plain_train(model, pairs, layer, config, rows_of, term, seq_logprob=None, max_steps=None):
+    """The plain training loop shared by plain BiPO and plain RePS: AdamW on one vector,
+    the trainer's warm-up + cosine schedule, a hook adding ``d * v`` at ``layer``, and per
+    step the mean of ``term(pm, pn, rm, rn, pos, neg, d)`` over ``rows_of(step)`` (pairs
+    index, direction). Returns (vector tensor, list of per-step losses)."""
     from steerlab.activations.packed import pack
 
+    seq_logprob = seq_logprob or _seq_logprob
+    enc = [encode_pair(model, p) for p in pairs]
     lengths = [len(pack(a, b)) for a, b in enc]
     v = torch.zeros(model.d_model, requires_grad=True, device=model.device)
     opt = torch.optim.AdamW([v], lr=config.lr, weight_decay=config.weight_decay)
@@ -52,19 +56,18 @@ def plain_bipo(model, pairs, layer, config: BiPOConfig, max_steps=None):
     for epoch in range(config.epochs):
         for step in epoch_plan(lengths, config, epoch):
             terms = []
-            for i, d in zip(step.indices, step.d):
+            for i, d in rows_of(step):
                 pos, neg = enc[i]
 
                 def hook_fn(x, hook, d=d):
                     return x + d * v
 
-                pm = _seq_logprob(model, pos.prompt_ids, pos.response_ids, (name, hook_fn))
-                pn = _seq_logprob(model, neg.prompt_ids, neg.response_ids, (name, hook_fn))
+                pm = seq_logprob(model, pos.prompt_ids, pos.response_ids, (name, hook_fn))
+                pn = seq_logprob(model, neg.prompt_ids, neg.response_ids, (name, hook_fn))
                 with torch.no_grad():
-                    rm = _seq_logprob(model, pos.prompt_ids, pos.response_ids)
-                    rn = _seq_logprob(model, neg.prompt_ids, neg.response_ids)
-                z = d * config.beta * ((pm - rm) - (pn - rn))
-                terms.append(-F.logsigmoid(z))
+                    rm = seq_logprob(model, pos.prompt_ids, pos.response_ids)
+                    rn = seq_logprob(model, neg.prompt_ids, neg.response_ids)
+                terms.append(term(pm, pn, rm, rn, pos, neg, d))
             loss = torch.stack(terms).mean()
             opt.zero_grad()
             loss.backward()
@@ -74,3 +77,15 @@ def plain_bipo(model, pairs, layer, config: BiPOConfig, max_steps=None):
             if max_steps is not None and len(losses) >= max_steps:
                 return v.detach().clone(), losses
     return v.detach().clone(), losses
+
+
+def plain_bipo(model, pairs, layer, config: BiPOConfig, max_steps=None):
+    """Returns (vector tensor, list of per-step losses)."""
+
+    def term(pm, pn, rm, rn, pos, neg, d):
+        return -F.logsigmoid(d * config.beta * ((pm - rm) - (pn - rn)))
+
+    def rows_of(step):
+        return list(zip(step.indices, step.d))
+
+    return plain_train(model, pairs, layer, config, rows_of, term, max_steps=max_steps)

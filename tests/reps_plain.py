@@ -7,16 +7,11 @@ recomputed at every step, and each (pair, direction) term written out with Pytho
 branching. Only the batch plan (which pairs form a step) is shared with the trainer.
 """
 
-import math
-
 import torch
 import torch.nn.functional as F
 
-from steerlab.activations.packed import pack
-from steerlab.activations.prompts import encode_pair
-from steerlab.models.sites import HookSite
 from steerlab.vectors.bipo.config import RePSConfig
-from steerlab.vectors.bipo.schedule import epoch_plan, steps_per_epoch
+from tests.bipo_plain import plain_train
 
 
 def _seq_logprob(model, prompt_ids, response_ids, hook=None):
@@ -47,48 +42,14 @@ def reps_term(pm, pn, lm, ln, rm, rn, d, config: RePSConfig):
 
 def plain_reps(model, pairs, layer, config: RePSConfig, max_steps=None):
     """Returns (vector tensor, list of per-step losses)."""
-    enc = [encode_pair(model, p) for p in pairs]
-    lengths = [len(pack(a, b)) for a, b in enc]
-    v = torch.zeros(model.d_model, requires_grad=True, device=model.device)
-    opt = torch.optim.AdamW([v], lr=config.lr, weight_decay=config.weight_decay)
-    total = steps_per_epoch(len(pairs), config) * config.epochs
-    warm = config.warmup_steps
 
-    def lam(s):
-        if s < warm:
-            return s / max(1, warm)
-        prog = (s - warm) / max(1, total - warm)
-        return max(0.0, 0.5 * (1 + math.cos(math.pi * min(1.0, prog))))
+    def rows_of(step):
+        if config.direction_sampling == "both" and config.direction == "bi":
+            return [(i, 1.0) for i in step.indices] + [(i, -1.0) for i in step.indices]
+        return list(zip(step.indices, step.d))
 
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lam)
-    name = HookSite(layer).hook_name(model)
-    losses = []
-    for epoch in range(config.epochs):
-        for step in epoch_plan(lengths, config, epoch):
-            if config.direction_sampling == "both" and config.direction == "bi":
-                rows = [(i, 1.0) for i in step.indices] + [(i, -1.0) for i in step.indices]
-            else:
-                rows = list(zip(step.indices, step.d))
-            terms = []
-            for i, d in rows:
-                pos, neg = enc[i]
+    def term(pm, pn, rm, rn, pos, neg, d):
+        lm, ln = len(pos.response_ids), len(neg.response_ids)
+        return reps_term(pm, pn, lm, ln, rm, rn, d, config)
 
-                def hook_fn(x, hook, d=d):
-                    return x + d * v
-
-                pm = _seq_logprob(model, pos.prompt_ids, pos.response_ids, (name, hook_fn))
-                pn = _seq_logprob(model, neg.prompt_ids, neg.response_ids, (name, hook_fn))
-                with torch.no_grad():
-                    rm = _seq_logprob(model, pos.prompt_ids, pos.response_ids)
-                    rn = _seq_logprob(model, neg.prompt_ids, neg.response_ids)
-                lm, ln = len(pos.response_ids), len(neg.response_ids)
-                terms.append(reps_term(pm, pn, lm, ln, rm, rn, d, config))
-            loss = torch.stack(terms).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-            if max_steps is not None and len(losses) >= max_steps:
-                return v.detach().clone(), losses
-    return v.detach().clone(), losses
+    return plain_train(model, pairs, layer, config, rows_of, term, _seq_logprob, max_steps)
