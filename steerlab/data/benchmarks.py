@@ -8,9 +8,7 @@
 - :class:`AdvBenchItem` / :class:`AdvBench`: harmful goals (+ target prefix) and strings.
 """
 
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import overload
 
 from steerlab.data.choices import format_choices
 from steerlab.data.pairs import (
@@ -67,7 +65,7 @@ class MCItem:
 
 
 @dataclass(frozen=True)
-class MCDataset(_DatasetMixin):
+class MCDataset(_DatasetMixin[MCItem]):
     """An immutable, named sequence of :class:`MCItem`."""
 
     items: tuple[MCItem, ...]
@@ -75,21 +73,6 @@ class MCDataset(_DatasetMixin):
     source: str = ""
     split: str = "test"
     skipped: tuple[Skip, ...] = ()
-    _field = "items"
-
-    def __post_init__(self) -> None:
-        _require_tuple_of("MCDataset", "items", self.items, MCItem)
-        self._check_common("MCDataset")
-
-    @overload
-    def __getitem__(self, index: int) -> MCItem: ...
-    @overload
-    def __getitem__(self, index: slice) -> "MCDataset": ...
-    def __getitem__(self, index: int | slice) -> "MCItem | MCDataset":
-        return super().__getitem__(index)
-
-    def __iter__(self) -> Iterator[MCItem]:
-        return iter(self.items)
 
     @property
     def categories(self) -> tuple[str, ...]:
@@ -175,7 +158,7 @@ class TruthfulQAItem:
 
 
 @dataclass(frozen=True)
-class TruthfulQADataset(_DatasetMixin):
+class TruthfulQADataset(_DatasetMixin[TruthfulQAItem]):
     """An immutable sequence of :class:`TruthfulQAItem`."""
 
     items: tuple[TruthfulQAItem, ...]
@@ -183,21 +166,6 @@ class TruthfulQADataset(_DatasetMixin):
     source: str = ""
     split: str = "all"
     skipped: tuple[Skip, ...] = ()
-    _field = "items"
-
-    def __post_init__(self) -> None:
-        _require_tuple_of("TruthfulQADataset", "items", self.items, TruthfulQAItem)
-        self._check_common("TruthfulQADataset")
-
-    @overload
-    def __getitem__(self, index: int) -> TruthfulQAItem: ...
-    @overload
-    def __getitem__(self, index: slice) -> "TruthfulQADataset": ...
-    def __getitem__(self, index: int | slice) -> "TruthfulQAItem | TruthfulQADataset":
-        return super().__getitem__(index)
-
-    def __iter__(self) -> Iterator[TruthfulQAItem]:
-        return iter(self.items)
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,11 @@ import dataclasses
 import hashlib
 import json
 import random
+import typing
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 from steerlab.data.choices import format_choices, split_choices
 from steerlab.errors import DataFormatError
@@ -142,16 +143,28 @@ class ABItem:
         return [self.question, self.choices[0], self.choices[1], self.matching]
 
 
-class _DatasetMixin:
-    """Sequence behaviour shared by the dataset values (elements live in ``_field``)."""
+E = TypeVar("E")
+D = TypeVar("D", bound="_DatasetMixin")
 
-    _field: str = "items"
+
+class _DatasetMixin(Generic[E]):
+    """What the dataset values share. A dataset is a frozen dataclass whose first field is
+    the tuple of its elements (``pairs: tuple[PreferencePair, ...]``), followed by a
+    ``name`` and the rows the loader ``skipped``; all three are checked on construction.
+    It behaves as a sequence of its elements; a slice is a dataset of the same kind."""
+
+    @classmethod
+    def _elements_field(cls) -> dataclasses.Field:
+        return dataclasses.fields(cls)[0]  # type: ignore[arg-type]
 
     @property
-    def _elements(self) -> tuple[Any, ...]:
-        return getattr(self, self._field)
+    def _elements(self) -> tuple[E, ...]:
+        return getattr(self, self._elements_field().name)
 
-    def _check_common(self, owner: str) -> None:
+    def __post_init__(self) -> None:
+        owner, first = type(self).__name__, self._elements_field()
+        kind = typing.get_args(first.type)[0]  # tuple[X, ...] -> X
+        _require_tuple_of(owner, first.name, self._elements, kind)
         name = getattr(self, "name")  # noqa: B009
         if not isinstance(name, str) or not name.strip():
             raise DataFormatError(f"{owner}.name must be a non-empty str, got {name!r}.")
@@ -160,19 +173,23 @@ class _DatasetMixin:
     def __len__(self) -> int:
         return len(self._elements)
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[E]:
         return iter(self._elements)
 
+    @overload
+    def __getitem__(self, index: int) -> E: ...
+    @overload
+    def __getitem__(self: D, index: slice) -> D: ...
     def __getitem__(self, index: int | slice) -> Any:
         if isinstance(index, slice):
             # A slice is a new dataset; the load-time skip report stays with the original.
             return dataclasses.replace(
                 self,  # type: ignore[type-var]
-                **{self._field: self._elements[index], "skipped": ()},
+                **{self._elements_field().name: self._elements[index], "skipped": ()},
             )
         return self._elements[index]
 
-    def head(self, n: int) -> Any:
+    def head(self: D, n: int) -> D:
         """The first ``n`` elements as a dataset of the same kind."""
         return self[: max(int(n), 0)]
 
@@ -195,7 +212,7 @@ class _DatasetMixin:
 
 
 @dataclass(frozen=True)
-class PairDataset(_DatasetMixin):
+class PairDataset(_DatasetMixin[PreferencePair]):
     """An immutable, named sequence of :class:`PreferencePair`.
 
     ``source`` is the file path (or a description), ``split`` e.g. ``'train'``;
@@ -207,24 +224,6 @@ class PairDataset(_DatasetMixin):
     source: str = ""
     split: str = ""
     skipped: tuple[Skip, ...] = ()
-    _field = "pairs"
-
-    def __post_init__(self) -> None:
-        _require_tuple_of("PairDataset", "pairs", self.pairs, PreferencePair)
-        self._check_common("PairDataset")
-
-    @overload
-    def __getitem__(self, index: int) -> PreferencePair: ...
-    @overload
-    def __getitem__(self, index: slice) -> "PairDataset": ...
-    def __getitem__(self, index: int | slice) -> "PreferencePair | PairDataset":
-        return super().__getitem__(index)
-
-    def __iter__(self) -> Iterator[PreferencePair]:
-        return iter(self.pairs)
-
-    def head(self, n: int) -> "PairDataset":
-        return self[: max(int(n), 0)]
 
     def to_dataframe(self) -> "pd.DataFrame":
         """Columns ``question, matching, not_matching``."""
@@ -236,7 +235,7 @@ class PairDataset(_DatasetMixin):
 
 
 @dataclass(frozen=True)
-class ABDataset(_DatasetMixin):
+class ABDataset(_DatasetMixin[ABItem]):
     """An immutable, named sequence of :class:`ABItem`."""
 
     items: tuple[ABItem, ...]
@@ -244,24 +243,6 @@ class ABDataset(_DatasetMixin):
     source: str = ""
     split: str = ""
     skipped: tuple[Skip, ...] = ()
-    _field = "items"
-
-    def __post_init__(self) -> None:
-        _require_tuple_of("ABDataset", "items", self.items, ABItem)
-        self._check_common("ABDataset")
-
-    @overload
-    def __getitem__(self, index: int) -> ABItem: ...
-    @overload
-    def __getitem__(self, index: slice) -> "ABDataset": ...
-    def __getitem__(self, index: int | slice) -> "ABItem | ABDataset":
-        return super().__getitem__(index)
-
-    def __iter__(self) -> Iterator[ABItem]:
-        return iter(self.items)
-
-    def head(self, n: int) -> "ABDataset":
-        return self[: max(int(n), 0)]
 
     def to_pairs(self) -> PairDataset:
         """The same items as preference pairs (matching text vs the other choice)."""
