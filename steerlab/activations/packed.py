@@ -23,7 +23,7 @@ layer and the unsteered (reference) log-probs of both responses.
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -317,12 +317,11 @@ def full_token_logprobs(
 
 
 @dataclass(frozen=True, eq=False)
-class PairCache:
-    """Per pair: the packed tokens, the residual after ``layer`` (``[len, d_model]``) and
-    the reference (unsteered) log-probs of both responses, computed under ``autocast``."""
+class ReferenceCache:
+    """Per pair: the packed tokens and the reference (unsteered) log-probs of both
+    responses, computed under ``autocast``: what BiPO's fast and plain caches share."""
 
     packed: tuple[PackedPair, ...]
-    residuals: tuple[Tensor, ...]
     ref_matching: Tensor
     ref_not_matching: Tensor
     layer: int
@@ -334,10 +333,19 @@ class PairCache:
 
     @property
     def nbytes(self) -> int:
-        return (
-            sum(r.numel() * r.element_size() for r in self.residuals)
-            + 2 * self.ref_matching.numel() * 8
-        )
+        return 2 * self.ref_matching.numel() * 8
+
+
+@dataclass(frozen=True, eq=False)
+class PairCache(ReferenceCache):
+    """A :class:`ReferenceCache` that also holds, per pair, the residual after ``layer``
+    (``[len, d_model]``): the fast path starts each forward there."""
+
+    residuals: tuple[Tensor, ...] = field(kw_only=True)
+
+    @property
+    def nbytes(self) -> int:
+        return super().nbytes + sum(r.numel() * r.element_size() for r in self.residuals)
 
     def batch(
         self, idx: Sequence[int], pad_id: int, device: torch.device
@@ -387,6 +395,5 @@ def build_cache(
         for j, i in enumerate(idx):
             residuals[i] = resid[j, : lengths[i]].to(dtype or resid.dtype).clone()
             ref_m[i], ref_n[i] = float(m[j]), float(n[j])
-    return PairCache(
-        tuple(packed), tuple(r for r in residuals if r is not None), ref_m, ref_n, layer, autocast
-    )
+    kept = tuple(r for r in residuals if r is not None)
+    return PairCache(tuple(packed), ref_m, ref_n, layer, autocast, residuals=kept)

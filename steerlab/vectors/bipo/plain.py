@@ -26,6 +26,7 @@ from torch import Tensor
 from steerlab.activations.batch import length_sorted_batches
 from steerlab.activations.packed import (
     PackedPair,
+    ReferenceCache,
     autocast_to,
     pack_pairs,
     supports_fast_unembed,
@@ -66,24 +67,10 @@ def warn_plain_path(model: SteerlabModel, layer: int, reason: str) -> None:
 
 
 @dataclass(frozen=True, eq=False)
-class PlainPairCache:
-    """Per pair: the tokens of both sides and the reference (unsteered) log-probs of both
-    responses from a full forward (under ``autocast``). The plain path's counterpart of
-    :class:`~steerlab.activations.packed.PairCache`: no residuals are stored."""
-
-    packed: tuple[PackedPair, ...]
-    ref_matching: Tensor
-    ref_not_matching: Tensor
-    layer: int
-    autocast: torch.dtype | None = None
-
-    @property
-    def lengths(self) -> list[int]:
-        return [len(p) for p in self.packed]
-
-    @property
-    def nbytes(self) -> int:
-        return 2 * self.ref_matching.numel() * 8
+class PlainPairCache(ReferenceCache):
+    """The plain path's cache: the packed tokens and the reference log-probs of both
+    responses from a full forward (under ``autocast``); unlike
+    :class:`~steerlab.activations.packed.PairCache`, no residuals are stored."""
 
 
 def _side_batch(
