@@ -18,7 +18,7 @@ report the share of incoherent answers next to every judged mean and can exclude
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from steerlab.errors import ConfigError
@@ -74,12 +74,7 @@ class CoherenceGate:
             raise ConfigError(f"CoherenceGate.min_words={self.min_words} must be >= 1.")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "max_repetition": self.max_repetition,
-            "max_perplexity": self.max_perplexity,
-            "min_topic_similarity": self.min_topic_similarity,
-            "min_words": self.min_words,
-        }
+        return asdict(self)
 
     def text_reason(self, text: str) -> str | None:
         """The reason ``text`` alone is incoherent (empty, too short, repetitive), or None."""

@@ -4,7 +4,7 @@ import datetime as _dt
 import math
 import warnings
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -53,16 +53,9 @@ class Provenance:
         object.__setattr__(self, "hyperparameters", MappingProxyType(dict(self.hyperparameters)))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "model_id": self.model_id,
-            "d_model": self.d_model,
-            "method": self.method,
-            "behavior": self.behavior,
-            "hyperparameters": dict(self.hyperparameters),
-            "dataset_hash": self.dataset_hash,
-            "created_at": self.created_at,
-            "steerlab_version": self.steerlab_version,
-        }
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["hyperparameters"] = dict(self.hyperparameters)  # a plain dict, not the read-only view
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Provenance":
