@@ -3,6 +3,9 @@
 One ``--flag`` per field, its help text from the field's ``help`` metadata or the
 ``name: text`` line of the class docstring, ``None`` default (= not given, the
 dataclass default applies), so a new setting appears on the command line by itself.
+:func:`options` writes shared option lists once for commands built alike (``eval ab`` and
+``eval likelihood``, ``train bipo`` and ``train reps``); :func:`extend` adds such a list
+to a command written as a function (the judge options of ``eval open``).
 """
 
 import inspect
@@ -54,6 +57,28 @@ def config_options(cls: Any, skip: tuple[str, ...] = ()) -> list[inspect.Paramet
     return params
 
 
+def options(**spec: tuple[Any, Any]) -> list[inspect.Parameter]:
+    """Keyword parameters typer reads as options, in the order given:
+    ``name=(type, typer.Option(...))``; how commands that share options build theirs."""
+    return [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=tp)
+        for name, (tp, opt) in spec.items()
+    ]
+
+
+def extend(func: Any, *, before: str | None = None, **spec: tuple[Any, Any]) -> Any:
+    """``func`` as a typer command with more options: its own parameters (all but
+    ``**kwargs``, which receives the added ones) and the :func:`options` of ``spec``
+    inserted before the parameter ``before`` (None: at the end)."""
+    own = [
+        p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+        for p in inspect.signature(func).parameters.values()
+        if p.kind != p.VAR_KEYWORD
+    ]
+    at = next((i for i, p in enumerate(own) if p.name == before), len(own))
+    return with_signature(func, [*own[:at], *options(**spec), *own[at:]])
+
+
 def _doc_of(cls: Any, name: str) -> str:
     """The ``name: text`` line of a dataclass docstring (how SweepConfig documents fields)."""
     for line in (cls.__doc__ or "").splitlines():
@@ -75,4 +100,4 @@ def with_signature(func: Any, params: list[inspect.Parameter]) -> Any:
     return command
 
 
-__all__ = ["config_options", "with_signature"]
+__all__ = ["config_options", "extend", "options", "with_signature"]

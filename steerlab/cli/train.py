@@ -1,17 +1,23 @@
 """``steerlab train bipo`` / ``steerlab train reps``: train a BiPO or RePS vector
-(checkpointed, resumable; RePS is the same trainer with its own objective)."""
+(checkpointed, resumable; RePS is the same trainer with its own objective).
+
+Both commands are built from one option list (:meth:`_Objective.command`): the options
+they share, with each objective's own (``--beta``, RePS's ``--gamma`` ...) after ``--lr``.
+"""
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from steerlab.cli import _common
+from steerlab.cli._config import options, with_signature
 
 train_app = _common.new_app("Train steering vectors.")
 
-# Options the BiPO and RePS commands share (same flags, defaults and help).
+# Options both commands share (same flags, defaults and help).
 BEHAVIOR = typer.Option("power-seeking", help="Behavior (see steerlab.data.list_behaviors()).")
 N_TRAIN = _common.count_option(None, help="Use the first N training pairs (default all).")
 N_VAL = _common.count_option(
@@ -26,50 +32,78 @@ MODEL = typer.Option("embedded", help="'embedded', an HF id or a local dir.")
 DEVICE = typer.Option(None, help="cpu / cuda.")
 
 
-@train_app.command("bipo")
-def train_bipo_cmd(
-    behavior: str = BEHAVIOR,
-    layer: str = typer.Option(
-        "14", help="Steering layer, or several comma-separated (multi-layer BiPO)."
-    ),
-    epochs: int = _common.count_option(3, help="Epochs (paper: 20 for personas)."),
-    n_train: int | None = N_TRAIN,
-    n_val: int = N_VAL,
-    lr: float = typer.Option(5e-4, help="AdamW learning rate."),
-    beta: float = typer.Option(0.1, help="BiPO beta."),
-    batch_size: int = BATCH_SIZE,
-    warmup_steps: int = WARMUP_STEPS,
-    direction: str = typer.Option("bi", help="'bi' (BiPO) or 'uni' (ablation: d=+1)."),
-    seed: int = SEED,
-    bf16: bool = BF16,
-    resume: bool = RESUME,
-    model: str = MODEL,
-    device: str | None = DEVICE,
-    out: Path = typer.Option(Path("runs/bipo"), help="Output directory."),
-) -> None:
-    """Train a BiPO vector; writes vector.safetensors, train_log.jsonl, checkpoint.pt."""
-    from steerlab.vectors.bipo import BiPOConfig
+@dataclass(frozen=True)
+class _Objective:
+    """What ``train bipo`` and ``train reps`` do not share: the command name (also the
+    default output directory ``runs/NAME``), the config class in
+    :mod:`steerlab.vectors.bipo`, the docstring, a few help texts and the objective's
+    own options (``name=(type, typer.Option(...))``, passed to the config as they are)."""
 
-    cfg = _config(BiPOConfig, epochs, lr, batch_size, warmup_steps, direction, seed, bf16, n_val,
-                  beta=beta)  # fmt: skip
-    _fit_and_summarise(cfg, behavior, layer, n_train, n_val, resume, model, device, out)
+    name: str
+    config: str
+    doc: str
+    label: str
+    epochs_help: str
+    lr_help: str
+    direction_help: str
+    own: dict[str, tuple[Any, Any]]
+
+    def command(self) -> Any:
+        def command(**kw: Any) -> None:
+            _train(self, **kw)
+
+        command.__name__, command.__doc__ = f"train_{self.name}_cmd", self.doc
+        layer_help = f"Steering layer, or several comma-separated (multi-layer {self.label})."
+        out = typer.Option(Path(f"runs/{self.name}"), help="Output directory.")
+        return with_signature(
+            command,
+            options(
+                behavior=(str, BEHAVIOR),
+                layer=(str, typer.Option("14", help=layer_help)),
+                epochs=(int, _common.count_option(3, help=self.epochs_help)),
+                n_train=(int | None, N_TRAIN),
+                n_val=(int, N_VAL),
+                lr=(float, typer.Option(5e-4, help=self.lr_help)),
+                **self.own,
+                batch_size=(int, BATCH_SIZE),
+                warmup_steps=(int, WARMUP_STEPS),
+                direction=(str, typer.Option("bi", help=self.direction_help)),
+                seed=(int, SEED),
+                bf16=(bool, BF16),
+                resume=(bool, RESUME),
+                model=(str, MODEL),
+                device=(str | None, DEVICE),
+                out=(Path, out),
+            ),
+        )
 
 
-def _config(
-    cls: Any,
+def _train(
+    objective: _Objective,
+    *,
+    behavior: str,
+    layer: str,
     epochs: int,
+    n_train: int | None,
+    n_val: int,
     lr: float,
     batch_size: int,
     warmup_steps: int,
     direction: str,
     seed: int,
     bf16: bool,
-    n_val: int,
+    resume: bool,
+    model: str,
+    device: str | None,
+    out: Path,
     **own: Any,
-) -> Any:
-    """A ``cls`` (BiPOConfig or RePSConfig) from the options both commands share, plus
-    the objective's ``own`` settings; the best epoch is kept when there is validation."""
-    return cls(
+) -> None:
+    """Train with the objective's config built from the options (the best epoch is kept
+    when there is validation), write ``summary.json`` and print it."""
+    import steerlab.vectors.bipo as bipo
+    from steerlab.data import load_pairs
+
+    cfg = getattr(bipo, objective.config)(
         epochs=epochs,
         lr=lr,
         batch_size=batch_size,
@@ -80,30 +114,13 @@ def _config(
         select_best=n_val > 0,
         **own,
     )
-
-
-def _fit_and_summarise(
-    cfg: Any,
-    behavior: str,
-    layer: str,
-    n_train: int | None,
-    n_val: int,
-    resume: bool,
-    model: str,
-    device: str | None,
-    out: Path,
-) -> None:
-    """Train with ``cfg`` (BiPO or RePS), write ``summary.json`` and print it."""
-    from steerlab.data import load_pairs
-    from steerlab.vectors.bipo import fit_bipo_run
-
     layers = _common.check_layers(model, _common.parse_layers(layer, "--layer"), "--layer")
     _common.check_out_dir(out)
     data = load_pairs(_common.check_behavior(behavior))
     train = data.train[:n_train] if n_train else data.train
     val = data.test[:n_val] if n_val else None
     m = _common.load_model(model, device)
-    run = fit_bipo_run(
+    run = bipo.fit_bipo_run(
         m,
         train,
         layer=layers[0] if len(layers) == 1 else None,
@@ -127,39 +144,35 @@ def _fit_and_summarise(
     typer.echo(json.dumps(summary, indent=2))
 
 
-@train_app.command("reps")
-def train_reps_cmd(
-    behavior: str = BEHAVIOR,
-    layer: str = typer.Option(
-        "14", help="Steering layer, or several comma-separated (multi-layer RePS)."
-    ),
-    epochs: int = _common.count_option(3, help="Epochs (BiPO's paper: 20 for personas)."),
-    n_train: int | None = N_TRAIN,
-    n_val: int = N_VAL,
-    lr: float = typer.Option(5e-4, help="AdamW learning rate (BiPO's default)."),
-    beta: float = typer.Option(1.0, help="Scale of the length-normalised margin."),
-    gamma: float = typer.Option(0.0, help="Target margin inside the sigmoid."),
-    weighting: str = typer.Option(
-        "reference", help="Preferred-answer weight: reference, reference_mean or none."
-    ),
-    direction_sampling: str = typer.Option(
-        "both", help="'both' (each pair at +v and -v), 'per_step' or 'per_example'."
-    ),
-    batch_size: int = BATCH_SIZE,
-    warmup_steps: int = WARMUP_STEPS,
-    direction: str = typer.Option("bi", help="'bi' (both directions) or 'uni' (d=+1 only)."),
-    seed: int = SEED,
-    bf16: bool = BF16,
-    resume: bool = RESUME,
-    model: str = MODEL,
-    device: str | None = DEVICE,
-    out: Path = typer.Option(Path("runs/reps"), help="Output directory."),
-) -> None:
-    """Train a RePS vector (the BiPO trainer, RePS objective); writes vector.safetensors,
-    train_log.jsonl, checkpoint.pt."""
-    from steerlab.vectors.bipo import RePSConfig
-
-    cfg = _config(RePSConfig, epochs, lr, batch_size, warmup_steps, direction, seed, bf16, n_val,
-                  beta=beta, gamma=gamma, weighting=weighting,
-                  direction_sampling=direction_sampling)  # fmt: skip
-    _fit_and_summarise(cfg, behavior, layer, n_train, n_val, resume, model, device, out)
+_BIPO = _Objective(
+    name="bipo",
+    config="BiPOConfig",
+    doc="Train a BiPO vector; writes vector.safetensors, train_log.jsonl, checkpoint.pt.",
+    label="BiPO",
+    epochs_help="Epochs (paper: 20 for personas).",
+    lr_help="AdamW learning rate.",
+    direction_help="'bi' (BiPO) or 'uni' (ablation: d=+1).",
+    own={"beta": (float, typer.Option(0.1, help="BiPO beta."))},
+)
+_REPS = _Objective(
+    name="reps",
+    config="RePSConfig",
+    doc="Train a RePS vector (the BiPO trainer, RePS objective); writes vector.safetensors, "
+    "train_log.jsonl, checkpoint.pt.",
+    label="RePS",
+    epochs_help="Epochs (BiPO's paper: 20 for personas).",
+    lr_help="AdamW learning rate (BiPO's default).",
+    direction_help="'bi' (both directions) or 'uni' (d=+1 only).",
+    own={
+        "beta": (float, typer.Option(1.0, help="Scale of the length-normalised margin.")),
+        "gamma": (float, typer.Option(0.0, help="Target margin inside the sigmoid.")),
+        "weighting": (str, typer.Option(
+            "reference", help="Preferred-answer weight: reference, reference_mean or none."
+        )),
+        "direction_sampling": (str, typer.Option(
+            "both", help="'both' (each pair at +v and -v), 'per_step' or 'per_example'."
+        )),
+    },
+)  # fmt: skip
+train_app.command("bipo")(_BIPO.command())
+train_app.command("reps")(_REPS.command())
