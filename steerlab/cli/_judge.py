@@ -23,57 +23,78 @@ SELF_JUDGE = typer.Option(
     "--self-judge",
     help="local: allow the evaluated model to grade its own answers (recorded as a warning).",
 )
+JUDGE_PATH = typer.Option(None, help="classifier: a saved classifier judge.")
+
+
+def judge_options(*, path: bool = False) -> dict[str, tuple[Any, Any]]:
+    """The judge options of ``eval open`` and ``eval jailbreak`` in ``--help`` order
+    (``name: (type, option)``, see :func:`steerlab.cli._config.options`), the keyword
+    arguments of :func:`judge_builder`; ``path``: with ``--judge-path``."""
+    opts: dict[str, tuple[Any, Any]] = {
+        "judge": (str, JUDGE),
+        "judge_model": (str | None, JUDGE_MODEL),
+        "judge_url": (str | None, JUDGE_URL),
+        "judge_api_key_env": (str | None, JUDGE_KEY_ENV),
+        "judge_cache": (Path | None, JUDGE_CACHE),
+    }
+    if path:
+        opts["judge_path"] = (Path | None, JUDGE_PATH)
+    return {**opts, "self_judge": (bool, SELF_JUDGE)}
 
 
 def judge_builder(
-    kind: str,
+    judge: str,
     model_name: str,
     *,
-    judge_model: str | None,
-    url: str | None,
-    api_key_env: str | None,
-    cache: Path | None,
-    path: Path | None,
     device: str | None,
+    judge_model: str | None = None,
+    judge_url: str | None = None,
+    judge_api_key_env: str | None = None,
+    judge_cache: Path | None = None,
+    judge_path: Path | None = None,
     self_judge: bool = False,
 ) -> Callable[[Any], Any]:
     """Check the judge options now; return ``build(model) -> judge or None``."""
     from steerlab.errors import ConfigError, unknown_name
 
-    if kind not in JUDGE_KINDS:
-        raise unknown_name("judge", kind, JUDGE_KINDS)
+    if judge not in JUDGE_KINDS:
+        raise unknown_name("judge", judge, JUDGE_KINDS)
     same = judge_model is None or judge_model == model_name
-    if kind == "local" and same and not self_judge:
+    if judge == "local" and same and not self_judge:
         raise ConfigError(
             f"--judge local without --judge-model would grade {model_name}'s answers with "
             f"{model_name} itself; pass --judge-model NAME (another model), or --self-judge to "
             "allow it (the summary then carries a warning)."
         )
-    if kind == "openai" and (not url or not judge_model):
+    if judge == "openai" and (not judge_url or not judge_model):
         raise ConfigError("--judge openai needs --judge-url and --judge-model.")
-    if kind == "classifier":
-        if path is None:
+    if judge == "classifier":
+        if judge_path is None:
             raise ConfigError("--judge classifier needs --judge-path (a saved judge).")
-        if not Path(path).exists():
-            raise ConfigError(f"--judge-path {path}: does not exist; give a saved judge.")
-    if cache is not None:
-        _common.check_out_dir(cache, "--judge-cache")
+        if not Path(judge_path).exists():
+            raise ConfigError(f"--judge-path {judge_path}: does not exist; give a saved judge.")
+    if judge_cache is not None:
+        _common.check_out_dir(judge_cache, "--judge-cache")
 
     def build(model: Any) -> Any:
         from steerlab.evaluation.judges import make_judge
 
-        if kind == "none":
+        if judge == "none":
             return None
-        if kind == "local":
+        if judge == "local":
             other = None if same else _common.load_model(judge_model, device)  # type: ignore[arg-type]
             return make_judge("local", model=model if same else other, allow_self_judge=self_judge)
-        if kind == "openai":
-            env = None if api_key_env in (None, "", "none") else api_key_env
+        if judge == "openai":
+            env = None if judge_api_key_env in (None, "", "none") else judge_api_key_env
             return make_judge(
-                "openai", base_url=url, model=judge_model, api_key_env=env, cache_dir=cache
+                "openai",
+                base_url=judge_url,
+                model=judge_model,
+                api_key_env=env,
+                cache_dir=judge_cache,
             )
-        if kind == "classifier":
-            return make_judge("classifier", path=path)
+        if judge == "classifier":
+            return make_judge("classifier", path=judge_path)
         return make_judge("refusal")
 
     return build

@@ -7,6 +7,7 @@ resumable answers and optionally judges them.
 """
 
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from steerlab.cli._common import (
     VECTOR,
     RunSettings,
 )
+from steerlab.cli._config import extend, options, with_signature
 
 eval_app = _common.new_app(
     "Evaluate steering vectors across multipliers (judge-free metrics, benchmarks)."
@@ -81,7 +83,7 @@ def _print_eval(summary: Any, metric: str, title: str) -> None:
     _common.console().print(table)
 
 
-def _run_eval(kind: str, metric: str, vectors: list[Path] | None, multipliers: str,
+def _run_eval(kind: str, metric: str, vector: list[Path] | None, multipliers: str,
               n_test: int | None, out: Path | None, items_out: Path | None,
               run: RunSettings) -> None:  # fmt: skip
     from steerlab.evaluation import AB_METRICS, LIKELIHOOD_METRICS
@@ -94,7 +96,7 @@ def _run_eval(kind: str, metric: str, vectors: list[Path] | None, multipliers: s
         if path is not None:
             _common.check_out_file(path, flag)
     t0 = time.perf_counter()
-    summary, items = evaluate(kind, vectors, mults, n_test, run)
+    summary, items = evaluate(kind, vector, mults, n_test, run)
     what = "A/B items" if kind == "ab" else "test pairs"
     n, secs = int(summary["n"].max()), time.perf_counter() - t0
     _print_eval(summary, metric, f"{metric} on {n} {run.behavior} {what} ({secs:.1f}s)")
@@ -110,56 +112,63 @@ _MULTS = typer.Option("-2,-1,0,1,2", help="Comma-separated multipliers: --multip
 _N_TEST = _common.count_option(None, "--n-test", help="Use the first N test items (default all).")
 _CSV = typer.Option(None, "--out", help="Write the tidy results (CSV).")
 _ITEMS = typer.Option(None, "--items-out", help="Write per-item results (CSV).")
+_SETTINGS = tuple(f.name for f in fields(RunSettings))  # what RunSettings takes of the options
 
 
-@eval_app.command("ab")
-def ab_cmd(
-    vector: list[Path] | None = VECTOR,
-    behavior: str = BEHAVIOR,
-    multipliers: str = _MULTS,
-    n_test: int | None = _N_TEST,
-    out: Path | None = _CSV,
-    items_out: Path | None = _ITEMS,
-    metric: str = typer.Option(
-        "p_matching", help="Metric shown in the table: p_matching, matching_rate, letter_mass."
-    ),
-    model: str = MODEL,
-    device: str | None = DEVICE,
-    batch_size: int = BATCH,
-    seed: int = SEED,
-    progress: bool = PROGRESS,
-    force_other_model: bool = FORCE_OTHER,
-) -> None:
-    """P(matching answer letter), normalised over A/B, on the behavior's A/B test items."""
-    run = RunSettings(behavior, model, device, batch_size, seed, progress, force_other_model)
-    _run_eval("ab", metric, vector, multipliers, n_test, out, items_out, run)
+def _metric_command(kind: str, doc: str, metric: Any, *, seed: bool) -> Any:
+    """The command ``steerlab eval KIND`` (``ab`` or ``likelihood``): the options both
+    share, ``metric`` (the ``--metric`` option: its default and valid names differ) and
+    ``--seed`` where ``seed`` (only A/B items built from free-form pairs read it)."""
+
+    def command(**kw: Any) -> None:
+        run = RunSettings(**{k: kw.pop(k) for k in _SETTINGS if k in kw})
+        _run_eval(kind, run=run, **kw)
+
+    command.__name__, command.__doc__ = f"{kind}_cmd", doc
+    return with_signature(
+        command,
+        options(
+            vector=(list[Path] | None, VECTOR),
+            behavior=(str, BEHAVIOR),
+            multipliers=(str, _MULTS),
+            n_test=(int | None, _N_TEST),
+            out=(Path | None, _CSV),
+            items_out=(Path | None, _ITEMS),
+            metric=(str, metric),
+            model=(str, MODEL),
+            device=(str | None, DEVICE),
+            batch_size=(int, BATCH),
+            **({"seed": (int, SEED)} if seed else {}),
+            progress=(bool, PROGRESS),
+            force_other_model=(bool, FORCE_OTHER),
+        ),
+    )
 
 
-@eval_app.command("likelihood")
-def likelihood_cmd(
-    vector: list[Path] | None = VECTOR,
-    behavior: str = BEHAVIOR,
-    multipliers: str = _MULTS,
-    n_test: int | None = _N_TEST,
-    out: Path | None = _CSV,
-    items_out: Path | None = _ITEMS,
-    metric: str = typer.Option(
-        "margin",
-        help="Metric shown in the table: margin, logp_matching, logp_not_matching, "
-        "prefers_matching.",
-    ),
-    model: str = MODEL,
-    device: str | None = DEVICE,
-    batch_size: int = BATCH,
-    progress: bool = PROGRESS,
-    force_other_model: bool = FORCE_OTHER,
-) -> None:
-    """Mean log p(matching) - log p(not_matching) (response tokens) on the test pairs."""
-    run = RunSettings(behavior, model, device, batch_size, 0, progress, force_other_model)
-    _run_eval("likelihood", metric, vector, multipliers, n_test, out, items_out, run)
+ab_cmd = eval_app.command("ab")(
+    _metric_command(
+        "ab",
+        "P(matching answer letter), normalised over A/B, on the behavior's A/B test items.",
+        typer.Option(
+            "p_matching", help="Metric shown in the table: p_matching, matching_rate, letter_mass."
+        ),
+        seed=True,
+    )
+)
+likelihood_cmd = eval_app.command("likelihood")(
+    _metric_command(
+        "likelihood",
+        "Mean log p(matching) - log p(not_matching) (response tokens) on the test pairs.",
+        typer.Option(
+            "margin",
+            help="Metric shown in the table: margin, logp_matching, logp_not_matching, "
+            "prefers_matching.",
+        ),
+        seed=False,
+    )
+)
 
 
-@eval_app.command("open")
 def open_cmd(
     behavior: str = typer.Option("power-seeking", help="Behavior: questions and judge rubric."),
     vector: list[Path] | None = VECTOR,
@@ -170,19 +179,13 @@ def open_cmd(
     n: int | None = _common.count_option(None, help="Use the first N questions (default all)."),
     max_new_tokens: int = _common.count_option(200, help="Tokens per answer (paper: 200)."),
     batch_size: int = _common.count_option(8, help="Questions per generation batch."),
-    judge: str = _judge.JUDGE,
-    judge_model: str | None = _judge.JUDGE_MODEL,
-    judge_url: str | None = _judge.JUDGE_URL,
-    judge_api_key_env: str | None = _judge.JUDGE_KEY_ENV,
-    judge_cache: Path | None = _judge.JUDGE_CACHE,
-    judge_path: Path | None = typer.Option(None, help="classifier: a saved classifier judge."),
-    self_judge: bool = _judge.SELF_JUDGE,
     model: str = MODEL,
     device: str | None = DEVICE,
     out: Path = typer.Option(
         Path("results/open_ended.jsonl"), help="Answers JSONL (resumed if it exists)."
     ),
     force_other_model: bool = FORCE_OTHER,
+    **judge_options: Any,  # added below: _judge.judge_options(path=True)
 ) -> None:
     """Steered open-ended answers (resumable JSONL), optionally judged 1-4."""
     from steerlab.data import load_open_ended, load_pairs
@@ -192,17 +195,7 @@ def open_cmd(
         raise typer.BadParameter(f"--questions {questions!r}; use 'bipo' or 'caa'.")
     mults = _common.parse_multipliers(multipliers)
     _common.check_out_file(out)
-    build_judge = _judge.judge_builder(
-        judge,
-        model,
-        judge_model=judge_model,
-        url=judge_url,
-        api_key_env=judge_api_key_env,
-        cache=judge_cache,
-        path=judge_path,
-        device=device,
-        self_judge=self_judge,
-    )
+    build_judge = _judge.judge_builder(model_name=model, device=device, **judge_options)
     vecs = _common.load_vectors(vector)
     if questions == "bipo":
         data = load_pairs(_common.check_behavior(behavior))
@@ -237,6 +230,15 @@ def open_cmd(
         summary.to_csv(csv, index=False)
         typer.echo(summary.to_string(index=False))
         typer.echo(f"saved {csv}")
+
+
+eval_app.command("open")(
+    extend(
+        open_cmd,
+        before="model",
+        **_judge.judge_options(path=True),
+    )
+)
 
 
 def _mount() -> None:
