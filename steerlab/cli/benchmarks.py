@@ -2,9 +2,9 @@
 
 Every command writes a tidy summary CSV (``vector, method, layer, multiplier, metric,
 value, sem, n``) and the per-item rows next to it, and prints the summary. The three are
-built alike (:func:`benchmark_command`): ``--vector``, the benchmark's own options, then
-the model and ``--out``; a benchmark's ``prepare`` checks its options before the model
-loads and returns the function that scores the steered model.
+built alike by :func:`benchmark_command`: ``--vector``, the benchmark's own options, then
+the model and ``--out``; each command function checks its options before the model loads
+and returns the function that scores the steered model.
 """
 
 from collections.abc import Callable
@@ -32,41 +32,52 @@ def _save(summary: Any, items: Any, out: Path, echo: bool = True) -> None:
         typer.echo(f"saved {out} and {items_path}")
 
 
-def benchmark_command(
-    name: str, doc: str, prepare: Callable[..., Score], **own: tuple[Any, Any]
-) -> Any:
-    """The command ``steerlab eval NAME``: ``--vector``, the ``own`` options
-    (``name=(type, typer.Option(...))``, ``--multipliers`` among them), ``--model``,
-    ``--device``, ``--out`` (default ``results/NAME.csv``) and ``--force-other-model``.
+def benchmark_command(name: str, **own: tuple[Any, Any]) -> Callable[[Callable[..., Score]], Any]:
+    """Make ``prepare`` the command ``steerlab eval NAME`` (help: its docstring):
+    ``--vector``, the ``own`` options (``name=(type, typer.Option(...))``,
+    ``--multipliers`` among them), ``--model``, ``--device``, ``--out`` (default
+    ``results/NAME.csv``) and ``--force-other-model``.
 
-    It checks the multipliers and ``--out``, calls ``prepare(model_name, device, **own
-    values)`` (which checks the benchmark's options and returns its :data:`Score`), loads
-    the steered model, scores it and saves the frames (:func:`_save`)."""
+    The command checks the multipliers and ``--out``, calls ``prepare(model=, device=,
+    **own values)`` (which checks the benchmark's options and returns its :data:`Score`),
+    loads the steered model, scores it and saves the frames (:func:`_save`)."""
 
-    def command(**kw: Any) -> None:
-        mults = _common.parse_multipliers(kw.pop("multipliers"))
-        vector, out, force = kw.pop("vector"), kw.pop("out"), kw.pop("force_other_model")
-        _common.check_out_file(out)
-        score = prepare(**kw)
-        m, vecs = _common.load_steered(vector, kw["model"], kw["device"], force)
-        _save(*score(m, vecs, mults), out)
+    def wrap(prepare: Callable[..., Score]) -> Any:
+        def command(**kw: Any) -> None:
+            mults = _common.parse_multipliers(kw.pop("multipliers"))
+            vector, out, force = kw.pop("vector"), kw.pop("out"), kw.pop("force_other_model")
+            _common.check_out_file(out)
+            score = prepare(**kw)
+            m, vecs = _common.load_steered(vector, kw["model"], kw["device"], force)
+            _save(*score(m, vecs, mults), out)
 
-    command.__name__, command.__doc__ = f"{name}_cmd", doc
-    out_help = "Summary CSV (+ .items.jsonl)."
-    return with_signature(
-        command,
-        options(
-            vector=(list[Path] | None, VECTOR),
-            **own,
-            model=(str, MODEL),
-            device=(str | None, DEVICE),
-            out=(Path, typer.Option(Path(f"results/{name}.csv"), help=out_help)),
-            force_other_model=(bool, FORCE_OTHER),
-        ),
-    )
+        command.__name__, command.__doc__ = prepare.__name__, prepare.__doc__
+        out_help = "Summary CSV (+ .items.jsonl)."
+        return with_signature(
+            command,
+            options(
+                vector=(list[Path] | None, VECTOR),
+                **own,
+                model=(str, MODEL),
+                device=(str | None, DEVICE),
+                out=(Path, typer.Option(Path(f"results/{name}.csv"), help=out_help)),
+                force_other_model=(bool, FORCE_OTHER),
+            ),
+        )
+
+    return wrap
 
 
-def _mmlu(*, per_subject: int | None, batch_size: int, **_: Any) -> Score:
+@benchmark_command(
+    "mmlu",
+    multipliers=(str, typer.Option("-1,0,1", help="Comma-separated multipliers (paper: -1,0,1).")),
+    per_subject=(int | None, _common.count_option(
+        None, help="Items per subject (1-10); default all 570.", maximum=10
+    )),
+    batch_size=(int, _common.count_option(16, help="Prompts per forward pass.")),
+)  # fmt: skip
+def mmlu_cmd(*, per_subject: int | None, batch_size: int, **_: Any) -> Score:
+    """MMLU, CAA's two-choice set (chance 0.5): accuracy with n and a 95% CI under steering."""
     from steerlab.evaluation.benchmarks.mmlu import mmlu_accuracy, summarize_mmlu
 
     def score(m: Any, vecs: Any, mults: list[float]) -> tuple[Any, Any]:
@@ -76,7 +87,24 @@ def _mmlu(*, per_subject: int | None, batch_size: int, **_: Any) -> Score:
     return score
 
 
-def _truthfulqa(*, model: str, device: str | None, **settings: Any) -> Score:
+@benchmark_command(
+    "truthfulqa",
+    multipliers=(str, typer.Option("-1,0,1", help="Comma-separated multipliers.")),
+    version=(Literal["v1", "2025"], typer.Option(
+        "v1", help="mc_task.json version: v1 (817) or 2025 (790)."
+    )),
+    split=(Literal["all", "train", "validation", "test"], typer.Option(
+        "test", help="test (default: never trained on) / validation / train / all (2025: all)."
+    )),
+    allow_train_questions=(bool, typer.Option(
+        False, help="Score a truthfulqa-trained vector on its own training questions (warns)."
+    )),
+    n=(int | None, _common.count_option(None, help="Seeded subsample of N questions.")),
+    seed=(int, typer.Option(0, help="Seed of the split / subsample.")),
+    batch_size=(int, _common.count_option(16, help="Sequences per forward pass.")),
+)  # fmt: skip
+def truthfulqa_cmd(*, model: str, device: str | None, **settings: Any) -> Score:
+    """TruthfulQA MC1 / MC2 under steering."""
     from steerlab.evaluation.benchmarks.truthfulqa import summarize_truthfulqa, truthfulqa_mc
 
     def score(m: Any, vecs: Any, mults: list[float]) -> tuple[Any, Any]:
@@ -86,7 +114,20 @@ def _truthfulqa(*, model: str, device: str | None, **settings: Any) -> Score:
     return score
 
 
-def _jailbreak(*, source: str, model: str, device: str | None, **settings: Any) -> Score:
+@benchmark_command(
+    "jailbreak",
+    multipliers=(str, typer.Option(
+        "-1,0,1", help="Comma-separated multipliers (+: attack, -: defence)."
+    )),
+    source=(str, typer.Option("bipo", help="bipo (100 test questions) or advbench (520).")),
+    n=(int | None, _common.count_option(None, help="Seeded subsample of N questions.")),
+    suffix=(str, typer.Option("", help="Appended to every question (e.g. a GCG suffix).")),
+    max_new_tokens=(int, _common.count_option(48, help="Tokens per answer.")),
+    batch_size=(int, _common.count_option(16, help="Questions per generation batch.")),
+    **_judge.judge_options(),
+)  # fmt: skip
+def jailbreak_cmd(*, source: str, model: str, device: str | None, **settings: Any) -> Score:
+    """Jailbreak attack success rate (refusal phrases; optionally a judge) under steering."""
     from steerlab.errors import unknown_name
     from steerlab.evaluation.benchmarks.jailbreak import (
         JAILBREAK_SOURCES,
@@ -105,50 +146,6 @@ def _jailbreak(*, source: str, model: str, device: str | None, **settings: Any) 
         return summarize_jailbreak(items), items
 
     return score
-
-
-mmlu_cmd = benchmark_command(
-    "mmlu",
-    "MMLU, CAA's two-choice set (chance 0.5): accuracy with n and a 95% CI under steering.",
-    _mmlu,
-    multipliers=(str, typer.Option("-1,0,1", help="Comma-separated multipliers (paper: -1,0,1).")),
-    per_subject=(int | None, _common.count_option(
-        None, help="Items per subject (1-10); default all 570.", maximum=10
-    )),
-    batch_size=(int, _common.count_option(16, help="Prompts per forward pass.")),
-)  # fmt: skip
-truthfulqa_cmd = benchmark_command(
-    "truthfulqa",
-    "TruthfulQA MC1 / MC2 under steering.",
-    _truthfulqa,
-    multipliers=(str, typer.Option("-1,0,1", help="Comma-separated multipliers.")),
-    version=(Literal["v1", "2025"], typer.Option(
-        "v1", help="mc_task.json version: v1 (817) or 2025 (790)."
-    )),
-    split=(Literal["all", "train", "validation", "test"], typer.Option(
-        "test", help="test (default: never trained on) / validation / train / all (2025: all)."
-    )),
-    allow_train_questions=(bool, typer.Option(
-        False, help="Score a truthfulqa-trained vector on its own training questions (warns)."
-    )),
-    n=(int | None, _common.count_option(None, help="Seeded subsample of N questions.")),
-    seed=(int, typer.Option(0, help="Seed of the split / subsample.")),
-    batch_size=(int, _common.count_option(16, help="Sequences per forward pass.")),
-)  # fmt: skip
-jailbreak_cmd = benchmark_command(
-    "jailbreak",
-    "Jailbreak attack success rate (refusal phrases; optionally a judge) under steering.",
-    _jailbreak,
-    multipliers=(str, typer.Option(
-        "-1,0,1", help="Comma-separated multipliers (+: attack, -: defence)."
-    )),
-    source=(str, typer.Option("bipo", help="bipo (100 test questions) or advbench (520).")),
-    n=(int | None, _common.count_option(None, help="Seeded subsample of N questions.")),
-    suffix=(str, typer.Option("", help="Appended to every question (e.g. a GCG suffix).")),
-    max_new_tokens=(int, _common.count_option(48, help="Tokens per answer.")),
-    batch_size=(int, _common.count_option(16, help="Questions per generation batch.")),
-    **_judge.judge_options(),
-)  # fmt: skip
 
 
 def register(eval_app: typer.Typer) -> None:
