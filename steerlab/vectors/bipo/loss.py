@@ -9,13 +9,16 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
+#: One value per row of the batch (a pair, or a pair in one direction).
+PerRow = Float[Tensor, " batch"]
+
 
 def bipo_loss(
-    policy_matching: Float[Tensor, " batch"],
-    policy_not_matching: Float[Tensor, " batch"],
-    ref_matching: Float[Tensor, " batch"],
-    ref_not_matching: Float[Tensor, " batch"],
-    d: Float[Tensor, " batch"],
+    policy_matching: PerRow,
+    policy_not_matching: PerRow,
+    ref_matching: PerRow,
+    ref_not_matching: PerRow,
+    d: PerRow,
     beta: float,
 ) -> Float[Tensor, ""]:
     """Mean over the batch of ``-log sigmoid(z)`` with
@@ -29,12 +32,12 @@ def bipo_loss(
 
 
 def reps_weight(
-    ref_preferred: Float[Tensor, " batch"],
-    ref_dispreferred: Float[Tensor, " batch"],
-    len_preferred: Float[Tensor, " batch"],
-    len_dispreferred: Float[Tensor, " batch"],
+    ref_preferred: PerRow,
+    ref_dispreferred: PerRow,
+    len_preferred: PerRow,
+    len_dispreferred: PerRow,
     weighting: str,
-) -> Float[Tensor, " batch"]:
+) -> PerRow:
     """RePS's weight on the preferred answer from the unsteered model:
     ``max(log p(dis) - log p(pref), 1)`` of summed (``'reference'``) or per-token
     (``'reference_mean'``) log-probs; ones for ``'none'``."""
@@ -48,13 +51,13 @@ def reps_weight(
 
 
 def reps_loss(
-    policy_matching: Float[Tensor, " batch"],
-    policy_not_matching: Float[Tensor, " batch"],
-    len_matching: Float[Tensor, " batch"],
-    len_not_matching: Float[Tensor, " batch"],
-    ref_matching: Float[Tensor, " batch"],
-    ref_not_matching: Float[Tensor, " batch"],
-    d: Float[Tensor, " batch"],
+    policy_matching: PerRow,
+    policy_not_matching: PerRow,
+    len_matching: PerRow,
+    len_not_matching: PerRow,
+    ref_matching: PerRow,
+    ref_not_matching: PerRow,
+    d: PerRow,
     beta: float = 1.0,
     gamma: float = 0.0,
     weighting: str = "reference",
