@@ -9,7 +9,12 @@ distribution); per condition: KL(steered || unsteered) per token on steerlab's n
 text set. Seeds vary the training subset (and BiPO's batches); items of all seeds are
 pooled for the bootstrap (an item = one test pair under one seed's vector).
 
-Outputs (``--out``): ``cells/<persona>_s<seed>.*`` (resumable raw results),
+Methods: CAA, freeform, PCA, BiPO, RePS (vectors) and prompting (the persona's eliciting
+instruction in the system prompt: one point, its own KL, not interpolated).
+
+Outputs (``--out``): ``cells/<persona>_s<seed>_L<layer>.*`` and
+``cells/<persona>_s<seed>_prompt.*`` (resumable raw results; a cell's ``.done`` lists the
+methods on disk, so adding a method later runs only that method),
 ``fair_comparison.json`` (all tables) and ``fair_comparison.md`` (the summary the README
 quotes). Reported per (persona, method, layer): the effect ``margin(s) - margin(0)`` at
 matched KL (0.05 / 0.2 / 0.5 nats/token) and at matched strength, each with a paired
@@ -52,7 +57,7 @@ KL_LEVELS = (0.05, 0.2, 0.5)
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--personas", default=",".join(PERSONAS))
-    p.add_argument("--methods", default="caa,freeform,pca,bipo")
+    p.add_argument("--methods", default="caa,freeform,pca,bipo,reps,prompt")
     p.add_argument("--layers", default="8,12,14,18,22")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--strengths", default="0,0.025,0.05,0.1,0.2,0.4")
@@ -113,26 +118,62 @@ def ood_pairs(persona: str, n: int) -> list:
     ]
 
 
-def run_cell(model: Any, persona: str, seed: int, args: argparse.Namespace, cells: Path) -> None:
-    """Fit every (method, layer), sweep strengths, save the per-item frames and the KL."""
-    from steerlab.activations.norms import typical_norms
+def _saved_methods(stem: Path) -> set[str]:
+    done = stem.with_suffix(".done")
+    return set(json.loads(done.read_text())["methods"]) if done.exists() else set()
+
+
+def _save(stem: Path, frames: dict[str, pd.DataFrame], seed: int, seconds: dict) -> None:
+    """Append one (persona, seed, layer) cell's new rows; mark its methods done last."""
+    for suffix, frame in frames.items():
+        if frame.empty:
+            continue
+        path = stem.with_suffix(suffix)
+        frame = frame.assign(seed=seed)
+        if path.exists():
+            frame = pd.concat([pd.read_csv(path), frame], ignore_index=True)
+        frame.to_csv(path, index=False)
+    done = stem.with_suffix(".done")
+    old = json.loads(done.read_text()) if done.exists() else {"methods": [], "seconds": {}}
+    methods = sorted(set(old["methods"]) | set(seconds.pop("methods")))
+    done.write_text(json.dumps({"methods": methods, "seconds": {**old["seconds"], **seconds}}))
+
+
+def _scored(model: Any, persona: str, test: list, args: argparse.Namespace, score: Any) -> dict:
+    """``score(pairs)`` -> per-item frame, for the test pairs and the OOD pairs."""
+    from steerlab.evaluation.damage import logprob_changes
+
+    frames = {}
+    for name, pairs in (("test", test), ("ood", ood_pairs(persona, args.n_ood))):
+        if pairs:
+            frames[f".{name}.csv.gz"] = logprob_changes(score(pairs)).rename(
+                columns={"multiplier": "strength"}
+            )
+    return frames
+
+
+def run_layer_cell(
+    model: Any, persona: str, seed: int, layer: int, args: argparse.Namespace, cells: Path
+) -> None:
+    """Fit the vector methods not yet on disk at one layer, sweep strengths, save."""
     from steerlab.analysis.calibrate import CalibrateConfig
     from steerlab.analysis.calibrate_run import fit_all
     from steerlab.data.neutral import load_neutral_set
-    from steerlab.evaluation.damage import kl_damage, logprob_changes
+    from steerlab.evaluation.damage import kl_damage
     from steerlab.evaluation.likelihood_fast import likelihood_margin_fast
     from steerlab.steering.strength import in_norm_units, vector_norms
 
-    stem = cells / f"{persona}_s{seed}"
-    if (stem.with_suffix(".done")).exists():
-        print(f"[{persona} seed {seed}] on disk", flush=True)
+    stem = cells / f"{persona}_s{seed}_L{layer}"
+    wanted = [m for m in args.methods.split(",") if m != "prompt"]
+    todo = [m for m in wanted if m not in _saved_methods(stem)]
+    if not todo:
+        print(f"[{persona} seed {seed} L{layer}] on disk", flush=True)
         return
     t0 = time.perf_counter()
-    layers = [int(x) for x in args.layers.split(",")]
     strengths = csv_floats(args.strengths)
     cfg = CalibrateConfig(
-        methods=tuple(args.methods.split(",")),
-        layers=tuple(layers),
+        methods=tuple(todo),
+        layers=(layer,),
         strengths=tuple(strengths),
         seed=seed,
         batch_size=args.batch_size,
@@ -143,10 +184,9 @@ def run_cell(model: Any, persona: str, seed: int, args: argparse.Namespace, cell
     fit, val, test = splits(persona, seed, args)
 
     def stage(text: str) -> None:
-        print(f"[{persona} seed {seed} {time.perf_counter() - t0:6.0f}s] {text}", flush=True)
+        print(f"[{persona} s{seed} L{layer} {time.perf_counter() - t0:6.0f}s] {text}", flush=True)
 
-    vectors, training, seconds = fit_all(model, persona, cfg, layers, fit, val, stage)
-    typical_norms(model, model.sites(layers), batch_size=args.batch_size)
+    vectors, training, seconds = fit_all(model, persona, cfg, [layer], fit, val, stage)
     units = [in_norm_units(v, vector_norms(model, v)) for v in vectors.values()]
     norms = pd.DataFrame(
         [
@@ -159,30 +199,55 @@ def run_cell(model: Any, persona: str, seed: int, args: argparse.Namespace, cell
             for (m, L), v in vectors.items()
         ]
     )
-    frames = {}
-    for name, pairs in (("test", test), ("ood", ood_pairs(persona, args.n_ood))):
-        if not pairs:
-            continue
-        items = likelihood_margin_fast(
+    frames = _scored(
+        model, persona, test, args,
+        lambda pairs: likelihood_margin_fast(
             model, pairs, units, strengths, batch_size=args.batch_size, progress=False,
             per_item=True,
-        )  # fmt: skip
-        frames[name] = logprob_changes(items).rename(columns={"multiplier": "strength"})
-        stage(f"{name} margins: {len(pairs)} pairs x {len(units)} vectors x {len(strengths)}")
+        ),
+    )  # fmt: skip
+    stage(f"margins: {len(test)} test (+ OOD) pairs x {len(units)} vectors x {len(strengths)}")
     kl = kl_damage(
         model, units, strengths, neutral=load_neutral_set(n=args.n_neutral),
         batch_size=args.batch_size,
     ).rename(columns={"multiplier": "strength"})  # fmt: skip
     stage("KL on neutral text")
-    for name, frame in frames.items():
-        frame.assign(seed=seed).to_csv(stem.with_suffix(f".{name}.csv.gz"), index=False)
-    kl.assign(seed=seed).to_csv(stem.with_suffix(".kl.csv"), index=False)
-    norms.assign(seed=seed).to_csv(stem.with_suffix(".norms.csv"), index=False)
-    if not training.empty:
-        training.assign(seed=seed).to_csv(stem.with_suffix(".training.csv"), index=False)
-    seconds["total"] = time.perf_counter() - t0
-    stem.with_suffix(".done").write_text(json.dumps(seconds))
-    stage("saved")
+    frames.update({".kl.csv": kl, ".norms.csv": norms, ".training.csv": training})
+    seconds.update(total=time.perf_counter() - t0, methods=todo)
+    _save(stem, frames, seed, seconds)
+    stage(f"saved {', '.join(todo)}")
+
+
+#: The ``layer`` value of prompting's rows (it has none; CSV columns stay integer).
+PROMPT_LAYER = -1
+
+
+def run_prompt_cell(
+    model: Any, persona: str, seed: int, args: argparse.Namespace, cells: Path
+) -> None:
+    """Prompting (the persona's eliciting instruction in the system prompt): one point,
+    sign +1, on the same test / OOD pairs; KL on the tokens both prompts share."""
+    from steerlab.data.neutral import load_neutral_set
+    from steerlab.evaluation.prompting import prompt_kl_damage, prompt_likelihood_margin
+
+    stem = cells / f"{persona}_s{seed}_prompt"
+    if "prompt" not in args.methods.split(",") or "prompt" in _saved_methods(stem):
+        return
+    t0 = time.perf_counter()
+    _, _, test = splits(persona, seed, args)
+    frames = _scored(
+        model, persona, test, args,
+        lambda pairs: prompt_likelihood_margin(
+            model, pairs, persona, (0, 1), batch_size=args.batch_size, per_item=True
+        ),
+    )  # fmt: skip
+    frames[".kl.csv"] = prompt_kl_damage(
+        model, persona, (0, 1), neutral=load_neutral_set(n=args.n_neutral),
+        batch_size=args.batch_size,
+    ).rename(columns={"multiplier": "strength"})  # fmt: skip
+    frames = {k: f.assign(layer=PROMPT_LAYER) for k, f in frames.items()}
+    _save(stem, frames, seed, {"total": time.perf_counter() - t0, "methods": ["prompt"]})
+    print(f"[{persona} s{seed} prompt] saved ({time.perf_counter() - t0:.0f}s)", flush=True)
 
 
 def _read(cells: Path, pattern: str) -> pd.DataFrame:
@@ -216,7 +281,8 @@ def aggregate(args: argparse.Namespace, cells: Path) -> dict[str, Any]:
             raw = _read(cells, f"{persona}_s*.{split}.csv.gz")
             if raw.empty:
                 continue
-            items = _pooled(raw)
+            pooled = _pooled(raw)
+            items = pooled[pooled["method"] != "prompt"]
             common = dict(n_boot=args.n_boot, seed=0)
             mk = matched_kl(items, kl, KL_LEVELS, y="margin", **common)
             for y in ("d_logp_matching", "d_logp_not_matching"):
@@ -232,11 +298,29 @@ def aggregate(args: argparse.Namespace, cells: Path) -> dict[str, Any]:
                 "matched_strength": matched_strength(items, strengths, y="margin", **common),
                 "reliability": reliability(items, y="margin", **common),
                 "n_items": int(items.groupby("vector")["item"].nunique().min()),
+                "prompt": _prompt_table(pooled[pooled["method"] == "prompt"], kl, common),
             }
         norms = _read(cells, f"{persona}_s*.norms.csv")
         per["norms"] = norms.groupby(["method", "layer"])[["norm", "typical"]].mean().reset_index()
         tables[persona] = per
     return tables
+
+
+def _prompt_table(items: pd.DataFrame, kl: pd.DataFrame, common: dict) -> pd.DataFrame:
+    """Prompting's one point (sign +1): its KL, the margin and both log-prob changes with
+    CIs, and the share of items it moves the wrong way. Not interpolated to KL levels."""
+    from steerlab.analysis.reliability import matched_strength
+
+    if items.empty:
+        return pd.DataFrame()
+    out = matched_strength(items, [1.0], y="margin", **common)
+    for y in ("d_logp_matching", "d_logp_not_matching"):
+        extra = matched_strength(items, [1.0], y=y, **common)
+        for c in ("effect", "effect_low", "effect_high"):
+            out[f"{y}_{c}"] = extra[c].to_numpy()
+    own = kl[(kl["method"] == "prompt") & (kl["strength"] == 1.0)]
+    out["kl"] = float(own["kl"].mean()) if len(own) else math.nan
+    return out
 
 
 def _fmt(x: float, lo: float, hi: float) -> str:
@@ -273,7 +357,9 @@ def markdown(tables: dict[str, Any], args: argparse.Namespace, meta: dict[str, A
                 "| d log p(match) @ KL 0.2 | d log p(not) @ KL 0.2 | anti | shape |",
                 "|---|---|---|---|---|---|---|---|---|---|",
             ]
-            for vec, g in mk.groupby("vector", sort=False):
+            rank = {m: i for i, m in enumerate(args.methods.split(","))}
+            mk = mk.assign(_r=mk["method"].map(rank), _l=mk["layer"].astype(int))
+            for vec, g in mk.sort_values(["_r", "_l"], kind="stable").groupby("vector", sort=False):
                 g = g.set_index("target")
                 cells = [
                     _fmt(*g.loc[lv, ["effect", "effect_low", "effect_high"]]) for lv in KL_LEVELS
@@ -299,8 +385,23 @@ def markdown(tables: dict[str, Any], args: argparse.Namespace, meta: dict[str, A
                     f"| {method} | {layer} | {' | '.join(cells)} | {at01} | {dm} | {dn} | {anti} "
                     f"| {r['shape']} |"
                 )
-            lines.append("")
+            lines += ["", *_prompt_lines(t.get("prompt")), ""]
     return "\n".join(lines)
+
+
+def _prompt_lines(pt: pd.DataFrame | None) -> list[str]:
+    if pt is None or pt.empty:
+        return []
+    r = pt.iloc[0]
+    trio = ("effect", "effect_low", "effect_high")
+    return [
+        f"Prompting (the persona's eliciting instruction appended to the system prompt; one "
+        f"point, not interpolated): KL {r['kl']:.3f} nats/token (on the tokens both prompts "
+        f"share), effect {_fmt(*r[list(trio)])}, d log p(match) "
+        f"{_fmt(*[r[f'd_logp_matching_{c}'] for c in trio])}, d log p(not) "
+        f"{_fmt(*[r[f'd_logp_not_matching_{c}'] for c in trio])}, items moved the wrong "
+        f"way {r['anti_share']:.2f} [{r['anti_low']:.2f}, {r['anti_high']:.2f}]."
+    ]
 
 
 def to_jsonable(tables: dict[str, Any]) -> dict[str, Any]:
@@ -327,10 +428,13 @@ def main() -> None:
 
         torch.manual_seed(0)
         model = sl.load_model()
-        for persona in args.personas.split(","):
-            for seed in (int(s) for s in args.seeds.split(",")):
-                run_cell(model, persona, seed, args, cells)
-    done = [json.loads(p.read_text()) for p in cells.glob("*.done")]
+        # seed outermost: a partial run still covers every persona with its first seeds
+        for seed in (int(s) for s in args.seeds.split(",")):
+            for persona in args.personas.split(","):
+                run_prompt_cell(model, persona, seed, args, cells)
+                for layer in (int(x) for x in args.layers.split(",")):
+                    run_layer_cell(model, persona, seed, layer, args, cells)
+    done = [json.loads(p.read_text())["seconds"] for p in cells.glob("*.done")]
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     meta = {
         "command": "python benchmarks/fair_comparison.py "
