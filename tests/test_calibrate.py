@@ -58,6 +58,8 @@ def test_config_validation_and_defaults():
         CalibrateConfig(kl_cap=0.0)
     with pytest.raises(ConfigError, match="n_val=0 must be >= 1"):
         CalibrateConfig(n_val=0)
+    with pytest.raises(ConfigError, match="no vector method to calibrate"):
+        CalibrateConfig(methods=("prompt",))
     assert len(default_layers(30)) == 8 and default_layers(30)[0] == 6
     q = CalibrateConfig.quick(n_test=8)
     assert q.n_test == 8 and q.layers == (10, 14) and q.bipo_epochs == 1
@@ -66,7 +68,7 @@ def test_config_validation_and_defaults():
 @pytest.fixture(scope="module")
 def tiny_result(tiny_model_4l):
     cfg = CalibrateConfig(
-        methods=("caa", "freeform", "bipo"),
+        methods=("caa", "freeform", "bipo", "prompt"),
         layers=(1, 2),
         strengths=(0.0, 0.2, 0.5, 1.0),
         kl_cap=5.0,
@@ -103,6 +105,47 @@ def test_calibrate_end_to_end_on_the_tiny_model(tiny_result, tmp_path):
         back = SteeringVector.load(out / rel)
         assert recommended_strength(back) == recommended_strength(res.vectors[method])
     assert (out / "validation.csv").is_file() and (out / "test_items.csv").is_file()
+
+
+def test_prompting_baseline_beside_the_calibrated_vectors(tiny_result, tiny_model_4l, tmp_path):
+    """Prompting is scored, not calibrated: its row equals a direct computation, and each
+    vector is compared with it at prompting's own KL, per test pair."""
+    from steerlab.analysis.calibrate import _split
+    from steerlab.analysis.reliability import curves, strength_at_kl
+    from steerlab.data import load_pairs
+    from steerlab.evaluation.prompting import prompt_likelihood_margin
+
+    res = tiny_result
+    assert "prompt" not in set(res.choices["method"]) and "prompt" not in res.vectors
+    row = res.prompting.iloc[0]
+    assert row["method"] == "prompt" and row["n"] == 8 and row["kl"] > 0
+    _, _, test = _split(load_pairs("power-seeking"), res.config)
+    direct = prompt_likelihood_margin(tiny_model_4l, test, "power-seeking", (0, 1), per_item=True)
+    by_sign = direct.pivot_table(index="item", columns="multiplier", values="margin")
+    effect = (by_sign[1.0] - by_sign[0.0]).to_numpy()
+    assert row["effect"] == pytest.approx(effect.mean(), abs=1e-6)
+    assert row["effect_low"] <= row["effect"] <= row["effect_high"]
+    assert row["wrong_way_share"] == pytest.approx((effect < 0).mean())
+    chosen = set(res.vectors)
+    assert set(res.versus_prompt["method"]) == chosen
+    val = res.validation
+    for c in curves(res.test_items, "strength", "margin"):
+        v = res.versus_prompt.set_index("method").loc[c.method]
+        curve = val[(val["method"] == c.method) & (val["layer"] == v["layer"])]
+        curve = curve.sort_values("strength")
+        s = strength_at_kl(curve["strength"].to_numpy(), curve["kl"].to_numpy(), row["kl"])
+        assert v["strength"] == pytest.approx(s, nan_ok=True)
+        if math.isnan(v["strength"]):
+            assert math.isnan(v["difference"])
+            continue
+        want = (c.effects_at(v["strength"]) - effect).mean()
+        assert v["difference"] == pytest.approx(want, abs=1e-6)
+        assert v["low"] <= v["difference"] <= v["high"]
+    text = " ".join(res.findings())
+    assert "Prompting (the eliciting instruction" in text
+    out = res.save(tmp_path / "cal")
+    assert (out / "prompting.csv").is_file() and (out / "versus_prompt.csv").is_file()
+    assert json.loads((out / "summary.json").read_text())["prompting"][0]["method"] == "prompt"
 
 
 def test_calibration_report_builds(tiny_result, tmp_path):

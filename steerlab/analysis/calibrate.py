@@ -46,11 +46,27 @@ from steerlab.vectors.vector import SteeringVector
 CHOICE_COLUMNS = ("method", "layer", "strength", "multiplier", "val_effect", "val_kl", "status")
 
 
+def change_cis(items: pd.DataFrame, idx: np.ndarray) -> dict[str, float]:
+    """Mean and bootstrap CI (resampled rows ``idx``) of the per-item changes of a
+    :func:`~steerlab.evaluation.damage.logprob_changes` frame: ``effect`` (of the margin),
+    ``d_logp_matching``, ``d_logp_not_matching``, each with ``_low`` / ``_high``."""
+    out: dict[str, float] = {}
+    for col, name in (
+        ("d_margin", "effect"),
+        ("d_logp_matching", "d_logp_matching"),
+        ("d_logp_not_matching", "d_logp_not_matching"),
+    ):
+        mean, lo, hi = bootstrap_ci(items[col].to_numpy(dtype=float), idx)
+        out.update({name: mean, f"{name}_low": lo, f"{name}_high": hi})
+    return out
+
+
 @dataclass(frozen=True)
 class CalibrateConfig:
     """Settings of :func:`calibrate`.
 
-    methods: vector methods to calibrate (registry names).
+    methods: vector methods to calibrate (registry names); ``"prompt"`` adds prompting
+        (the behavior's eliciting system-prompt instruction) as an uncalibrated baseline.
     layers: candidate layers (None: 8 layers spread over the middle of the model).
     strengths: strengths swept (relative to the typical residual norm; 0 is added).
     kl_cap: damage cap in nats/token of KL on the neutral text (the choice respects it).
@@ -89,8 +105,11 @@ class CalibrateConfig:
     bipo_patience: int | None = None
 
     def __post_init__(self) -> None:
-        if not self.methods:
-            raise ConfigError("CalibrateConfig.methods is empty; pass e.g. ('caa', 'bipo').")
+        if not [m for m in self.methods if m != "prompt"]:
+            raise ConfigError(
+                f"CalibrateConfig.methods={self.methods!r} has no vector method to calibrate; "
+                "pass e.g. ('caa', 'bipo') ('prompt' is only a baseline beside them)."
+            )
         s = tuple(float(x) for x in self.strengths)
         if not any(x > 0 for x in s) or not all(math.isfinite(x) for x in s):
             raise ConfigError(
@@ -224,6 +243,10 @@ class CalibrationResult:
     reliability: per method, mean slope / anti-steerable share / shape on test.
     comparison: the leading method against each other one at the KL cap (paired CIs).
     training: BiPO (and other training methods') histories per layer.
+    prompting: with ``"prompt"`` among the methods, prompting's one point on the test
+        pairs (KL, effects with CIs, wrong-way share); see
+        :mod:`steerlab.analysis.calibrate_prompt`.
+    versus_prompt: each chosen vector minus prompting at prompting's own KL (paired CIs).
     vectors: per method, the chosen vector carrying its recommended strength.
     timings: seconds per stage.
     """
@@ -240,6 +263,8 @@ class CalibrationResult:
     reliability: pd.DataFrame
     comparison: pd.DataFrame
     training: pd.DataFrame
+    prompting: pd.DataFrame = field(default_factory=pd.DataFrame)
+    versus_prompt: pd.DataFrame = field(default_factory=pd.DataFrame)
     vectors: Mapping[str, SteeringVector] = field(default_factory=dict)
     timings: Mapping[str, float] = field(default_factory=dict)
 

@@ -69,18 +69,24 @@ def _at_norm(result: CalibrationResult) -> list[str]:
     ]
 
 
+def _versus(where: str, a: str, b: str, d: float, lo: float, hi: float) -> str:
+    """The paired difference ``a - b`` (mean, CI) in words: who moves the margin more
+    (the CI excludes 0), or a tie."""
+    if not _excludes_zero(lo, hi):
+        return (
+            f"{where}, {a} and {b} cannot be told apart (difference {_ci(d, lo, hi)}; the CI "
+            "includes 0)."
+        )
+    if d < 0:
+        a, b, d, lo, hi = b, a, -d, -hi, -lo
+    return f"{where}, {a} beats {b} by {_ci(d, lo, hi)}."
+
+
 def _comparison(result: CalibrationResult) -> list[str]:
-    out = []
-    for r in result.comparison.itertuples():
-        diff = _ci(r.difference, r.low, r.high)
-        if _excludes_zero(r.low, r.high):
-            out.append(f"At {r.kl:g} nats/token, {r.leader} beats {r.other} by {diff}.")
-        else:
-            out.append(
-                f"At {r.kl:g} nats/token, {r.leader} and {r.other} cannot be told apart "
-                f"(difference {diff}; the CI includes 0)."
-            )
-    return out
+    return [
+        _versus(f"At {r.kl:g} nats/token", r.leader, r.other, r.difference, r.low, r.high)
+        for r in result.comparison.itertuples()
+    ]
 
 
 def _per_method(result: CalibrationResult) -> list[str]:
@@ -102,9 +108,40 @@ def _per_method(result: CalibrationResult) -> list[str]:
     return out
 
 
+def _prompting(result: CalibrationResult) -> list[str]:
+    if result.prompting.empty:
+        return []
+    r = result.prompting.iloc[0]
+    cap = result.config.kl_cap
+
+    def ci(name: str) -> str:
+        return _ci(r[name], r[f"{name}_low"], r[f"{name}_high"])
+
+    where = "within" if r["kl"] <= cap else "above"
+    wrong = _pct(r["wrong_way_share"], r["wrong_way_low"], r["wrong_way_high"])
+    out = [
+        f"Prompting (the eliciting instruction in the system prompt; nothing to calibrate) "
+        f"costs {r['kl']:.3f} nats/token of KL ({where} the {cap:g} cap; counted on the "
+        f"tokens both prompts share) and moves the held-out margin by {ci('effect')} "
+        f"(log p(matching) {ci('d_logp_matching')}, log p(not matching) "
+        f"{ci('d_logp_not_matching')}); it moves {wrong} of the pairs the wrong way."
+    ]
+    for v in result.versus_prompt.itertuples():
+        where = f"At prompting's damage ({v.kl:.3f} nats/token)"
+        if math.isnan(v.difference):
+            out.append(
+                f"{v.method} (layer {v.layer}) never reaches prompting's damage "
+                f"({v.kl:.3f} nats/token) in its sweep: no matched comparison with prompting."
+            )
+        else:
+            out.append(_versus(where, v.method, "prompting", v.difference, v.low, v.high))
+    return out
+
+
 def findings(result: CalibrationResult) -> list[str]:
     """Conclusions in plain language, from the matched comparison first."""
-    out = _at_cap(result) + _comparison(result) + _at_norm(result) + _per_method(result)
+    out = _at_cap(result) + _comparison(result) + _prompting(result)
+    out += _at_norm(result) + _per_method(result)
     rel = result.reliability
     if not rel.empty:
         parts = [
@@ -153,6 +190,8 @@ def save_result(result: CalibrationResult, out_dir: Path) -> Path:
         "reliability": result.reliability,
         "comparison": result.comparison,
         "training": result.training,
+        "prompting": result.prompting,
+        "versus_prompt": result.versus_prompt,
     }
     for name, frame in frames.items():
         frame.to_csv(out_dir / f"{name}.csv", index=False)
@@ -167,6 +206,8 @@ def save_result(result: CalibrationResult, out_dir: Path) -> Path:
         "findings": findings(result),
         "choices": _records(result.choices),
         "test": _records(result.test),
+        "prompting": _records(result.prompting),
+        "versus_prompt": _records(result.versus_prompt),
         "vectors": paths,
         "timings_seconds": dict(result.timings),
         "config": result.config.to_dict(),

@@ -17,13 +17,20 @@ import pandas as pd
 from steerlab.analysis.calibrate import (
     CalibrateConfig,
     CalibrationResult,
+    change_cis,
     choose,
     default_layers,
     paired_comparison,
     validation_table,
 )
+from steerlab.analysis.calibrate_prompt import (
+    PROMPT,
+    prompt_table,
+    score_prompt,
+    vector_methods,
+    versus_prompt,
+)
 from steerlab.analysis.reliability import (
-    bootstrap_ci,
     bootstrap_indices,
     matched_kl,
     matched_strength,
@@ -57,7 +64,7 @@ def fit_all(
     """Vectors per (method, layer), training histories and seconds per method."""
     from steerlab.vectors.fitting import METHODS, fit_vectors
 
-    specs = {m: METHODS.get(m) for m in cfg.methods}
+    specs = {m: METHODS.get(m) for m in vector_methods(cfg.methods)}
     shared = [m for m, s in specs.items() if not s.trains]
     vectors: dict[Key, SteeringVector] = {}
     seconds: dict[str, float] = {}
@@ -127,13 +134,7 @@ def _test_table(
             "kl": c.val_kl,
             "n": len(sub),
         }
-        for col, name in (
-            ("d_margin", "effect"),
-            ("d_logp_matching", "d_logp_matching"),
-            ("d_logp_not_matching", "d_logp_not_matching"),
-        ):
-            mean, lo, hi = bootstrap_ci(sub[col].to_numpy(dtype=float), idx)
-            row.update({name: mean, f"{name}_low": lo, f"{name}_high": hi})
+        row.update(change_cis(sub, idx))
         r = shapes.loc[c.method]
         row.update(
             {
@@ -241,8 +242,17 @@ def run_calibration(
     else:
         test_items = test = matched = matched_norm = rel = comparison = pd.DataFrame()
     timings["test"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - t_all
     stage(f"test split ({len(test_pairs)} pairs)")
+    prompting = versus = pd.DataFrame()
+    if PROMPT in cfg.methods:
+        t = time.perf_counter()
+        p_items, p_kl = score_prompt(model, behavior, test_pairs, neutral, cfg.batch_size)
+        prompting = prompt_table(p_items, p_kl, cfg.n_boot, cfg.seed)
+        if not test_items.empty:
+            versus = versus_prompt(test_items, kl_test, p_items, p_kl, cfg.n_boot, cfg.seed)
+        timings["prompting"] = time.perf_counter() - t
+        stage(f"prompting baseline ({len(test_pairs)} test pairs, KL {p_kl:.3f})")
+    timings["total"] = time.perf_counter() - t_all
     return CalibrationResult(
         behavior=behavior,
         model_id=model.model_id,
@@ -256,6 +266,8 @@ def run_calibration(
         reliability=rel,
         comparison=comparison,
         training=training,
+        prompting=prompting,
+        versus_prompt=versus,
         vectors=chosen,
         timings={k: float(np.round(v, 2)) for k, v in timings.items()},
     )

@@ -34,7 +34,11 @@ def _calibrate_command(
     behavior: str = typer.Option(
         "power-seeking", help="Behavior (steerlab.data.list_behaviors())."
     ),
-    methods: str = typer.Option("caa,freeform,pca,bipo", help="Comma-separated vector methods."),
+    methods: str = typer.Option(
+        "caa,freeform,pca,bipo",
+        help="Comma-separated vector methods; add 'prompt' for the prompting "
+        "baseline, 'reps' for RePS.",
+    ),
     layers: str | None = typer.Option(
         None, help="Comma-separated candidate layers (default: 8 layers mid-model)."
     ),

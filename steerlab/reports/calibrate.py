@@ -40,6 +40,8 @@ def calibration_report(result: Any, title: str | None = None) -> Report:
         (result.matched, "Matched damage (target = KL level, nats/token)"),
         (result.matched_norm, "Matched relative norm (target = strength)"),
         (result.comparison, "Paired comparison at the KL cap"),
+        (result.prompting, "Prompting baseline (one point, not calibrated)"),
+        (result.versus_prompt, "Each vector minus prompting at prompting's KL (95% CIs)"),
         (result.reliability, "Per-item reliability on the test split"),
     ):
         if not frame.empty:
