@@ -266,6 +266,7 @@ def _pooled(items: pd.DataFrame) -> pd.DataFrame:
 
 
 def aggregate(args: argparse.Namespace, cells: Path) -> dict[str, Any]:
+    from steerlab.analysis.calibrate import paired_comparison
     from steerlab.analysis.reliability import matched_kl, matched_strength, reliability
 
     strengths = [s for s in csv_floats(args.strengths) if s > 0]
@@ -299,6 +300,14 @@ def aggregate(args: argparse.Namespace, cells: Path) -> dict[str, Any]:
                 "reliability": reliability(items, y="margin", **common),
                 "n_items": int(items.groupby("vector")["item"].nunique().min()),
                 "prompt": _prompt_table(pooled[pooled["method"] == "prompt"], kl, common),
+                # the best vector at KL 0.2 minus each other one, paired over the same items
+                "paired": paired_comparison(
+                    items.assign(method=items["vector"]),
+                    kl[kl["method"] != "prompt"],
+                    0.2,
+                    args.n_boot,
+                    0,
+                ),
             }
         norms = _read(cells, f"{persona}_s*.norms.csv")
         per["norms"] = norms.groupby(["method", "layer"])[["norm", "typical"]].mean().reset_index()
@@ -404,6 +413,59 @@ def _prompt_lines(pt: pd.DataFrame | None) -> list[str]:
     ]
 
 
+def summary_markdown(tables: dict[str, Any], args: argparse.Namespace) -> str:
+    """The README's view: effect at KL 0.2 per (method, layer) x persona, in and out of
+    distribution, prompting at its own KL, and the paired comparison with the leader."""
+    personas = [p for p in args.personas.split(",") if p in tables]
+    methods = [m for m in args.methods.split(",") if m != "prompt"]
+    lines = []
+    for split, title in (("test", "in distribution"), ("ood", "out of distribution")):
+        cols = [p for p in personas if split in tables[p]]
+        if not cols:
+            continue
+        n = " / ".join(
+            f"{tables[p][split]['n_items']} ({len(tables[p]['seeds'])} seed"
+            f"{'s' if len(tables[p]['seeds']) > 1 else ''})"
+            for p in cols
+        )
+        lines += [
+            f"### Effect at KL 0.2 nats/token, {title} (items (seeds): {n})",
+            "",
+            "| method | layer | " + " | ".join(cols) + " |",
+            "|---|---|" + "---|" * len(cols),
+        ]
+        for m in methods:
+            for layer in [int(x) for x in args.layers.split(",")]:
+                cells = []
+                for p in cols:
+                    mk = tables[p][split]["matched_kl"]
+                    r = mk[(mk["vector"] == f"{m} L{layer}") & np.isclose(mk["target"], 0.2)]
+                    trio = ("effect", "effect_low", "effect_high")
+                    cells.append(_fmt(*r[list(trio)].iloc[0]) if len(r) else "-")
+                lines.append(f"| {m} | {layer} | " + " | ".join(cells) + " |")
+        prompt_cells = []
+        for p in cols:
+            pt = tables[p][split].get("prompt")
+            if pt is None or pt.empty:
+                prompt_cells.append("-")
+                continue
+            r = pt.iloc[0]
+            eff = _fmt(r["effect"], r["effect_low"], r["effect_high"])
+            prompt_cells.append(f"{eff} at KL {r['kl']:.2f}")
+        lines += ["| prompt | - | " + " | ".join(prompt_cells) + " |", ""]
+        for p in cols:
+            pc = tables[p][split]["paired"]
+            if pc.empty:
+                continue
+            parts = [f"{r.other} {_fmt(r.difference, r.low, r.high)}" for r in pc.itertuples()]
+            lines.append(
+                f"- {p}: leader at KL 0.2 **{pc['leader'].iloc[0]}**; leader minus: "
+                + "; ".join(parts)
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
 def to_jsonable(tables: dict[str, Any]) -> dict[str, Any]:
     def conv(v: Any) -> Any:
         if isinstance(v, pd.DataFrame):
@@ -454,6 +516,9 @@ def main() -> None:
         json.dumps({"meta": meta, "tables": to_jsonable(tables)}, indent=1, default=str)
     )
     (out / "fair_comparison.md").write_text(markdown(tables, args, meta))
+    (out / "summary.md").write_text(
+        f"Command: `{meta['command']}`; {meta['machine']}\n\n" + summary_markdown(tables, args)
+    )
     print(f"wrote {out / 'fair_comparison.md'}")
 
 
