@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from steerlab.activations.prompts import encode_pair
+from steerlab.models.chat import EncodedText
 from steerlab.models.sites import HookSite
 from steerlab.vectors.bipo.config import BiPOConfig
 from steerlab.vectors.bipo.schedule import epoch_plan, steps_per_epoch
@@ -38,6 +39,9 @@ def plain_train(model, pairs, layer, config, rows_of, term, seq_logprob=None, ma
 
     seq_logprob = seq_logprob or _seq_logprob
     enc = [encode_pair(model, p) for p in pairs]
+    if config.score_eos:  # each response ends with EOS, scored like its other tokens
+        eos = (model.tokenizer.eos_token_id,)
+        enc = [tuple(EncodedText(e.prompt_ids, e.response_ids + eos) for e in pn) for pn in enc]
     lengths = [len(pack(a, b)) for a, b in enc]
     v = torch.zeros(model.d_model, requires_grad=True, device=model.device)
     opt = torch.optim.AdamW([v], lr=config.lr, weight_decay=config.weight_decay)

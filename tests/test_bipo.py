@@ -2,6 +2,7 @@
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -287,6 +288,55 @@ def test_fast_equals_plain_on_embedded_model(embedded_model):
     fast = [s["loss"] for s in run.steps]
     assert max(abs(a - b) for a, b in zip(fast, losses_plain)) < 1e-4, (fast, losses_plain)
     assert torch.allclose(run.vector.direction(14), v_plain.cpu(), atol=1e-4)
+
+
+# --- score_eos: each response ends with EOS, scored --------------------------------------
+def test_score_eos_appends_exactly_one_eos_to_each_response(tiny_model_4l):
+    """On the embedded tokenizer (the tiny model's): each packed response gains exactly
+    one token, the EOS id (the template's end of turn), at its end; the prompt is kept."""
+    from steerlab.activations.packed import pack_pairs
+    from steerlab.data import load_pairs
+
+    model = tiny_model_4l
+    eos = model.tokenizer.eos_token_id
+    assert eos is not None and eos in model.eos_token_ids
+    pairs = synthetic_pairs(3) + list(load_pairs("power-seeking").train)[:3]
+    plain = pack_pairs(model, pairs)
+    with_eos = pack_pairs(model, pairs, score_eos=True)
+    for a, b in zip(plain, with_eos):
+        assert b.prompt == a.prompt
+        assert b.matching == a.matching + (eos,) and b.not_matching == a.not_matching + (eos,)
+        assert eos not in a.matching[-1:] + a.not_matching[-1:]
+
+
+def test_score_eos_trains_on_the_eos_token_fast_equals_plain(tiny_model_4l):
+    """Fast and plain engines see the same tokens with score_eos (both equal the test
+    suite's plain BiPO with EOS appended), and the EOS token changes the objective."""
+    pairs, val = synthetic_pairs(8), synthetic_pairs(12)[8:]
+    cfg = BiPOConfig(epochs=1, batch_size=4, warmup_steps=0, lr=2e-2, score_eos=True)
+    kw = dict(layer=1, config=cfg, val_pairs=val, progress=False)
+    fast = fit_bipo_run(tiny_model_4l, pairs, **kw)
+    plain = fit_bipo_run(tiny_model_4l, pairs, engine="plain", **kw)
+    v_ref, losses_ref = plain_bipo(tiny_model_4l, pairs, 1, cfg)
+    a, b = [s["loss"] for s in fast.steps], [s["loss"] for s in plain.steps]
+    assert max(abs(x - y) for x, y in zip(a, losses_ref)) < 1e-4
+    assert max(abs(x - y) for x, y in zip(a, b)) < 1e-5
+    assert torch.allclose(fast.vector.direction(1), v_ref.cpu(), atol=1e-4)
+    assert torch.allclose(fast.vector.direction(1), plain.vector.direction(1), atol=1e-5)
+    assert fast.vector.provenance.hyperparameters["score_eos"] is True
+    no_eos = fit_bipo_run(tiny_model_4l, pairs, **{**kw, "config": replace(cfg, score_eos=False)})
+    assert not torch.allclose(no_eos.vector.direction(1), fast.vector.direction(1), atol=1e-6)
+    assert no_eos.epochs[0]["margin@0"] != pytest.approx(fast.epochs[0]["margin@0"], abs=1e-6)
+
+
+def test_score_eos_needs_an_eos_token(tiny_model_4l, monkeypatch):
+    from types import SimpleNamespace
+
+    from steerlab.activations.packed import pack_pairs
+
+    monkeypatch.setattr(tiny_model_4l, "tokenizer", SimpleNamespace(eos_token_id=None))
+    with pytest.raises(ConfigError, match="no EOS token.*score_eos=False"):
+        pack_pairs(tiny_model_4l, synthetic_pairs(2), score_eos=True)
 
 
 # --- precision: the reference runs exactly as the policy ----------------------------------

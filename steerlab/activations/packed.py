@@ -34,7 +34,7 @@ from torch import Tensor
 from steerlab.activations.batch import length_sorted_batches
 from steerlab.activations.capture import capture
 from steerlab.activations.prompts import encode_pair
-from steerlab.errors import EmptyInputError
+from steerlab.errors import ConfigError, EmptyInputError
 from steerlab.models.chat import EncodedText
 from steerlab.models.model import SteerlabModel
 from steerlab.models.sites import HookSite
@@ -80,8 +80,27 @@ def pack(pos: EncodedText, neg: EncodedText) -> PackedPair:
     return PackedPair(pos.prompt_ids, pos.response_ids, neg.response_ids)
 
 
-def pack_pairs(model: SteerlabModel, pairs: Sequence[Any]) -> list[PackedPair]:
-    return [pack(*encode_pair(model, p)) for p in pairs]
+def eos_token_id(model: SteerlabModel) -> int:
+    """The tokenizer's EOS id; a :class:`~steerlab.errors.ConfigError` when it has none."""
+    eos = getattr(model.tokenizer, "eos_token_id", None)
+    if eos is None:
+        raise ConfigError(
+            f"{model.model_id}: the tokenizer has no EOS token (eos_token_id is None), so "
+            "responses cannot end with one. Fix: score_eos=False, or a tokenizer with an EOS."
+        )
+    return int(eos)
+
+
+def pack_pairs(
+    model: SteerlabModel, pairs: Sequence[Any], *, score_eos: bool = False
+) -> list[PackedPair]:
+    """Encode and pack ``pairs``; ``score_eos``: each response ends with the EOS token
+    (scored like its other tokens, as BiPO's reference code tokenises responses)."""
+    packed = [pack(*encode_pair(model, p)) for p in pairs]
+    if not score_eos:
+        return packed
+    eos = (eos_token_id(model),)
+    return [PackedPair(p.prompt, p.matching + eos, p.not_matching + eos) for p in packed]
 
 
 @dataclass(frozen=True)
@@ -371,6 +390,7 @@ def build_cache(
     autocast: torch.dtype | None = None,
     progress: bool = True,
     desc: str = "BiPO cache",
+    score_eos: bool = False,
 ) -> PairCache:
     """Encode and pack ``pairs``; store ``resid_post`` of ``layer`` and reference log-probs
     (the same frozen model without any vector: no second model copy).
@@ -378,8 +398,9 @@ def build_cache(
     ``autocast``: run the layers above ``layer`` for the reference log-probs under
     ``torch.autocast`` to this dtype, as the steered forward compared with them runs
     (BiPO's ``autocast_bf16``); None: no autocast. The residuals are never autocast.
+    ``score_eos``: each response ends with the EOS token (:func:`pack_pairs`).
     """
-    packed = pack_pairs(model, pairs)
+    packed = pack_pairs(model, pairs, score_eos=score_eos)
     lengths = [len(p) for p in packed]
     residuals: list[Tensor | None] = [None] * len(packed)
     ref_m = torch.zeros(len(packed), dtype=torch.float64)

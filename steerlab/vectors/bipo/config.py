@@ -28,6 +28,9 @@ class BiPOConfig:
     select_best: return the vector of the best validation epoch instead of the last.
     bucket_size: length-sorted batching works inside random buckets of this many
         batches (1 = plain random batches).
+    score_eos: end each response of a training / validation pair with the tokenizer's
+        EOS token, scored like the response's other tokens (the reference code's
+        tokenisation ends each response with EOS); False: the response text only.
     """
 
     beta: float = 0.1
@@ -44,6 +47,7 @@ class BiPOConfig:
     early_stopping_patience: int | None = None
     select_best: bool = False
     bucket_size: int = 16
+    score_eos: bool = False
 
     #: The objective the trainer optimises (selects the trainer class; not a field).
     objective: ClassVar[str] = "bipo"

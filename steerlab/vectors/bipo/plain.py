@@ -125,9 +125,11 @@ def build_plain_cache(
     autocast: torch.dtype | None = None,
     progress: bool = True,
     desc: str = "BiPO cache (plain)",
+    score_eos: bool = False,
 ) -> PlainPairCache:
-    """Encode ``pairs`` and compute their reference log-probs once (no vector)."""
-    packed = pack_pairs(model, pairs)
+    """Encode ``pairs`` and compute their reference log-probs once (no vector);
+    ``score_eos``: each response ends with the EOS token, as on the fast path."""
+    packed = pack_pairs(model, pairs, score_eos=score_eos)
     ref_m = torch.zeros(len(packed), dtype=torch.float64)
     ref_n = torch.zeros(len(packed), dtype=torch.float64)
     batches = length_sorted_batches([len(p) for p in packed], batch_size)

@@ -128,7 +128,8 @@ def fit_bipo_run(
         raise ConfigError("resume=True needs out_dir= (where the checkpoint is).")
     t0 = time.perf_counter()
     autocast = autocast_dtype(cfg)  # the reference runs at the policy's precision
-    cache = build(model, pair_list, chosen[0], autocast=autocast, progress=progress)
+    eos = cfg.score_eos  # both paths pack the same tokens
+    cache = build(model, pair_list, chosen[0], autocast=autocast, progress=progress, score_eos=eos)
     val_cache = (
         build(
             model,
@@ -137,6 +138,7 @@ def fit_bipo_run(
             autocast=autocast,
             progress=progress,
             desc="BiPO val cache",
+            score_eos=eos,
         )
         if val_pairs
         else None
