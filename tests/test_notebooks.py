@@ -24,6 +24,7 @@ EXPECTED = (
     "09_in_context",
     "10_training_cost",
     "11_dpo_lora",
+    "12_conditional_steering",
 )
 NOTEBOOKS = sorted(NB_DIR.glob("[0-9][0-9]_*.ipynb"))
 
