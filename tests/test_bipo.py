@@ -339,6 +339,48 @@ def test_score_eos_needs_an_eos_token(tiny_model_4l, monkeypatch):
         pack_pairs(tiny_model_4l, synthetic_pairs(2), score_eos=True)
 
 
+def test_reference_preset_and_its_cli_option(tiny_model_4l, tmp_path, monkeypatch):
+    """``BiPOConfig.reference()``: the reference code's settings, overrides on top; RePS
+    keeps its own objective settings and ``from_bipo`` keeps ``score_eos``; ``steerlab
+    train bipo --preset reference`` uses it, the options given still apply."""
+    from typer.testing import CliRunner
+
+    from steerlab.cli import _common, app
+    from steerlab.vectors.bipo import RePSConfig
+    from steerlab.vectors.vector import SteeringVector
+
+    ref = BiPOConfig.reference()
+    got = {k: getattr(ref, k) for k in ("beta", "lr", "weight_decay", "batch_size", "epochs")}
+    assert got == {"beta": 0.1, "lr": 5e-4, "weight_decay": 0.0, "batch_size": 4, "epochs": 20}
+    assert (ref.warmup_steps, ref.max_grad_norm, ref.bucket_size) == (100, 1.0, 1)
+    assert ref.score_eos and ref.direction_sampling == "per_step" and not ref.autocast_bf16
+    assert BiPOConfig.reference(lr=1e-2, epochs=3).lr == 1e-2
+    reps = RePSConfig.reference()
+    assert (reps.beta, reps.direction_sampling, reps.weight_decay) == (1.0, "both", 0.0)
+    assert RePSConfig.from_bipo(ref).score_eos and RePSConfig.from_bipo(ref).max_grad_norm == 1.0
+
+    monkeypatch.setattr(_common, "load_model", lambda name, device: tiny_model_4l)
+    runner = CliRunner()
+    help_out = runner.invoke(app, ["train", "bipo", "--help"], env={"COLUMNS": "200"}).output
+    assert "--preset" in help_out and "reference" in help_out
+    out = tmp_path / "ref"
+    args = ["train", "bipo", "--preset", "reference", "--layer", "1", "--epochs", "1",
+            "--n-train", "4", "--n-val", "2", "--out", str(out), "--model", "tiny"]  # fmt: skip
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    hp = SteeringVector.load(out / "vector.safetensors").provenance.hyperparameters
+    assert hp["epochs"] == 1 and hp["warmup_steps"] == 100  # given / the preset's
+    assert (hp["weight_decay"], hp["max_grad_norm"], hp["bucket_size"]) == (0.0, 1.0, 1)
+    assert hp["score_eos"] is True and hp["select_best"] is True
+    plain = tmp_path / "plain"
+    res = runner.invoke(app, [*args[:2], *args[4:-3], str(plain), "--model", "tiny"])
+    assert res.exit_code == 0, res.output
+    hp = SteeringVector.load(plain / "vector.safetensors").provenance.hyperparameters
+    assert hp["score_eos"] is False and hp["weight_decay"] == 0.05
+    bad = runner.invoke(app, ["train", "bipo", "--preset", "paper", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 1 and "--preset 'paper': use 'default' or 'reference'" in bad.output
+
+
 # --- precision: the reference runs exactly as the policy ----------------------------------
 @pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16-autocast"])
 def test_step_one_loss_is_exactly_log2(tiny_model_4l, bf16):

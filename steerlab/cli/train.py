@@ -5,6 +5,7 @@ Both commands are built from one option list (:meth:`_Objective.command`): the o
 they share, with each objective's own (``--beta``, RePS's ``--gamma`` ...) after ``--lr``.
 """
 
+import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,12 @@ WARMUP_STEPS = _common.count_option(100, help="Warm-up steps of the cosine sched
 SEED = typer.Option(0, help="Seed (same seed, same vector).")
 BF16 = typer.Option(False, help="bf16 autocast above the steering layer.")
 RESUME = typer.Option(False, help="Resume from OUT/checkpoint.pt.")
+PRESET = typer.Option(
+    "default",
+    help="'default' (the options' defaults) or 'reference': BiPO's reference code's settings "
+    "(BiPOConfig.reference(): 20 epochs, no weight decay, gradient clipping 1.0, random "
+    "batches, EOS scored); options given on the command line still apply.",
+)
 MODEL = typer.Option("embedded", help="'embedded', an HF id or a local dir.")
 DEVICE = typer.Option(None, help="cpu / cuda.")
 
@@ -55,9 +62,11 @@ class _Objective:
         command.__name__, command.__doc__ = f"train_{self.name}_cmd", self.doc
         layer_help = f"Steering layer, or several comma-separated (multi-layer {self.label})."
         out = typer.Option(Path(f"runs/{self.name}"), help="Output directory.")
+        ctx = inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
         return with_signature(
             command,
-            options(
+            [ctx]
+            + options(
                 behavior=(str, BEHAVIOR),
                 layer=(str, typer.Option("14", help=layer_help)),
                 epochs=(int, _common.count_option(3, help=self.epochs_help)),
@@ -70,6 +79,7 @@ class _Objective:
                 direction=(str, typer.Option("bi", help=self.direction_help)),
                 seed=(int, SEED),
                 bf16=(bool, BF16),
+                preset=(str, PRESET),
                 resume=(bool, RESUME),
                 model=(str, MODEL),
                 device=(str | None, DEVICE),
@@ -81,6 +91,7 @@ class _Objective:
 def _train(
     objective: _Objective,
     *,
+    ctx: Any,  # click's context (typer passes it for the typer.Context parameter)
     behavior: str,
     layer: str,
     epochs: int,
@@ -92,6 +103,7 @@ def _train(
     direction: str,
     seed: int,
     bf16: bool,
+    preset: str,
     resume: bool,
     model: str,
     device: str | None,
@@ -99,21 +111,36 @@ def _train(
     **own: Any,
 ) -> None:
     """Train with the objective's config built from the options (the best epoch is kept
-    when there is validation), write ``summary.json`` and print it."""
+    when there is validation), write ``summary.json`` and print it. With ``--preset
+    reference`` the config is ``reference()`` and only the options given on the command
+    line override it."""
     import steerlab.vectors.bipo as bipo
     from steerlab.data import load_pairs
 
-    cfg = getattr(bipo, objective.config)(
-        epochs=epochs,
-        lr=lr,
-        batch_size=batch_size,
-        warmup_steps=warmup_steps,
-        direction=direction,
-        seed=seed,
-        autocast_bf16=bf16,
-        select_best=n_val > 0,
+    settings = {
+        "epochs": epochs,
+        "lr": lr,
+        "batch_size": batch_size,
+        "warmup_steps": warmup_steps,
+        "direction": direction,
+        "seed": seed,
+        "bf16": bf16,
         **own,
-    )
+    }
+    cls = getattr(bipo, objective.config)
+    if preset not in ("default", "reference"):
+        raise typer.BadParameter(f"--preset {preset!r}: use 'default' or 'reference'.")
+    if preset == "reference":
+        given = {
+            k for k in settings if getattr(ctx.get_parameter_source(k), "name", "") != "DEFAULT"
+        }
+        settings = {k: v for k, v in settings.items() if k in given}
+        build = cls.reference
+    else:
+        build = cls
+    if "bf16" in settings:
+        settings["autocast_bf16"] = settings.pop("bf16")
+    cfg = build(select_best=n_val > 0, **settings)
     layers = _common.check_layers(model, _common.parse_layers(layer, "--layer"), "--layer")
     _common.check_out_dir(out)
     data = load_pairs(_common.check_behavior(behavior))

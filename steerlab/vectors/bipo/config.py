@@ -89,6 +89,38 @@ class BiPOConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def reference(cls, **overrides: Any) -> "BiPOConfig":
+        """The settings BiPO's reference code (github CaoYuanpu/BiPO, ``train.py``) trains
+        with, ``overrides`` on top. Its trainer is TRL's DPO trainer on the Hugging Face
+        ``Trainer``, so what the script does not pass takes those libraries' defaults:
+
+        - ``beta=0.1``, ``lr=5e-4``, ``batch_size=4``, ``warmup_steps=100`` (cosine
+          schedule): the script's arguments, as in the paper;
+        - ``weight_decay=0.0``: the script declares 0.05 but never passes it to the
+          trainer, whose default is 0;
+        - ``epochs=20``: the paper's persona runs (the released vectors are ``ep20``);
+        - ``max_grad_norm=1.0``: the ``Trainer``'s default gradient clipping;
+        - ``bucket_size=1``: plain random batches (the ``Trainer``'s random sampler; no
+          length-sorted batching);
+        - ``score_eos=True``: the DPO tokenisation ends each response with EOS;
+        - one ``d`` per step and fp32: BiPO's defaults here already
+          (``direction_sampling='per_step'``, ``autocast_bf16=False``).
+
+        ``beta`` and ``direction_sampling`` are left to ``cls``: ``RePSConfig.reference()``
+        keeps RePS's own objective settings with the reference code's optimisation."""
+        settings: dict[str, Any] = {
+            "lr": 5e-4,
+            "weight_decay": 0.0,
+            "batch_size": 4,
+            "epochs": 20,
+            "warmup_steps": 100,
+            "max_grad_norm": 1.0,
+            "bucket_size": 1,
+            "score_eos": True,
+        }
+        return cls(**{**settings, **overrides})
+
 
 @dataclass(frozen=True)
 class RePSConfig(BiPOConfig):
