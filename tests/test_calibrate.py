@@ -2,6 +2,7 @@
 
 import json
 import math
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -48,6 +49,31 @@ def test_choose_respects_the_cap_and_monotonicity():
     assert "monotonically under KL 0.2" in got.loc["bipo", "status"]
     # a looser cap admits the larger effect
     assert choose(val, kl_cap=0.5).set_index("method").loc["caa", "strength"] == 0.2
+
+
+def test_choose_picks_the_learning_rate_with_the_best_admissible_effect():
+    """Curves are per (method, lr, layer): bipo at lr 0.05 dips (its later points are
+    out), lr 0.01 rises to the best admissible effect; caa has no lr (NaN)."""
+    rows = [
+        ("caa", 8, math.nan, 0.0, 0.0, 0.0),
+        ("caa", 8, math.nan, 0.1, 1.0, 0.05),
+        ("bipo", 8, 0.05, 0.0, 0.0, 0.0),
+        ("bipo", 8, 0.05, 0.1, 2.0, 0.05),
+        ("bipo", 8, 0.05, 0.2, 1.0, 0.1),
+        ("bipo", 8, 0.05, 0.4, 9.0, 0.15),
+        ("bipo", 8, 0.01, 0.0, 0.0, 0.0),
+        ("bipo", 8, 0.01, 0.1, 1.5, 0.05),
+        ("bipo", 8, 0.01, 0.2, 3.0, 0.1),
+    ]
+    val = pd.DataFrame(rows, columns=["method", "layer", "lr", "strength", "effect", "kl"])
+    assert admissible(val, kl_cap=0.2).tolist() == [0, 1, 0, 1, 0, 0, 0, 1, 1]
+    got = choose(val, kl_cap=0.2).set_index("method")
+    assert (got.loc["bipo", "lr"], got.loc["bipo", "strength"]) == (0.01, 0.2)
+    assert got.loc["bipo", "val_effect"] == 3.0 and math.isnan(got.loc["caa", "lr"])
+    with pytest.raises(ConfigError, match=r"bipo_lrs=\(0.01, -1.0\) needs finite"):
+        CalibrateConfig(bipo_lrs=(0.01, -1.0))
+    assert CalibrateConfig(bipo_lrs=(0.02, 0.01, 0.02)).learning_rates == (0.02, 0.01)
+    assert CalibrateConfig(bipo_lr=0.03).learning_rates == (0.03,)
 
 
 def test_config_validation_and_defaults():
@@ -105,6 +131,38 @@ def test_calibrate_end_to_end_on_the_tiny_model(tiny_result, tmp_path):
         back = SteeringVector.load(out / rel)
         assert recommended_strength(back) == recommended_strength(res.vectors[method])
     assert (out / "validation.csv").is_file() and (out / "test_items.csv").is_file()
+
+
+def test_learning_rate_chosen_on_validation(tiny_result, tiny_model_4l, tmp_path):
+    """With bipo_lrs every trained method is trained at each lr; every variant is in the
+    validation table, the chosen lr is the best admissible one and is recorded in the
+    choices and the vector; at bipo_lr the numbers equal a run without bipo_lrs."""
+    from steerlab.reports.calibrate import calibration_report
+
+    cfg = replace(tiny_result.config, methods=("caa", "bipo"), bipo_lrs=(2e-2, 2e-1))
+    res = calibrate(tiny_model_4l, "power-seeking", config=cfg)
+    val = res.validation
+    bipo = val[val["method"] == "bipo"]
+    assert set(bipo["lr"]) == {2e-2, 2e-1} and val[val["method"] == "caa"]["lr"].isna().all()
+    assert len(val) == (1 + 2) * 2 * 4  # (caa + bipo x 2 lrs) x 2 layers x 4 strengths
+    assert set(res.training["base_lr"]) == {2e-2, 2e-1}
+    choice = res.choices.set_index("method")
+    assert math.isnan(choice.loc["caa", "lr"])
+    ok = bipo[admissible(val, cfg.kl_cap)[bipo.index]]
+    best = ok.sort_values(["effect", "kl"], ascending=[False, True]).iloc[0]
+    assert choice.loc["bipo", "lr"] == best["lr"] and choice.loc["bipo", "layer"] == best["layer"]
+    vec = res.vectors["bipo"]
+    assert vec.provenance.hyperparameters["lr"] == best["lr"]
+    assert (
+        f"learning rate {best['lr']:g} chosen among 0.02, 0.2"
+        in recommended_strength(vec).criterion
+    )
+    calibration_report(res).save(tmp_path / "r.html", plotlyjs="cdn")  # a line per chosen lr
+    cols = ["method", "layer", "strength", "effect", "kl"]
+    same_lr = val[val["lr"].isna() | (val["lr"] == 2e-2)][cols].reset_index(drop=True)
+    before = tiny_result.validation
+    before = before[before["method"].isin(["caa", "bipo"])][cols].reset_index(drop=True)
+    pd.testing.assert_frame_equal(same_lr, before, check_exact=True)
 
 
 def test_prompting_baseline_beside_the_calibrated_vectors(tiny_result, tiny_model_4l, tmp_path):
@@ -184,6 +242,8 @@ def test_cli_calibrate_quick_with_a_substituted_model(tiny_model_4l, tmp_path, m
         "5",
         "--kl-levels",
         "0.5,1",
+        "--bipo-lrs",
+        "5e-3,2e-2",
         "--out",
         str(tmp_path / "o"),
         "--plotlyjs",
@@ -194,5 +254,6 @@ def test_cli_calibrate_quick_with_a_substituted_model(tiny_model_4l, tmp_path, m
     assert (tmp_path / "o" / "report.html").is_file()
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert summary["config"]["kl_levels"] == [0.5, 1.0]
+    assert summary["config"]["bipo_lrs"] == [5e-3, 2e-2]
     bad = CliRunner().invoke(app, ["calibrate", "--kl-levels", "a,b", "--out", str(tmp_path)])
     assert bad.exit_code == 1 and "comma-separated list of numbers" in bad.output

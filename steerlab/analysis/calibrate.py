@@ -5,16 +5,17 @@ For one behavior, several methods and candidate layers:
 1. the behavior's training pairs are split (seeded) into pairs to fit on and a
    validation split; the test split is only used for the final report;
 2. CAA / freeform / PCA are fitted at every candidate layer from one activation pass per
-   kind of activation; training methods (BiPO) are trained at each layer, with the
-   validation pairs for early stopping / best-epoch selection when configured;
+   kind of activation; training methods (BiPO, RePS) are trained at each layer (and at
+   each learning rate of ``bipo_lrs``), with the validation pairs for early stopping /
+   best-epoch selection when configured;
 3. every vector is scaled to norm units (multiplier = strength, see
    :mod:`steerlab.steering.strength`) and its validation margins are measured at every
    strength through the cached-residual fast path, and its damage (KL on the neutral
    text, :mod:`steerlab.evaluation.damage`) likewise;
-4. per method, the (layer, strength) with the largest mean validation effect
-   ``margin(s) - margin(0)`` is chosen among the points whose KL is under the cap and
-   whose mean validation curve rises monotonically from 0 up to ``s``
-   (:func:`choose`);
+4. per method, the (layer, strength) -- and learning rate, for training methods -- with
+   the largest mean validation effect ``margin(s) - margin(0)`` is chosen among the
+   points whose KL is under the cap and whose mean validation curve rises monotonically
+   from 0 up to ``s`` (:func:`choose`);
 5. the chosen vectors are scored on the test pairs at every strength: the effect at the
    recommended strength with paired bootstrap CIs, the change of log p(matching) and of
    log p(not matching) separately, the anti-steerable share, and the comparison at
@@ -43,7 +44,19 @@ from steerlab.analysis.reliability import (
 from steerlab.errors import ConfigError
 from steerlab.vectors.vector import SteeringVector
 
-CHOICE_COLUMNS = ("method", "layer", "strength", "multiplier", "val_effect", "val_kl", "status")
+CHOICE_COLUMNS = (
+    "method",
+    "layer",
+    "lr",
+    "strength",
+    "multiplier",
+    "val_effect",
+    "val_kl",
+    "status",
+)
+
+#: The columns that identify one validation curve (``lr``: NaN for untrained methods).
+CURVE_KEYS = ("method", "lr", "layer")
 
 
 def change_cis(items: pd.DataFrame, idx: np.ndarray) -> dict[str, float]:
@@ -81,6 +94,9 @@ class CalibrateConfig:
     batch_size: sequences per forward pass.
     bipo_epochs: BiPO epochs per layer (the best validation epoch is kept).
     bipo_lr: BiPO learning rate (short runs need more than the paper's 5e-4).
+    bipo_lrs: learning rates every training method (BiPO, RePS) is trained at; the
+        validation choice picks one per method with its layer and strength (empty:
+        ``bipo_lr`` only).
     bipo_batch_size: BiPO pairs per step.
     bipo_warmup_steps: warm-up steps of BiPO's cosine schedule.
     bipo_patience: stop BiPO after this many epochs with no better validation score (None: never).
@@ -100,6 +116,13 @@ class CalibrateConfig:
     batch_size: int = 8
     bipo_epochs: int = 2
     bipo_lr: float = 2e-2
+    bipo_lrs: tuple[float, ...] = field(
+        default=(),
+        metadata={
+            "help": "Comma-separated BiPO/RePS learning rates, chosen on validation with "
+            "layer and strength (default: --bipo-lr only)."
+        },
+    )
     bipo_batch_size: int = 4
     bipo_warmup_steps: int = 4
     bipo_patience: int | None = None
@@ -119,6 +142,13 @@ class CalibrateConfig:
         object.__setattr__(self, "strengths", tuple(sorted({0.0, *s})))
         if not (self.kl_cap > 0 and math.isfinite(self.kl_cap)):
             raise ConfigError(f"CalibrateConfig.kl_cap={self.kl_cap!r} must be > 0 nats/token.")
+        lrs = tuple(dict.fromkeys(float(x) for x in self.bipo_lrs))
+        if not all(x > 0 and math.isfinite(x) for x in lrs):
+            raise ConfigError(
+                f"CalibrateConfig.bipo_lrs={self.bipo_lrs!r} needs finite learning rates > 0, "
+                "e.g. (5e-3, 2e-2, 5e-2); () trains at bipo_lr only."
+            )
+        object.__setattr__(self, "bipo_lrs", lrs)
         for name in ("n_val", "n_test", "n_boot", "batch_size", "bipo_epochs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"CalibrateConfig.{name}={getattr(self, name)} must be >= 1.")
@@ -143,10 +173,17 @@ class CalibrateConfig:
         }
         return cls(**{**base, **overrides})
 
-    def bipo_config(self) -> Any:
+    @property
+    def learning_rates(self) -> tuple[float, ...]:
+        """The learning rates training methods are trained at: ``bipo_lrs`` or ``bipo_lr``."""
+        return self.bipo_lrs or (self.bipo_lr,)
+
+    def bipo_config(self, lr: float | None = None) -> Any:
+        """The training methods' config (at learning rate ``lr``; None: ``bipo_lr``)."""
         from steerlab.analysis.sweep_plan import bipo_config_of
 
-        return bipo_config_of(self, early_stopping_patience=self.bipo_patience, select_best=True)
+        cfg = self if lr is None else replace(self, bipo_lr=lr)
+        return bipo_config_of(cfg, early_stopping_patience=self.bipo_patience, select_best=True)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -161,9 +198,10 @@ def default_layers(n_layers: int, k: int = 8) -> tuple[int, ...]:
 def admissible(validation: pd.DataFrame, kl_cap: float) -> pd.Series:
     """Rows of a validation table that a calibration may choose: strength > 0, KL within
     the cap, a positive effect, and a mean effect that rises strictly from strength 0 up
-    to that strength within its (method, layer) curve."""
+    to that strength within its curve (:data:`CURVE_KEYS`: method, lr if given, layer)."""
     ok = pd.Series(False, index=validation.index)
-    for _, g in validation.groupby(["method", "layer"], sort=False):
+    keys = [k for k in CURVE_KEYS if k in validation]
+    for _, g in validation.groupby(keys, sort=False, dropna=False):
         prev = -math.inf
         for idx, r in g[g["strength"] >= 0].sort_values("strength").iterrows():
             if r["effect"] <= prev:
@@ -174,12 +212,14 @@ def admissible(validation: pd.DataFrame, kl_cap: float) -> pd.Series:
 
 
 def choose(validation: pd.DataFrame, kl_cap: float) -> pd.DataFrame:
-    """Per method, the :func:`admissible` (layer, strength) with the largest mean
-    validation effect (ties: the lower KL).
+    """Per method, the :func:`admissible` (layer, strength) -- and learning rate, when
+    the table has an ``lr`` column -- with the largest mean validation effect (ties: the
+    lower KL).
 
-    ``validation``: columns ``method, layer, strength, effect, kl`` (effect 0 at strength
-    0). Returns the :data:`CHOICE_COLUMNS` (``multiplier`` NaN here); methods without an
-    admissible point get ``status`` explaining why and NaN strength.
+    ``validation``: columns ``method, layer, strength, effect, kl`` and optionally ``lr``
+    (effect 0 at strength 0). Returns the :data:`CHOICE_COLUMNS` (``multiplier`` NaN
+    here, ``lr`` NaN for untrained methods); methods without an admissible point get
+    ``status`` explaining why and NaN strength.
     """
     ok = admissible(validation, kl_cap)
     rows = []
@@ -190,6 +230,7 @@ def choose(validation: pd.DataFrame, kl_cap: float) -> pd.DataFrame:
                 {
                     "method": method,
                     "layer": None,
+                    "lr": math.nan,
                     "strength": math.nan,
                     "multiplier": math.nan,
                     "val_effect": math.nan,
@@ -204,6 +245,7 @@ def choose(validation: pd.DataFrame, kl_cap: float) -> pd.DataFrame:
             {
                 "method": method,
                 "layer": best["layer"],
+                "lr": best.get("lr", math.nan),
                 "strength": best["strength"],
                 "multiplier": math.nan,
                 "val_effect": best["effect"],
@@ -216,11 +258,17 @@ def choose(validation: pd.DataFrame, kl_cap: float) -> pd.DataFrame:
     return out
 
 
-def validation_table(items: pd.DataFrame, kl: pd.DataFrame) -> pd.DataFrame:
+def validation_table(
+    items: pd.DataFrame, kl: pd.DataFrame, lrs: Mapping[str, float] | None = None
+) -> pd.DataFrame:
     """Mean validation effect and KL per (method, layer, strength) from per-item margins
-    (``x = strength``, vectors in norm units) and the KL frame of the same vectors."""
+    (``x = strength``, vectors in norm units) and the KL frame of the same vectors;
+    ``lrs``: the learning rate of each vector label (an ``lr`` column after ``layer``,
+    NaN for labels not in it)."""
     mean = items.groupby(["vector", "method", "layer", "strength"], sort=False)["margin"].mean()
     frame = mean.reset_index()
+    if lrs is not None:
+        frame.insert(3, "lr", frame["vector"].map(lrs).astype(float))
     base = frame[frame["strength"] == 0.0].set_index("vector")["margin"]
     frame["effect"] = frame["margin"] - frame["vector"].map(base)
     kls = kl.set_index(["vector", "strength"])["kl"]
@@ -232,8 +280,10 @@ def validation_table(items: pd.DataFrame, kl: pd.DataFrame) -> pd.DataFrame:
 class CalibrationResult:
     """What :func:`calibrate` found. Frames are tidy; see the module docstring.
 
-    choices: per method the chosen layer / strength (and the equivalent multiplier).
-    validation: per (method, layer, strength) the mean validation effect and KL.
+    choices: per method the chosen layer / strength (and the equivalent multiplier), and
+        the learning rate of a training method (``lr``; NaN for the others).
+    validation: per (method, lr, layer, strength) the mean validation effect and KL
+        (every learning rate tried: the table shows its effect).
     test_items: per test pair and strength, the chosen vectors' log-likelihoods and
         their changes (``d_logp_matching``, ``d_logp_not_matching``, ``d_margin``).
     test: per method at its recommended strength: effect and both answers' changes with
@@ -386,6 +436,7 @@ def paired_comparison(
 
 __all__ = [
     "CalibrateConfig",
+    "CURVE_KEYS",
     "CalibrationResult",
     "admissible",
     "calibrate",

@@ -1,14 +1,15 @@
 """The stages of :func:`steerlab.analysis.calibrate.calibrate` (fit, measure, choose, test).
 
 Cost: one activation pass per kind of activation for the fitted methods at all layers;
-one BiPO run per layer; one neutral-text norm pass (cached on disk); the validation and
-test margins through cached lower residuals (one cache per layer, shared by every method
-and strength); the KL through cached lower residuals as well.
+one BiPO run per layer and learning rate; one neutral-text norm pass (cached on disk);
+the validation and test margins through cached lower residuals (one cache per layer,
+shared by every method and strength); the KL through cached lower residuals as well.
 """
 
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -39,7 +40,7 @@ from steerlab.analysis.reliability import (
 from steerlab.data.neutral import load_neutral_set
 from steerlab.evaluation.damage import kl_damage, logprob_changes
 from steerlab.evaluation.likelihood_fast import likelihood_margin_fast
-from steerlab.evaluation.multipliers import vector_label
+from steerlab.evaluation.multipliers import conditions, vector_label
 from steerlab.models.model import SteerlabModel
 from steerlab.steering.strength import (
     in_norm_units,
@@ -111,6 +112,41 @@ def fit_all(
     return vectors, training, seconds
 
 
+#: (method, layer, learning rate): one calibration candidate; lr None: not trained.
+Candidate = tuple[str, int, float | None]
+Fitted = tuple[dict[Key, SteeringVector], pd.DataFrame, dict[str, float]]
+
+
+def fit_candidates(
+    cfg: CalibrateConfig, fit: Callable[[CalibrateConfig], Fitted]
+) -> tuple[dict[Candidate, SteeringVector], pd.DataFrame, dict[str, float]]:
+    """:func:`fit_all` (``fit(cfg)``) at each learning rate of ``cfg.learning_rates``:
+    every method at the first, the training methods again at each other. Vectors keyed
+    (method, layer, lr), lr None for methods that do not train; the training histories
+    gain ``base_lr`` (the run's learning rate; the step records' ``lr`` is the
+    schedule's); seconds summed per stage."""
+    from steerlab.vectors.fitting import METHODS
+
+    trained = tuple(m for m in vector_methods(cfg.methods) if METHODS.get(m).trains)
+    vectors: dict[Candidate, SteeringVector] = {}
+    frames: list[pd.DataFrame] = []
+    seconds: dict[str, float] = {}
+    for i, lr in enumerate(cfg.learning_rates):
+        if i and not trained:
+            break
+        one = replace(cfg, bipo_lr=lr, bipo_lrs=(), **({"methods": trained} if i else {}))
+        vecs, training, secs = fit(one)
+        vectors.update(
+            {(m, layer, lr if m in trained else None): v for (m, layer), v in vecs.items()}
+        )
+        if not training.empty:
+            training.insert(1, "base_lr", lr)
+            frames.append(training)
+        for name, sec in secs.items():
+            seconds[name] = seconds.get(name, 0.0) + sec
+    return vectors, pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(), seconds
+
+
 def _test_table(
     test_items: pd.DataFrame, choices: pd.DataFrame, rel: pd.DataFrame, cfg: CalibrateConfig
 ) -> pd.DataFrame:
@@ -148,6 +184,14 @@ def _test_table(
     return pd.DataFrame(rows)
 
 
+def _lr_choice(lr: float | None, cfg: CalibrateConfig) -> str:
+    """The criterion's words on the learning rate of a trained vector chosen among several."""
+    if lr is None or len(cfg.learning_rates) < 2:
+        return ""
+    tried = ", ".join(f"{x:g}" for x in cfg.learning_rates)
+    return f", learning rate {lr:g} chosen among {tried} on the same validation pairs"
+
+
 def run_calibration(
     model: SteerlabModel,
     behavior: str,
@@ -164,8 +208,8 @@ def run_calibration(
     t_all = time.perf_counter()
     layers = [s.layer for s in model.sites(cfg.layers or default_layers(model.n_layers))]
     cfg = cfg if cfg.layers else CalibrateConfig(**{**cfg.to_dict(), "layers": tuple(layers)})
-    vectors, training, fit_seconds = fit_all(
-        model, behavior, cfg, layers, fit_pairs, val_pairs, stage
+    vectors, training, fit_seconds = fit_candidates(
+        cfg, lambda c: fit_all(model, behavior, c, layers, fit_pairs, val_pairs, stage)
     )
     timings.update(fit_seconds)
 
@@ -197,15 +241,20 @@ def run_calibration(
     timings["KL on neutral text"] = time.perf_counter() - t
     stage(f"KL on {len(neutral)} neutral texts")
 
-    validation = validation_table(val_items, kl)
+    labels = [c.label for c in conditions(list(units.values()), (1.0,))]
+    lr_of = {label: math.nan if k[2] is None else k[2] for label, k in zip(labels, units)}
+    validation = validation_table(val_items, kl, lr_of)
     choices = choose(validation, cfg.kl_cap)
     chosen: dict[str, SteeringVector] = {}
+    picked: list[SteeringVector] = []
     mults = []
     for c in choices.itertuples():
         if c.status != "ok":
             mults.append(math.nan)
             continue
-        vec = vectors[(c.method, c.layer)]
+        key = (c.method, c.layer, None if math.isnan(c.lr) else float(c.lr))
+        vec = vectors[key]
+        picked.append(units[key])
         mults.append(strength_to_multiplier(vec, c.strength, vector_norms(model, vec)))
         chosen[c.method] = with_recommended_strength(
             vec,
@@ -213,12 +262,11 @@ def run_calibration(
             kl=c.val_kl,
             kl_cap=cfg.kl_cap,
             criterion=f"largest mean validation margin gain ({len(val_pairs)} pairs) with "
-            f"KL <= {cfg.kl_cap:g} nats/token and a monotonic curve",
+            f"KL <= {cfg.kl_cap:g} nats/token and a monotonic curve" + _lr_choice(key[2], cfg),
         )
     choices["multiplier"] = mults
 
     t = time.perf_counter()
-    picked = [units[(m, int(v.layers[0]))] for m, v in chosen.items()]
     if picked:
         items = likelihood_margin_fast(
             model,

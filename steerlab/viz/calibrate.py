@@ -37,7 +37,8 @@ def effect_kl_frontier(result: Any) -> go.Figure:
             )
         )
         if method in chosen:
-            line = g[g["layer"] == chosen[method]].sort_values("strength")
+            line = g[(g["layer"] == chosen[method]) & _chosen_lr(g, result.choices, method)]
+            line = line.sort_values("strength")
             name = f"{method} L{chosen[method]} (chosen)"
             fig.add_trace(line_trace(line["kl"], line["effect"], name, color,
                                      legendgroup=str(method), line=dict(width=2)))  # fmt: skip
@@ -48,6 +49,14 @@ def effect_kl_frontier(result: Any) -> go.Figure:
         xaxis_title="KL(steered || unsteered) on neutral text, nats/token",
         yaxis_title="margin change vs unsteered",
     )
+
+
+def _chosen_lr(val: pd.DataFrame, choices: pd.DataFrame, method: str) -> pd.Series:
+    """Rows of ``val`` at the learning rate chosen for ``method`` (all: none chosen)."""
+    lr = choices.set_index("method")["lr"].get(method) if "lr" in choices else None
+    if lr is None or pd.isna(lr) or "lr" not in val:
+        return pd.Series(True, index=val.index)
+    return val["lr"] == lr
 
 
 def best_admissible(validation: pd.DataFrame, kl_cap: float) -> pd.DataFrame:
