@@ -105,8 +105,16 @@ def test_strength_at_kl_interpolates_synthetic_curves():
     kl = 5.0 * x**2  # 0.05 at 0.1, 0.2 at 0.2, 0.8 at 0.4
     assert strength_at_kl(x, kl, 0.05) == pytest.approx(0.1)
     assert strength_at_kl(x, kl, 0.2) == pytest.approx(0.2)
-    assert strength_at_kl(x, kl, 0.5) == pytest.approx(0.2 + 0.3 / 0.6 * 0.2)  # linear
-    assert strength_at_kl(x, kl, 0.1) == pytest.approx(0.1 + 0.05 / 0.15 * 0.1)
+    # between grid points: exact for KL = c s^2 (sqrt(KL) is interpolated linearly),
+    # where interpolating KL itself would give 0.2 + 0.3 / 0.6 * 0.2 = 0.3 instead of 0.316
+    assert strength_at_kl(x, kl, 0.5) == pytest.approx(math.sqrt(0.5 / 5.0))
+    assert strength_at_kl(x, kl, 0.1) == pytest.approx(math.sqrt(0.1 / 5.0))
+    assert strength_at_kl(x, kl, 0.01) == pytest.approx(math.sqrt(0.01 / 5.0))  # from 0
+    # a curve that is not quadratic: exact at the swept points, monotone in between
+    lin = 2.0 * np.abs(x)  # 0.2 at 0.1, 0.4 at 0.2, 0.8 at 0.4
+    assert strength_at_kl(x, lin, 0.4) == pytest.approx(0.2)
+    got = [strength_at_kl(x, lin, lv) for lv in (0.25, 0.3, 0.35)]
+    assert 0.1 < got[0] < got[1] < got[2] < 0.2
     assert strength_at_kl(x, kl, 0.2, side=-1) == pytest.approx(-0.2)
     assert math.isnan(strength_at_kl(x, kl, 1.0))  # never reached: no extrapolation
     with pytest.raises(ConfigError, match="needs strength 0"):
@@ -132,8 +140,8 @@ def test_matched_kl_compares_methods_at_equal_damage():
     assert got.loc[("a:x:L1", 0.2), "effect"] == pytest.approx(2.0)
     assert got.loc[("b:x:L1", 0.2), "effect"] == pytest.approx(2.0)
     assert got.loc[("a:x:L1", 0.2), "effect_low"] == pytest.approx(2.0)  # no item noise
-    # B reaches 0.5 nats at x = 0.1 + (0.5-0.2)/(0.8-0.2) * 0.1 = 0.15: effect 3.0
-    assert got.loc[("b:x:L1", 0.5), "effect"] == pytest.approx(3.0)
+    # B reaches 0.5 nats at x = sqrt(0.5 / 20) = 0.158 (KL = 20 x^2): effect 20 x = 3.16
+    assert got.loc[("b:x:L1", 0.5), "effect"] == pytest.approx(20.0 * math.sqrt(0.5 / 20.0))
     assert not got.loc[("a:x:L1", 0.5), "reached"]  # A's KL tops out at 0.45
     assert math.isnan(got.loc[("a:x:L1", 0.5), "effect"])
     # matched relative norm: B's effect is twice A's at the same strength
@@ -151,3 +159,19 @@ def test_curves_validate_their_input():
         curves(items.iloc[1:])
     with pytest.raises(ConfigError, match="KL frame lacks"):
         curves(items, kl=pd.DataFrame({"vector": ["a:x:L1"], "strength": [0.0], "kl": [0.0]}))
+
+
+def test_anti_share_counts_moves_against_the_strengths_direction():
+    # 10 items; margin = slope_i * x with slopes 1..7 positive, 3 negative. At x = +0.2 the
+    # 3 negative-slope items fall (anti); at x = -0.2 the same 3 items rise: still anti.
+    slopes_ = np.array([1, 2, 3, 4, 5, 6, 7, -1, -2, -3], dtype=float)
+    xs = np.array([-0.2, 0.0, 0.2])
+    rows = [
+        {"vector": "v:m:L1", "strength": x, "item": i, "margin": s * x}
+        for x in xs
+        for i, s in enumerate(slopes_)
+    ]
+    ms = matched_strength(pd.DataFrame(rows), [-0.2, 0.2], n_boot=50).set_index("target")
+    assert ms.loc[0.2, "anti_share"] == pytest.approx(0.3)
+    assert ms.loc[-0.2, "anti_share"] == pytest.approx(0.3)
+    assert ms.loc[-0.2, "effect"] < 0  # the mean moves in the strength's direction

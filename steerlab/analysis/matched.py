@@ -143,9 +143,7 @@ class MatchedComparison:
                         r.d_logp_not_matching_effect_low,
                         r.d_logp_not_matching_effect_high,
                     ),
-                    "pairs moved the wrong way": _wrong_way(
-                        r, side if by == "kl" else (1 if r.target >= 0 else -1)
-                    ),
+                    "pairs moved the wrong way": _wrong_way(r),
                     "shape": r.shape,
                     "n": r.n_items,
                     "note": _note(r),
@@ -161,12 +159,9 @@ def _curve(comp: MatchedComparison, vector: str) -> Any:
     return curves(sub, "strength", "margin", kl=comp.kl[comp.kl["vector"] == vector])[0]
 
 
-def _wrong_way(r: Any, side: int) -> str:
-    """The share of pairs moved against ``side`` (``anti_share`` counts effects < 0, the
-    intended direction of negative strengths)."""
-    if side == 1:
-        return fmt_ci(r.anti_share, r.anti_low, r.anti_high, "{:.2f}")
-    return fmt_ci(1 - r.anti_share, 1 - r.anti_high, 1 - r.anti_low, "{:.2f}")
+def _wrong_way(r: Any) -> str:
+    """The share of pairs moved against the strength's direction (``anti_share``)."""
+    return fmt_ci(r.anti_share, r.anti_low, r.anti_high, "{:.2f}")
 
 
 def _note(r: Any) -> str:
