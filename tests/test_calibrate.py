@@ -212,6 +212,8 @@ def test_calibration_report_builds(tiny_result, tmp_path):
     path = calibration_report(tiny_result).save(tmp_path / "r.html", plotlyjs="cdn")
     text = path.read_text()
     assert "Findings" in text and "Effect vs damage" in text
+    # BiPO's loss / norm curves and the per-epoch validation margins that pick its epoch
+    assert "Training curves" in text and "Validation margins per training epoch" in text
 
 
 def test_cli_calibrate_quick_with_a_substituted_model(tiny_model_4l, tmp_path, monkeypatch):
