@@ -72,6 +72,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--n-boot", type=int, default=2000)
     p.add_argument("--out", default="benchmarks/results/fair_comparison")
     p.add_argument("--report-only", action="store_true", help="aggregate the cells on disk")
+    p.add_argument(
+        "--name", default="fair_comparison",
+        help="report file stem: NAME.json, NAME.md, NAME_summary.md (only the requested "
+        "personas, seeds, layers and methods are aggregated)",
+    )  # fmt: skip
     return p.parse_args()
 
 
@@ -254,11 +259,17 @@ def run_prompt_cell(
     print(f"[{persona} s{seed} prompt] saved ({time.perf_counter() - t0:.0f}s)", flush=True)
 
 
-def _read(cells: Path, pattern: str) -> pd.DataFrame:
+def _read(cells: Path, pattern: str, args: argparse.Namespace) -> pd.DataFrame:
+    """The cells' rows of the requested seeds, layers and methods (prompting: no layer)."""
     files = sorted(cells.glob(pattern))
-    return (
-        pd.concat([pd.read_csv(f) for f in files], ignore_index=True) if files else pd.DataFrame()
-    )
+    if not files:
+        return pd.DataFrame()
+    frame = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+    seeds = {int(x) for x in args.seeds.split(",")}
+    layers = {int(x) for x in args.layers.split(",")} | {PROMPT_LAYER}
+    keep = frame["seed"].isin(seeds) & frame["layer"].isin(layers)
+    keep &= frame["method"].isin(args.methods.split(","))
+    return frame[keep].reset_index(drop=True)
 
 
 def _pooled(items: pd.DataFrame) -> pd.DataFrame:
@@ -276,14 +287,14 @@ def aggregate(args: argparse.Namespace, cells: Path) -> dict[str, Any]:
     strengths = [s for s in csv_floats(args.strengths) if s > 0]
     tables: dict[str, Any] = {}
     for persona in args.personas.split(","):
-        kl = _read(cells, f"{persona}_s*.kl.csv")
+        kl = _read(cells, f"{persona}_s*.kl.csv", args)
         if kl.empty:
             continue
         kl = _pooled(kl.assign(item=0))
         seeds = sorted(set(kl["seed"]))
         per: dict[str, Any] = {"seeds": seeds}
         for split in ("test", "ood"):
-            raw = _read(cells, f"{persona}_s*.{split}.csv.gz")
+            raw = _read(cells, f"{persona}_s*.{split}.csv.gz", args)
             if raw.empty:
                 continue
             pooled = _pooled(raw)
@@ -313,7 +324,7 @@ def aggregate(args: argparse.Namespace, cells: Path) -> dict[str, Any]:
                     0,
                 ),
             }
-        norms = _read(cells, f"{persona}_s*.norms.csv")
+        norms = _read(cells, f"{persona}_s*.norms.csv", args)
         per["norms"] = norms.groupby(["method", "layer"])[["norm", "typical"]].mean().reset_index()
         tables[persona] = per
     return tables
@@ -347,7 +358,7 @@ def markdown(tables: dict[str, Any], args: argparse.Namespace, meta: dict[str, A
         "# Fair comparison of steering methods (embedded SmolLM2-135M-Instruct)",
         "",
         f"Command: `{meta['command']}`  ",
-        f"Machine: {meta['machine']}; total {meta['seconds'] / 60:.0f} min.  ",
+        f"Machine: {meta['machine']}; all cells on disk took {meta['seconds'] / 60:.0f} min of compute.  ",
         "Effect = held-out likelihood margin at strength s minus at 0 (nats), mean over "
         "items pooled across seeds, paired 95% bootstrap CI. `n/r`: the strength sweep "
         "never reached that KL (no extrapolation). anti = share of items whose margin falls "
@@ -507,7 +518,7 @@ def main() -> None:
         + " ".join(
             f"--{k.replace('_', '-')} {v}"
             for k, v in vars(args).items()
-            if k not in ("report_only", "out") and v is not None
+            if k not in ("report_only", "out", "name") and v is not None
         ),
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, CPU; uptime at "
         f"the end: {uptime}",
@@ -516,14 +527,14 @@ def main() -> None:
         "args": vars(args),
     }
     tables = aggregate(args, cells)
-    (out / "fair_comparison.json").write_text(
+    (out / f"{args.name}.json").write_text(
         json.dumps({"meta": meta, "tables": to_jsonable(tables)}, indent=1, default=str)
     )
-    (out / "fair_comparison.md").write_text(markdown(tables, args, meta))
-    (out / "summary.md").write_text(
+    (out / f"{args.name}.md").write_text(markdown(tables, args, meta))
+    (out / f"{args.name}_summary.md").write_text(
         f"Command: `{meta['command']}`; {meta['machine']}\n\n" + summary_markdown(tables, args)
     )
-    print(f"wrote {out / 'fair_comparison.md'}")
+    print(f"wrote {out / args.name}.md and {args.name}_summary.md")
 
 
 if __name__ == "__main__":
