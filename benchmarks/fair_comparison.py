@@ -141,7 +141,9 @@ def _save(stem: Path, frames: dict[str, pd.DataFrame], seed: int, seconds: dict)
     done = stem.with_suffix(".done")
     old = json.loads(done.read_text()) if done.exists() else {"methods": [], "seconds": {}}
     methods = sorted(set(old["methods"]) | set(seconds.pop("methods")))
-    done.write_text(json.dumps({"methods": methods, "seconds": {**old["seconds"], **seconds}}))
+    merged = {**old["seconds"], **seconds}
+    merged["total"] = old["seconds"].get("total", 0.0) + seconds.get("total", 0.0)  # runs add up
+    done.write_text(json.dumps({"methods": methods, "seconds": merged}))
 
 
 def _scored(model: Any, persona: str, test: list, args: argparse.Namespace, score: Any) -> dict:
