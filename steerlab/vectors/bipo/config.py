@@ -135,28 +135,35 @@ class RePSConfig(BiPOConfig):
     in the margin: SimPO-style length-normalised log-likelihoods) and ``w`` a weight on
     the preferred answer from the unsteered model (``weighting``).
 
-    What is uncertain (written without access to the paper or its code):
-    - the weight: we recall ``w = max(log p(dis|x) - log p(pref|x), 1)`` from the
-      unsteered model (upweighting answers the model finds unlikely), with summed
-      log-probs; ``weighting='reference_mean'`` uses per-token means instead and
-      ``'none'`` drops it (w = 1);
-    - the negative direction: the paper suppresses with a projection-removing ("null")
-      intervention, ``h - relu(h.v - c) v``, we recall; here it subtracts the vector as
+    Written without access to the paper; checked afterwards against public AxBench
+    code (a fork of stanfordnlp/axbench, ``axbench/models/preference_model.py``, loss
+    type ``scaled_simpo``, read for the objective only). What that code does, and where
+    steerlab differs:
+    - the weight: ``w = max(scaler * (log p_ref(dis) - log p_ref(pref)), 1)`` from
+      summed unsteered log-probs, multiplying the preferred answer's length-normalised
+      log-prob; no beta and no gamma in that loss. Here ``weighting='reference'`` with
+      ``beta=1, gamma=0`` is that loss with ``scaler = 1``;
+      ``'reference_mean'`` (per-token means) and ``'none'`` (w = 1) are our variants;
+    - the length normaliser: that code divides by the attention-mask length of the whole
+      sequence (prompt included); here by the response length in tokens;
+    - the negative direction: that code either adds a negated sampled factor or, with
+      ``null_it_out``, uses a suppression intervention; here the vector is subtracted as
       BiPO does, so that +/- multipliers mean the same for every method;
-    - the paper samples the steering factor from a set during training; here |d| = 1
-      (the vector's norm is learned, as BiPO's);
-    - the paper's optimiser settings are tuned per model (rank-1 vectors there train at
-      learning rates around 1e-2 or higher, we recall); the shared fields keep BiPO's
-      defaults here so that a comparison differs only in the objective.
+    - that code samples the steering factor from a configured list per example; here
+      |d| = 1 (the vector's norm is learned, as BiPO's);
+    - that code clips gradients at 1.0 with a linear schedule and no warm-up, its
+      learning rates tuned per model; the shared fields keep BiPO's defaults here so
+      that a comparison differs only in the objective (``RePSConfig.reference()`` gives
+      the clipping).
 
     Fields beyond :class:`BiPOConfig` (whose fields and defaults it keeps, except these):
-    beta: scale of the length-normalised margin (SimPO's beta; RePS has none we know
-        of: 1.0 leaves the margin unscaled). BiPO's 0.1 does not carry over: BiPO's
+    beta: scale of the length-normalised margin (SimPO's beta; the AxBench RePS loss has
+        none: 1.0 leaves the margin unscaled). BiPO's 0.1 does not carry over: BiPO's
         margin is of summed log-prob changes, this one of per-token log-likelihoods.
-    gamma: target margin subtracted inside the sigmoid (SimPO's gamma; 0.0 in RePS as
-        far as we know).
-    weighting: ``'reference'`` (the paper, as we recall it: the weight from summed
-        unsteered log-probs), ``'reference_mean'`` (from per-token means) or ``'none'``.
+    gamma: target margin subtracted inside the sigmoid (SimPO's gamma; none in the
+        AxBench RePS loss: 0.0).
+    weighting: ``'reference'`` (the AxBench loss: the weight from summed unsteered
+        log-probs), ``'reference_mean'`` (from per-token means) or ``'none'``.
     direction_sampling: ``'both'`` (default, the paper's objective: every pair in both
         directions each step, the loss the mean of the 2 x batch terms, i.e. half the
         paper's sum, which AdamW's update ignores), or BiPO's ``'per_step'`` /

@@ -1,6 +1,7 @@
 """``RePSTrainer``: the BiPO trainer with the RePS objective (Wu et al. 2025,
-arXiv 2505.20809, "reference-free preference steering"; the objective as recalled, see
-:class:`~steerlab.vectors.bipo.config.RePSConfig` for what is uncertain).
+arXiv 2505.20809, "reference-free preference steering"; the objective checked against
+public AxBench code, see :class:`~steerlab.vectors.bipo.config.RePSConfig` for where
+steerlab differs from it).
 
 Everything but the objective is BiPO's: packed pairs, cached lower residuals, the fast
 (or plain) path, the schedule, checkpoints, validation and early stopping. With
