@@ -27,6 +27,12 @@ def test_run_config_defaults_and_validation():
         RunConfig(methods=("caa", "bpo"))
     with pytest.raises(ConfigError, match="multipliers="):
         RunConfig.build(overrides={"multipliers": "a,b"})
+    assert RunConfig.build(overrides={"strengths": "0.4,0.1"}).strengths == (0.0, 0.1, 0.4)
+    with pytest.raises(ConfigError, match="strengths="):
+        RunConfig.build(overrides={"strengths": "0,-0.1"})  # nothing > 0
+    with pytest.raises(ConfigError, match="strengths="):
+        RunConfig.build(overrides={"strengths": "x"})
+    assert RunConfig(n_neutral=0).n_neutral == 0  # 0 skips the matched comparison
     assert set(RunConfig.help()) == {f for f in RunConfig.__dataclass_fields__}
     assert all(RunConfig.help().values())
 
@@ -78,6 +84,34 @@ def test_quick_run_end_to_end(embedded_model, tmp_path, monkeypatch):
     page = (out / "report.html").read_text()
     assert not re.search(r"<script[^>]*\ssrc=", page)
     assert "Open-ended answers" in page and "held-out accuracy" in page
+    assert "Matched damage" in page and (out / "matched_kl.csv").is_file()
+
+
+def test_run_leads_with_the_matched_comparison(tiny_model, tmp_path):
+    """The findings open with the methods at matched KL; raw multipliers come after,
+    labelled as not a ranking; the matched tables are written."""
+    from steerlab.run import run_pipeline
+
+    cfg = RunConfig(layer=1, methods=("caa", "freeform"), n_train=4, n_test=6,
+                    multipliers=(-1.0, 0.0, 1.0), strengths=(0.0, 0.5, 2.0), n_neutral=2,
+                    open_ended=0, batch_size=4, out=str(tmp_path / "run"))  # fmt: skip
+    res = run_pipeline(cfg, model=tiny_model)
+    assert res.matched is not None and set(res.matched.vectors) == {"caa", "freeform"}
+    assert res.matched.n_items == 6
+    from steerlab.run.pipeline import _findings
+
+    text = _findings(res)
+    first, raw = text.index("KL 0.2"), text.index("Raw multipliers")
+    assert first < raw  # matched first
+    assert "moves the margin furthest" not in text  # 6 pairs < MIN_ITEMS: no winner named
+    kl = pd.read_csv(tmp_path / "run" / "kl.csv")
+    assert (kl.loc[kl["strength"] == 0.0, "kl"] == 0).all()
+    assert (tmp_path / "run" / "matched_kl.csv").is_file()
+    skipped = run_pipeline(
+        RunConfig(**{**cfg.to_dict(), "n_neutral": 0, "out": str(tmp_path / "r2")}),
+        model=tiny_model,
+    )
+    assert skipped.matched is None and not (tmp_path / "r2" / "matched_kl.csv").exists()
 
 
 def test_a_failed_run_says_why_in_its_log(tiny_model, tmp_path):

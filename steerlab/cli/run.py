@@ -32,6 +32,12 @@ def _run_command(**kwargs: Any) -> None:
                   + (" [yellow](quick)[/]" if cfg.quick else ""))  # fmt: skip
     t0 = time.perf_counter()
     result = run_pipeline(cfg, console=console)
+    if result.matched is not None:  # matched damage first: raw multipliers compare lengths
+        from steerlab.run.matched import matched_findings
+
+        console.print("[bold]matched comparison[/]")
+        for line in matched_findings(result.matched):
+            console.print(line, highlight=False, markup=False)
     _print_effects(console, result.effects())
     console.print(f"[bold green]done[/] in {time.perf_counter() - t0:.1f} s; report: "
                   f"{result.out_dir / 'report.html'}")  # fmt: skip
@@ -42,7 +48,7 @@ def _print_effects(console: Any, effects: Any) -> None:
 
     if effects.empty:
         return
-    table = Table(title="steering effect (slope over multipliers)")
+    table = Table(title="raw multipliers (vector lengths differ: not a ranking)")
     for col in ("evaluation", "method", "at_min", "at_zero", "at_max", "slope"):
         table.add_column(col, justify="left" if col in ("evaluation", "method") else "right")
     for r in effects.itertuples():

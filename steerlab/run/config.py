@@ -37,6 +37,14 @@ class RunConfig:
     multipliers: tuple[float, ...] = _f(
         (-2.0, -1.0, 0.0, 1.0, 2.0), "Steering multipliers, comma-separated."
     )
+    strengths: tuple[float, ...] = _f(
+        (0.0, 0.05, 0.1, 0.2, 0.4),
+        "Strengths |k v| / mean ||h|| of the matched comparison (effect at matched KL on "
+        "neutral text, paired CIs), comma-separated.",
+    )
+    n_neutral: int = _f(
+        16, "Neutral texts for the matched comparison's KL (0: skip the matched comparison)."
+    )
     bipo_epochs: int = _f(3, "BiPO epochs (paper: 20; short runs use a higher lr).")
     bipo_lr: float = _f(2e-2, "BiPO learning rate (paper: 5e-4 over ~100x more steps).")
     bipo_warmup_steps: int = _f(4, "BiPO warm-up steps of the cosine schedule.")
@@ -52,6 +60,16 @@ class RunConfig:
     quick: bool = _f(False, "Small settings for a 1-2 minute smoke run (tests, CI).")
 
     def __post_init__(self) -> None:
+        if not isinstance(self.strengths, tuple):
+            raise ConfigError("strengths must be a tuple, e.g. (0.0, 0.1, 0.2, 0.4).")
+        object.__setattr__(self, "strengths", tuple(sorted({0.0, *map(float, self.strengths)})))
+        if not any(x > 0 for x in self.strengths) or not all(
+            math.isfinite(x) for x in self.strengths
+        ):
+            raise ConfigError(
+                f"strengths={self.strengths!r}: give finite numbers, at least one > 0, e.g. "
+                "'0.05,0.1,0.2,0.4'."
+            )
         if not isinstance(self.methods, tuple) or not isinstance(self.multipliers, tuple):
             raise ConfigError(
                 "methods and multipliers must be tuples; RunConfig.build() also reads "
@@ -59,13 +77,14 @@ class RunConfig:
             )
         object.__setattr__(self, "multipliers", tuple(float(m) for m in self.multipliers))
         for name in ("layer", "n_train", "n_test", "bipo_epochs", "bipo_warmup_steps",
-                     "open_ended", "max_new_tokens", "judge_train", "batch_size", "seed"):  # fmt: skip
+                     "open_ended", "max_new_tokens", "judge_train", "batch_size", "seed",
+                     "n_neutral"):  # fmt: skip
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int):
                 raise ConfigError(f"RunConfig.{name}={v!r} must be an int.")
         lows = {"n_train": 2, "n_test": 2, "bipo_epochs": 1, "max_new_tokens": 1,
                 "judge_train": 4, "batch_size": 1, "layer": 0, "open_ended": 0,
-                "bipo_warmup_steps": 0}  # fmt: skip
+                "bipo_warmup_steps": 0, "n_neutral": 0}  # fmt: skip
         for name, low in lows.items():
             if getattr(self, name) < low:
                 raise ConfigError(f"RunConfig.{name}={getattr(self, name)} must be >= {low}.")
@@ -120,6 +139,8 @@ QUICK: dict[str, Any] = {
     "n_train": 6,
     "n_test": 4,
     "multipliers": (-1.0, 0.0, 1.0),
+    "strengths": (0.0, 0.1, 0.4),
+    "n_neutral": 3,
     "bipo_epochs": 1,
     "bipo_warmup_steps": 1,
     "open_ended": 2,
@@ -139,12 +160,13 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
     if "methods" in out:
         m = out["methods"]
         out["methods"] = tuple(_split(m) if isinstance(m, str) else (str(x) for x in m))
-    if "multipliers" in out:
-        m = out["multipliers"]
-        try:
-            out["multipliers"] = tuple(float(x) for x in (_split(m) if isinstance(m, str) else m))
-        except (TypeError, ValueError):
-            raise ConfigError(f"multipliers={m!r}: give numbers, e.g. '-2,-1,0,1,2'.") from None
+    for key, example in (("multipliers", "-2,-1,0,1,2"), ("strengths", "0,0.1,0.2,0.4")):
+        if key in out:
+            m = out[key]
+            try:
+                out[key] = tuple(float(x) for x in (_split(m) if isinstance(m, str) else m))
+            except (TypeError, ValueError):
+                raise ConfigError(f"{key}={m!r}: give numbers, e.g. '{example}'.") from None
     for k in ("bipo_lr",):
         if isinstance(out.get(k), int) and not isinstance(out.get(k), bool):
             out[k] = float(out[k])

@@ -33,6 +33,7 @@ from steerlab.analysis.projections import Projection, pca_projection
 from steerlab.analysis.similarity import SimilarityResult, cosine_matrix
 from steerlab.models.model import SteerlabModel
 from steerlab.run.config import RunConfig
+from steerlab.run.matched import matched_findings, run_matched, write_matched
 from steerlab.utils.files import atomic_write_text
 from steerlab.utils.versions import versions
 from steerlab.vectors.fitting import METHODS, fit_vectors
@@ -54,6 +55,7 @@ class RunResult:
         generations: one row per open-ended answer (with its judge score).
         judge: the classifier judge's held-out accuracy and sizes.
         similarity: cosines between the methods' vectors.
+        matched: the methods compared at matched KL / strength (:mod:`steerlab.run.matched`).
         timings: seconds per stage; provenance: model, data hashes, seeds, versions.
     """
 
@@ -69,6 +71,7 @@ class RunResult:
     timings: dict[str, float]
     provenance: dict[str, Any] = field(default_factory=dict)
     projection: Projection | None = None
+    matched: Any = None  # steerlab.analysis.matched.MatchedComparison (None: skipped)
 
     def effects(self, evaluation: str | None = None) -> pd.DataFrame:
         """Effect sizes (slope, delta...) of the primary metric of each evaluation."""
@@ -193,6 +196,11 @@ def run_pipeline(
             f = ab_probability(model, list(ab), vec_list, cfg.multipliers,
                                batch_size=cfg.batch_size, progress=False)  # fmt: skip
             frames.append(f.assign(evaluation="ab"))
+        matched = None
+        if cfg.n_neutral > 0:
+            with stage("matched comparison (strengths, KL on neutral text)"):
+                named = {m: vectors[m] for m in cfg.methods}
+                matched = run_matched(model, cfg, list(test), named)
         judge_info: dict[str, Any] = {}
         generations = pd.DataFrame()
         if cfg.open_ended > 0 and questions:
@@ -252,7 +260,7 @@ def run_pipeline(
                         "torch_threads": torch.get_num_threads()},
         }  # fmt: skip
         result = RunResult(cfg, out, results, vectors, steps, epochs, generations, judge_info,
-                           sim, timings, provenance, projection)  # fmt: skip
+                           sim, timings, provenance, projection, matched)  # fmt: skip
         with stage("write report"):
             write_outputs(result)
         result.timings["total"] = time.perf_counter() - t_all
@@ -287,6 +295,8 @@ def write_outputs(result: RunResult) -> None:
     for method, vec in result.vectors.items():
         vec.save(out / "vectors" / f"{method}-L{result.provenance['layer']}.safetensors")
     atomic_write_text(out / "results.csv", result.results.to_csv(index=False))
+    if result.matched is not None:
+        write_matched(out, result.matched)
     effects = result.effects()
     atomic_write_text(out / "effects.csv", effects.to_csv(index=False))
     if not result.generations.empty:
@@ -304,7 +314,11 @@ def write_outputs(result: RunResult) -> None:
 def _findings(result: RunResult) -> str:
     lo, hi = min(result.config.multipliers), max(result.config.multipliers)
     eff = result.effects()
-    lines = []
+    lines = matched_findings(result.matched) if result.matched is not None else []
+    lines.append(
+        "- Raw multipliers (vectors of different lengths: what each vector does at its own "
+        "scale, not a ranking):"
+    )
     names = {"margin": "likelihood margin", "ab": "P(matching letter)", "judge": "judge score"}
     for ev, g in eff.groupby("evaluation", sort=False):
         parts = [
@@ -336,6 +350,11 @@ def build_report(result: RunResult, title: str | None = None) -> Any:
         f"{', '.join(cfg.methods)} | multipliers {', '.join(f'{m:g}' for m in cfg.multipliers)}",
     )
     rep.add_heading("Findings").add_text(_findings(result))
+    if result.matched is not None:
+        rep.add_table(result.matched.table("kl"), title="Matched damage (KL on neutral text)",
+                      caption="Each vector in strength units (|k v| / mean ||h||), its effect "
+                      "where its KL reaches each level; paired 95% bootstrap CIs over the "
+                      "held-out pairs.")  # fmt: skip
     rep.add_heading("Judge-free metrics")
     for ev, metric in (("margin", "margin"), ("ab", "p_matching")):
         sub = res[res["evaluation"] == ev]
