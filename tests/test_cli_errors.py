@@ -81,6 +81,8 @@ CASES = {
         (["sweep", "--layers", "2,99", "--model", "{model}"], ["99", "0..3"]),
         (["sweep", "--layers", "x"], ["'x'", "--layers"]),
         (["sweep", "--multipliers", "1,x"], ["'x'", "--multipliers"]),
+        (["sweep", "--strengths", "0.1,y"], ["'y'", "--strengths"]),
+        (["sweep", "--n-neutral", "-1"], ["--n-neutral -1"]),
         (["sweep", "--out", "{file}"], ["{file}", "directory"]),
         (["sweep", "--n-train", "0"], ["n_train=0"]),
         (["sweep", "--bipo-epochs", "-2"], ["bipo_epochs=-2"]),

@@ -18,7 +18,8 @@ def test_cli_has_a_flag_per_setting_and_reports_bad_values():
     bad = runner.invoke(app, ["run", "--n-train", "1"], env={"COLUMNS": "200"})
     assert bad.exit_code != 0 and "n_train=1" in bad.output
     sweep_help = runner.invoke(app, ["sweep", "--help"], env={"COLUMNS": "200"}).output
-    for flag in ("--behavior", "--layers", "--methods", "--out", "--bipo-epochs", "--resume"):
+    for flag in ("--behavior", "--layers", "--methods", "--out", "--bipo-epochs", "--resume",
+                 "--strengths", "--n-neutral"):  # fmt: skip
         assert flag in sweep_help
 
 
@@ -33,10 +34,14 @@ def test_sweep_command_writes_a_report(tiny_model, tmp_path, monkeypatch):
     runner = CliRunner()
     res = runner.invoke(app, args, env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
-    assert "best layer by margin" in res.output and "[4/4]" in res.output
-    for name in ("report.html", "results.csv", "effects.csv", "sweep.json"):
+    assert "raw-multiplier slope by margin (not a ranking)" in res.output
+    assert "[4/4]" in res.output and "At KL 0.2" in res.output  # the matched leader line
+    for name in ("report.html", "results.csv", "effects.csv", "sweep.json", "matched_kl.csv"):
         assert (out / name).is_file(), name
     page = (out / "report.html").read_text()
     assert "Layer sweep: power-seeking" in page and not re.search(r"<script[^>]*\ssrc=", page)
+    # the findings open with the matched comparison, raw slopes labelled after it
+    assert page.index("At KL 0.2") < page.index("Raw multipliers (lengths differ")
+    assert "Matched damage: KL 0.2" in page
     again = runner.invoke(app, args, env={"COLUMNS": "200"})
     assert again.exit_code == 0 and again.output.count("(on disk)") == 4

@@ -50,6 +50,9 @@ class SweepResult:
             reward_margin, vector_norm, lr``.
         config, methods, layers, multipliers, behavior: what was run.
         info: provenance: model id, data hashes and sizes, seconds per cell, versions.
+        matched: the vectors compared at matched KL / strength
+            (:func:`steerlab.analysis.matched.compare`), when computed; the report's
+            findings then lead with it.
     """
 
     frame: pd.DataFrame
@@ -61,6 +64,7 @@ class SweepResult:
     multipliers: tuple[float, ...]
     behavior: str
     info: Mapping[str, Any] = field(default_factory=dict)
+    matched: Any = None  # a MatchedComparison of the sweep's vectors (steerlab sweep adds it)
 
     def effects(self, metric: str = "margin") -> pd.DataFrame:
         """:func:`effect_sizes` of one metric (``'margin'``, ``'ab'`` or a row name)."""

@@ -130,8 +130,9 @@ def parse_layers(text: str, flag: str = "--layers") -> list[int]:
     return out
 
 
-def parse_multipliers(text: str) -> list[float]:
-    """``'-2,-1,0,1,2'`` -> ``[-2.0, -1.0, 0.0, 1.0, 2.0]``."""
+def parse_multipliers(text: str, flag: str = "--multipliers") -> list[float]:
+    """``'-2,-1,0,1,2'`` -> ``[-2.0, -1.0, 0.0, 1.0, 2.0]`` (``flag`` names the option in
+    errors, e.g. ``--strengths``)."""
     out: list[float] = []
     for part in text.replace(" ", "").split(","):
         if not part:
@@ -140,10 +141,10 @@ def parse_multipliers(text: str) -> list[float]:
             out.append(float(part))
         except ValueError:
             raise typer.BadParameter(
-                f"{part!r} in {text!r} is not a number; write e.g. --multipliers=-2,-1,0,1,2."
+                f"{part!r} in {text!r} is not a number; write e.g. {flag}=-1,0,0.5,1."
             ) from None
     if not out:
-        raise typer.BadParameter(f"No multipliers in {text!r}; write e.g. --multipliers=-1,0,1.")
+        raise typer.BadParameter(f"No numbers in {text!r}; write e.g. {flag}=-1,0,1.")
     return out
 
 

@@ -84,7 +84,7 @@ def _calibrate_command(
     if layers is not None:
         over["layers"] = tuple(_common.check_layers(model, _common.parse_layers(layers)))
     if strengths is not None:
-        over["strengths"] = tuple(_common.parse_multipliers(strengths))
+        over["strengths"] = tuple(_common.parse_multipliers(strengths, flag="--strengths"))
     if kl_cap is not None:
         over["kl_cap"] = kl_cap
     cfg = CalibrateConfig.quick(**over) if quick else CalibrateConfig(**over)

@@ -36,6 +36,13 @@ def _sweep_command(
         None, help="Ray cluster to use with --executor ray (default: start a local one)."
     ),
     ray_workers: int = typer.Option(2, help="Ray workers (model copies) with --executor ray."),
+    strengths: str = typer.Option(
+        "0,0.05,0.1,0.2,0.4",
+        help="Strengths |k v| / mean ||h|| of the matched comparison the report leads with.",
+    ),
+    n_neutral: int = typer.Option(
+        16, help="Neutral texts for the matched comparison's KL (0: skip it)."
+    ),
     **kwargs: Any,
 ) -> None:
     """Layer-by-layer sweep: fit each method at each layer, evaluate judge-free metrics,
@@ -52,6 +59,9 @@ def _sweep_command(
         given["metrics"] = tuple(_common.parse_names(str(given["metrics"])))
     cfg = SweepConfig(**given, out_dir=str(out), progress=False)
     mults = _common.parse_multipliers(multipliers)
+    strength_list = _common.parse_multipliers(strengths, flag="--strengths")
+    if n_neutral < 0:
+        raise typer.BadParameter(f"--n-neutral {n_neutral}: use 0 (skip) or a positive count.")
     ex = make_executor(executor, address=ray_address, num_workers=ray_workers)
     method_list = _common.parse_names(methods)
     if not method_list:
@@ -78,12 +88,35 @@ def _sweep_command(
 
     with ex:  # Ray (when asked for) starts here, its workers load the model once each
         result = sweep(m, data, method_list, layer_list, mults, cfg, on_cell=on_cell, executor=ex)
+    if n_neutral > 0:
+        with console.status("matched comparison (strengths, KL on neutral text)..."):
+            result = _with_matched(m, data, result, cfg, strength_list, n_neutral, out)
+        console.print(result.info["matched_leader"], highlight=False, markup=False)
     path = report(result).save(out / "report.html", plotlyjs=plotlyjs)  # type: ignore[arg-type]
     for key in cfg.metrics:
         best = result.best(key)
-        console.print(f"best layer by {key}: " + "; ".join(
+        console.print(f"largest raw-multiplier slope by {key} (not a ranking): " + "; ".join(
             f"{r.method} L{r.layer} (slope {r.slope:.3g})" for r in best.itertuples()))  # fmt: skip
     console.print(f"[bold green]done[/] in {time.perf_counter() - t0:.0f} s; report: {path}")
+
+
+def _with_matched(
+    model: Any, data: Any, result: Any, cfg: Any, strengths: Any, n_neutral: int, out: Path
+) -> Any:
+    """The sweep's vectors compared at matched KL on its held-out pairs (tables on disk)."""
+    import dataclasses
+
+    from steerlab.analysis.matched import compare, leader
+    from steerlab.analysis.matched_findings import HEADLINE_KL, write_matched
+    from steerlab.data.splits import held_out
+
+    split = held_out(data, cfg.n_train, cfg.n_test, cfg.seed, cfg.n_judge)
+    named = {f"{m} L{x}": v for (m, x), v in result.vectors.items()}
+    comp = compare(model, list(split.test), named, strengths, neutral=n_neutral,
+                   seed=cfg.seed, batch_size=cfg.batch_size)  # fmt: skip
+    write_matched(out, comp)
+    info = {**result.info, "matched_leader": leader(comp, HEADLINE_KL)}
+    return dataclasses.replace(result, matched=comp, info=info)
 
 
 def register(app: typer.Typer) -> None:

@@ -245,6 +245,17 @@ def _fmt_layer_best(best: pd.DataFrame) -> str:
     )
 
 
+def _matched_lines(result: SweepResult) -> list[str]:
+    """The matched comparison's findings: the leader at KL 0.2 overall and per method."""
+    if result.matched is None:
+        return []
+    from steerlab.analysis.matched_findings import matched_findings
+
+    groups = [[f"{m} L{x}" for x in result.layers] for m in result.methods]
+    lines = matched_findings(result.matched, [g for g in groups if len(g) > 1], per_vector=False)
+    return lines + ["- Every vector at KL 0.2 (paired CIs): the matched-damage table below."]
+
+
 @report.register(SweepResult)
 def sweep_report(result: SweepResult, title: str | None = None) -> Report:
     """Layer sweep: effect by layer, layer x multiplier heatmaps, curves at the best
@@ -260,16 +271,21 @@ def sweep_report(result: SweepResult, title: str | None = None) -> Report:
     )
     metrics = [m for m in result.config.metrics]
     rep.add_heading("Findings")
-    lines = []
+    lines = _matched_lines(result)
     for key in metrics:
         best = result.best(key)
-        lines.append(f"- Best layer per method for {primary_metric(key)}: {_fmt_layer_best(best)}")
+        lines.append(
+            f"- Raw multipliers (lengths differ, not a ranking): largest slope per method for "
+            f"{primary_metric(key)}: {_fmt_layer_best(best)}"
+        )
     lines.append(
         f"- Held-out data: {info.get('n_test')} pairs / {info.get('n_test_ab')} A/B items; "
         f"fitted on {info.get('n_train')} pairs. Compute time "
         f"{info.get('compute_seconds', info.get('seconds', 0)):.0f} s."
     )
     rep.add_text("\n".join(lines))
+    if result.matched is not None:
+        rep.add_table(result.matched.table("kl", 0.2), title="Matched damage: KL 0.2 nats/token")
     for key in metrics:
         metric = primary_metric(key)
         eff = result.effects(key)
