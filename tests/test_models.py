@@ -12,7 +12,7 @@ from steerlab.models.chat import DEFAULT_SYSTEM_PROMPT
 from steerlab.models.embedded import _is_complete, embedded_cache_dir, ensure_embedded_cache
 from steerlab.models.loading import resolve_device, resolve_dtype
 from steerlab.models.sites import HOOK_KINDS
-from steerlab.models.tiny import load_tiny_model
+from steerlab.models.tiny import TinyShape, load_tiny_model
 
 # --- the embedded model -----------------------------------------------------------------------
 
@@ -141,6 +141,14 @@ def test_tiny_model_is_seeded_and_leaves_global_rng_alone(tiny_model):
     assert (tiny_model.n_layers, tiny_model.d_model) == (2, 64)
     assert tiny_model.source == "tiny"
     assert tiny_model.d_vocab == len(tiny_model.tokenizer)
+
+
+def test_tiny_shape_names_unknown_options_and_bad_head_counts():
+    with pytest.raises(ConfigError, match=r"'n_layer'.*Valid: n_layers, d_model"):
+        load_tiny_model(n_layer=4)
+    with pytest.raises(ConfigError, match=r"d_model=60, n_heads=8.*multiple of n_heads"):
+        TinyShape(d_model=60, n_heads=8)
+    assert TinyShape.of({"n_layers": 3}) == TinyShape(n_layers=3)
 
 
 def test_tiny_model_uses_the_real_chat_template(tiny_model):

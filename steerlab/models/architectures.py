@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from steerlab.errors import ConfigError, ModelLoadError, did_you_mean
+from steerlab.models.tiny import TinyShape
 
 
 @dataclass(frozen=True)
@@ -184,32 +185,19 @@ def print_memory_estimate(source: str, hf_config: Any, dtype: torch.dtype) -> No
 # --- tiny random-init checkpoints -----------------------------------------------------------
 
 
-def tiny_config(
-    arch: str,
-    tokenizer: Any,
-    *,
-    n_layers: int = 2,
-    d_model: int = 64,
-    n_heads: int = 4,
-    n_kv_heads: int = 2,
-    d_mlp: int = 128,
-    init_std: float = 0.25,
-) -> Any:
-    """The ``transformers`` config of a tiny ``arch`` sized to ``tokenizer``'s vocabulary."""
+def tiny_config(arch: str, tokenizer: Any, shape: TinyShape | None = None) -> Any:
+    """The ``transformers`` config of a tiny ``arch`` sized to ``tokenizer``'s vocabulary
+    (``shape``: default :class:`~steerlab.models.tiny.TinyShape`)."""
     import transformers
 
     spec = get_tiny_architecture(arch)
-    if d_model % n_heads or n_heads % n_kv_heads:
-        raise ConfigError(
-            f"d_model={d_model}, n_heads={n_heads}, n_kv_heads={n_kv_heads}: d_model must be "
-            "a multiple of n_heads and n_heads a multiple of n_kv_heads."
-        )
+    dims = shape or TinyShape()
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     kwargs = {
-        **spec.shape(n_layers, d_model, n_heads, n_kv_heads, d_mlp),
+        **spec.shape(dims.n_layers, dims.d_model, dims.n_heads, dims.n_kv_heads, dims.d_mlp),
         **spec.extra,
         "vocab_size": len(tokenizer),
-        "initializer_range": init_std,
+        "initializer_range": dims.init_std,
         "bos_token_id": tokenizer.bos_token_id,
         "eos_token_id": tokenizer.eos_token_id,
         "pad_token_id": pad,
@@ -239,9 +227,8 @@ def build_tiny_checkpoint(
     """Save a random-init ``arch`` model (seeded) and the embedded model's tokenizer to
     ``out_dir``, a directory ``steerlab.load_model(out_dir)`` loads like any checkpoint.
 
-    ``shape``: ``n_layers`` (2), ``d_model`` (64), ``n_heads`` (4), ``n_kv_heads`` (2),
-    ``d_mlp`` (128), ``init_std`` (0.25: larger than the usual 0.02 so that the random
-    model's next tokens depend on the input).
+    ``shape``: the fields of :class:`~steerlab.models.tiny.TinyShape` (``n_layers`` 2,
+    ``d_model`` 64, ``n_heads`` 4, ``n_kv_heads`` 2, ``d_mlp`` 128, ``init_std`` 0.25).
     """
     import transformers
     from transformers import AutoTokenizer
@@ -250,7 +237,7 @@ def build_tiny_checkpoint(
 
     if tokenizer is None:
         tokenizer = AutoTokenizer.from_pretrained(str(ensure_embedded_cache()))
-    cfg = tiny_config(arch, tokenizer, **shape)
+    cfg = tiny_config(arch, tokenizer, TinyShape.of(shape))
     model_cls = getattr(transformers, get_tiny_architecture(arch).hf_class)
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)
@@ -293,7 +280,8 @@ def random_model(
         tokenizer = AutoTokenizer.from_pretrained(str(ensure_embedded_cache()))
         kwargs = {"arch": arch, "device": str(device), "dtype": dtype, "seed": seed, **shape}
         spec = ModelSpec("steerlab.models.architectures:random_model", kwargs)
-    cfg = tiny_config(arch, tokenizer, **shape)
+    dims = TinyShape.of(shape)
+    cfg = tiny_config(arch, tokenizer, dims)
     state = torch.random.get_rng_state()
     cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
     torch.manual_seed(seed)
@@ -304,8 +292,7 @@ def random_model(
         torch.random.set_rng_state(state)
         if cuda_states is not None:
             torch.cuda.set_rng_state_all(cuda_states)
-    n_layers, d_model = shape.get("n_layers", 2), shape.get("d_model", 64)
-    model_id = f"random-{arch}-{n_layers}x{d_model}-seed{seed}"
+    model_id = f"random-{arch}-{dims.n_layers}x{dims.d_model}-seed{seed}"
     model = _wrap(hf, tokenizer, model_id, model_id, torch.device(device), DEFAULT_SYSTEM_PROMPT,
                   "random", t0)  # fmt: skip
     model.spec = spec
