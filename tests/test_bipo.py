@@ -404,6 +404,40 @@ def test_step_one_loss_is_exactly_log2(tiny_model_4l, bf16):
         assert trainer.step(step)["loss"] == math.log(2)
 
 
+def test_bf16_weights_cast_once_equal_autocast_bit_for_bit(tiny_model_4l, monkeypatch):
+    """The fast path holds the upper layers' linear weights in bf16 while it trains under
+    bf16 autocast: the same rounding autocast applies per call, so every loss and the
+    vector equal plain autocast's exactly, and the weights come back as they were."""
+    import contextlib
+
+    import steerlab.vectors.bipo.train as train_mod
+    from steerlab.activations.packed import low_precision_weights
+
+    model = tiny_model_4l
+    before = {n: (p, p.data.clone()) for n, p in model.bridge.named_parameters()}
+    pairs = synthetic_pairs(12)
+    cfg = BiPOConfig(epochs=2, batch_size=3, warmup_steps=0, lr=5e-2, autocast_bf16=True)
+    cast = fit_bipo_run(model, pairs, layers=[1, 2], config=cfg, val_pairs=pairs[:4],
+                        progress=False)  # fmt: skip
+    monkeypatch.setattr(
+        train_mod, "low_precision_weights", lambda *a, **k: contextlib.nullcontext()
+    )
+    plain = fit_bipo_run(model, pairs, layers=[1, 2], config=cfg, val_pairs=pairs[:4],
+                         progress=False)  # fmt: skip
+    assert [s["loss"] for s in cast.steps] == [s["loss"] for s in plain.steps]
+    assert cast.epochs == plain.epochs
+    for L in (1, 2):
+        assert torch.equal(cast.vector.direction(L), plain.vector.direction(L))
+    with pytest.raises(RuntimeError, match="inside"):
+        with low_precision_weights(model, 2, torch.bfloat16):
+            assert model.bridge.blocks[3].mlp.original_component.up_proj.weight.dtype == (
+                torch.bfloat16
+            )
+            raise RuntimeError("inside")
+    for n, p in model.bridge.named_parameters():  # the same tensors, values and dtypes
+        assert p is before[n][0] and p.dtype == torch.float32 and torch.equal(p, before[n][1])
+
+
 def test_trainer_refuses_a_cache_of_other_precision(tiny_model_4l):
     from steerlab.activations.packed import build_cache
     from steerlab.vectors.bipo.trainer import BiPOTrainer

@@ -232,6 +232,41 @@ def autocast_to(device: torch.device, dtype: torch.dtype | None) -> AbstractCont
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 
 
+@contextmanager
+def low_precision_weights(
+    model: SteerlabModel, start: int, dtype: torch.dtype | None
+) -> Iterator[None]:
+    """Meanwhile, hold the linear weights (and biases) of blocks ``start..`` and of the
+    unembedding in ``dtype`` (None: nothing changes); restored on exit, also on errors.
+
+    Under ``torch.autocast(dtype)`` a linear layer casts its fp32 weight on every call (a
+    frozen weight's cast is not cached); a weight already in ``dtype`` is used as it is.
+    The cast is the same rounding, so results are bit-identical to plain autocast, minus
+    the copies (BiPO's bf16 epochs on a CPU: about a sixth less time). Only the forward
+    above ``start`` may run inside, under autocast: the blocks below and the embedding (a
+    tied unembedding shares its weight) would see ``dtype`` weights. Not thread-safe: no
+    other forward of this model may run meanwhile.
+    """
+    if dtype is None:
+        yield
+        return
+    mods = [m for b in list(model.bridge.blocks)[start:] for m in b.modules()]
+    lin = unembed_linear(model)
+    linears = [m for m in [*mods, lin] if isinstance(m, torch.nn.Linear)]
+    saved: dict[int, tuple[torch.nn.Parameter, Tensor]] = {}
+    for m in linears:
+        for p in (m.weight, m.bias):
+            if p is not None and id(p) not in saved and p.dtype != dtype:
+                saved[id(p)] = (p, p.data)
+    try:
+        for p, data in saved.values():
+            p.data = data.to(dtype)
+        yield
+    finally:
+        for p, data in saved.values():
+            p.data = data
+
+
 def lower_residuals(
     model: SteerlabModel, batch: PackedBatch, layer: int
 ) -> Float[Tensor, "batch pos d_model"]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from steerlab.activations.packed import build_cache
+from steerlab.activations.packed import build_cache, low_precision_weights
 from steerlab.errors import ConfigError, EmptyInputError
 from steerlab.models.model import SteerlabModel
 from steerlab.models.sites import HookSite
@@ -114,6 +114,10 @@ def fit_bipo_run(
             takes the plain path. Both optimise the same objective.
         config: a :class:`BiPOConfig` (BiPO) or a
             :class:`~steerlab.vectors.bipo.config.RePSConfig` (RePS, same trainer).
+        on_step: called with each step's record. Under bf16 autocast on the fast path
+            the upper layers hold bf16 weights meanwhile
+            (:func:`~steerlab.activations.packed.low_precision_weights`): it must not
+            run the model.
     """
     cfg = config or BiPOConfig()
     pair_list = list(pairs)
@@ -161,21 +165,24 @@ def fit_bipo_run(
             log_file.write(json.dumps({"type": kind, **rec}) + "\n")
             log_file.flush()
 
+    # fast path under autocast: the upper layers' linear weights cast once, not per call
+    low = low_precision_weights(model, chosen[0] + 1, autocast if which == "fast" else None)
     try:
-        for epoch in range(trainer.next_epoch, cfg.epochs):
-            plan = trainer.plan()
-            for step in progress_bar(
-                plan, desc=f"{trainer.label} epoch {epoch + 1}/{cfg.epochs}", enabled=progress
-            ):
-                rec = trainer.step(step)
-                log("step", rec)
-                if on_step:
-                    on_step(rec)
-            log("epoch", trainer.end_epoch())
-            trainer.save()
-            if trainer.should_stop:
-                run.stopped_early = True
-                break
+        with low:
+            for epoch in range(trainer.next_epoch, cfg.epochs):
+                plan = trainer.plan()
+                for step in progress_bar(
+                    plan, desc=f"{trainer.label} epoch {epoch + 1}/{cfg.epochs}", enabled=progress
+                ):
+                    rec = trainer.step(step)
+                    log("step", rec)
+                    if on_step:
+                        on_step(rec)
+                log("epoch", trainer.end_epoch())
+                trainer.save()
+                if trainer.should_stop:
+                    run.stopped_early = True
+                    break
     finally:
         if log_file:
             log_file.close()
