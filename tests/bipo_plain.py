@@ -30,14 +30,55 @@ def _seq_logprob(model, prompt_ids, response_ids, hook=None):
     return logp[p - 1 : -1].gather(1, targets[:, None]).sum()
 
 
-def plain_train(model, pairs, layer, config, rows_of, term, seq_logprob=None, max_steps=None):
+def _one_by_one(seq_logprob):
+    """A step's scorer: each (encoded response, d) its own forward (d None: no vector)."""
+
+    def score(model, items, name, v):
+        out = []
+        for e, d in items:
+            hook = None if d is None else (name, lambda x, hook, d=d: x + d * v)
+            out.append(seq_logprob(model, e.prompt_ids, e.response_ids, hook))
+        return out
+
+    return score
+
+
+def batched_score(model, items, name, v):
+    """A step's scorer as the reference code batches: every (encoded response, d) of the
+    step right-padded into one forward (the vector added per row, d None: no vector),
+    full-vocabulary log-softmax at every position, response tokens gathered and summed."""
+    from steerlab.activations.batch import right_pad
+
+    batch = right_pad([e for e, _ in items], model.pad_token_id, model.device)
+    ds = [d for _, d in items]
+    hooks = []
+    if any(d is not None for d in ds):
+        dd = torch.tensor([0.0 if d is None else d for d in ds], device=model.device)
+        hooks = [(name, lambda x, hook: x + dd.view(-1, 1, 1) * v)]
+    with model.bridge.hooks(fwd_hooks=hooks):
+        logits = model.bridge(batch.ids, attention_mask=batch.attention_mask)
+    logp = F.log_softmax(logits.float(), dim=-1)
+    out = []
+    for row, (e, _) in enumerate(items):
+        p, n = len(e.prompt_ids), len(e.prompt_ids) + len(e.response_ids)
+        targets = batch.ids[row, p:n]
+        out.append(logp[row, p - 1 : n - 1].gather(1, targets[:, None]).sum())
+    return out
+
+
+def plain_train(
+    model, pairs, layer, config, rows_of, term, seq_logprob=None, max_steps=None, score=None
+):
     """The plain training loop shared by plain BiPO and plain RePS: AdamW on one vector,
     the trainer's warm-up + cosine schedule, a hook adding ``d * v`` at ``layer``, and per
     step the mean of ``term(pm, pn, rm, rn, pos, neg, d)`` over ``rows_of(step)`` (pairs
-    index, direction). Returns (vector tensor, list of per-step losses)."""
+    index, direction); the reference (no vector) recomputed every step. ``score`` scores
+    a step's responses (default: one forward each, through ``seq_logprob``;
+    :func:`batched_score`: one batched forward). Returns (vector tensor, list of per-step
+    losses)."""
     from steerlab.activations.packed import pack
 
-    seq_logprob = seq_logprob or _seq_logprob
+    score = score or _one_by_one(seq_logprob or _seq_logprob)
     enc = [encode_pair(model, p) for p in pairs]
     if config.score_eos:  # each response ends with EOS, scored like its other tokens
         eos = (model.tokenizer.eos_token_id,)
@@ -59,19 +100,15 @@ def plain_train(model, pairs, layer, config, rows_of, term, seq_logprob=None, ma
     losses = []
     for epoch in range(config.epochs):
         for step in epoch_plan(lengths, config, epoch):
-            terms = []
-            for i, d in rows_of(step):
-                pos, neg = enc[i]
-
-                def hook_fn(x, hook, d=d):
-                    return x + d * v
-
-                pm = seq_logprob(model, pos.prompt_ids, pos.response_ids, (name, hook_fn))
-                pn = seq_logprob(model, neg.prompt_ids, neg.response_ids, (name, hook_fn))
-                with torch.no_grad():
-                    rm = seq_logprob(model, pos.prompt_ids, pos.response_ids)
-                    rn = seq_logprob(model, neg.prompt_ids, neg.response_ids)
-                terms.append(term(pm, pn, rm, rn, pos, neg, d))
+            rows = rows_of(step)
+            seqs = [e for i, _ in rows for e in enc[i]]  # matching, not matching per row
+            pol = score(model, [(e, d) for (_, d), e in zip(_twice(rows), seqs)], name, v)
+            with torch.no_grad():
+                ref = score(model, [(e, None) for e in seqs], name, v)
+            terms = [
+                term(pol[2 * k], pol[2 * k + 1], ref[2 * k], ref[2 * k + 1], *enc[i], d)
+                for k, (i, d) in enumerate(rows)
+            ]
             loss = torch.stack(terms).mean()
             opt.zero_grad()
             loss.backward()
@@ -83,8 +120,14 @@ def plain_train(model, pairs, layer, config, rows_of, term, seq_logprob=None, ma
     return v.detach().clone(), losses
 
 
-def plain_bipo(model, pairs, layer, config: BiPOConfig, max_steps=None):
-    """Returns (vector tensor, list of per-step losses)."""
+def _twice(rows):
+    return [r for r in rows for _ in (0, 1)]
+
+
+def plain_bipo(model, pairs, layer, config: BiPOConfig, max_steps=None, score=None):
+    """Returns (vector tensor, list of per-step losses); ``score=batched_score``: the
+    reference code's batching (one forward per step for the policy, one for the
+    reference)."""
 
     def term(pm, pn, rm, rn, pos, neg, d):
         return -F.logsigmoid(d * config.beta * ((pm - rm) - (pn - rn)))
@@ -92,4 +135,5 @@ def plain_bipo(model, pairs, layer, config: BiPOConfig, max_steps=None):
     def rows_of(step):
         return list(zip(step.indices, step.d))
 
-    return plain_train(model, pairs, layer, config, rows_of, term, max_steps=max_steps)
+    return plain_train(model, pairs, layer, config, rows_of, term, max_steps=max_steps,
+                       score=score)  # fmt: skip

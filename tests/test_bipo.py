@@ -11,7 +11,7 @@ from steerlab.data import PreferencePair
 from steerlab.errors import ConfigError, TrainingError
 from steerlab.vectors.bipo import BiPOConfig, bipo_loss, fit_bipo_run, train_bipo
 from steerlab.vectors.bipo.schedule import epoch_plan
-from tests.bipo_plain import plain_bipo
+from tests.bipo_plain import batched_score, plain_bipo
 
 WORDS = [
     "apple",
@@ -276,6 +276,18 @@ def test_fast_equals_plain_on_tiny_model(tiny_model_4l):
     assert max(abs(a - b) for a, b in zip(fast, losses_plain)) < 1e-4
     assert torch.allclose(run.vector.direction(1), v_plain.cpu(), atol=1e-4)
     assert float(v_plain.norm()) > 0.01
+
+
+def test_batched_baseline_equals_plain_on_tiny_model(tiny_model_4l):
+    """The benchmark's reference-style baseline (one padded forward per step for the
+    policy, one for the reference) optimises the same objective as the one-by-one code."""
+    pairs = synthetic_pairs(10)
+    cfg = BiPOConfig(epochs=1, batch_size=4, warmup_steps=1, lr=2e-2)
+    v_one, losses_one = plain_bipo(tiny_model_4l, pairs, 1, cfg)
+    v_bat, losses_bat = plain_bipo(tiny_model_4l, pairs, 1, cfg, score=batched_score)
+    assert len(losses_bat) == len(losses_one) == 3
+    assert max(abs(a - b) for a, b in zip(losses_bat, losses_one)) < 1e-5
+    assert torch.allclose(v_bat, v_one, atol=1e-5) and float(v_one.norm()) > 0.01
 
 
 def test_fast_equals_plain_on_embedded_model(embedded_model):
