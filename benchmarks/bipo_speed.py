@@ -1,17 +1,27 @@
-"""BiPO speed: the fast trainer vs a plain implementation, side by side, in one run.
+"""BiPO speed: the fast trainer vs two plain implementations, side by side, in one run.
 
-Prints JSON: seconds per epoch of each, their ratio, the max per-step loss difference,
-peak memory, the bf16 figure and a FLOP-based floor for this machine.
+Prints JSON (and writes it with ``--out``): seconds per epoch of the fast trainer in fp32
+and under bf16 autocast, each against a FLOP floor for this machine (matmul FLOPs at the
+machine's best square-matmul rate in that precision); two baselines timed on the same
+pairs over ``--baseline-steps`` steps and extrapolated to an epoch: the test suite's
+one-by-one plain code and a reference-style batched one (the step's chosen and rejected
+responses in one padded forward with the vector, one without for the reference,
+recomputed every step, full-vocabulary logits at every position); per-step loss parity;
+peak memory; and whether bf16 training gives the fp32 vector's held-out margins (paired
+bootstrap CI of the per-pair difference, both vectors scored in fp32).
 
-    python benchmarks/bipo_speed.py --n-pairs 32 --layer 14
+    python benchmarks/bipo_speed.py --n-pairs 160 --layer 14 --out benchmarks/results/bipo_speed.json
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
+import subprocess
 import threading
 import time
+from pathlib import Path
 
 import _env  # noqa: F401  (set-up: data root, offline, sys.path)
 import torch
@@ -21,7 +31,7 @@ from steerlab.activations.packed import pack_pairs
 from steerlab.data import load_pairs
 from steerlab.vectors.bipo import BiPOConfig, fit_bipo_run
 from steerlab.vectors.bipo.schedule import epoch_plan
-from tests.bipo_plain import plain_bipo
+from tests.bipo_plain import batched_score, plain_bipo
 
 
 class PeakRSS:
@@ -57,9 +67,12 @@ class PeakRSS:
         return (self.peak - self.base) / 2**20
 
 
-def matmul_gflops(device: torch.device, n: int = 1536, reps: int = 5, trials: int = 5) -> float:
-    """Best of ``trials`` fp32 square-matmul rates: what this machine can do at most."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+def matmul_gflops(
+    device: torch.device, n: int = 1536, reps: int = 5, trials: int = 5, dtype=torch.float32
+) -> float:
+    """Best of ``trials`` square-matmul rates in ``dtype``: what this machine can do at most."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
     a @ b
     best = 0.0
     for _ in range(trials):
@@ -74,7 +87,7 @@ def matmul_gflops(device: torch.device, n: int = 1536, reps: int = 5, trials: in
     return best
 
 
-def fast_flops(model, pairs, layer, cfg) -> float:
+def fast_flops(model, pairs, layer, cfg, reference_forward: bool = False) -> float:
     """Matmul FLOPs of one fast epoch: forward + input-gradient backward (no weight
     gradients, so ~1x forward) of the blocks above ``layer`` over every packed token, plus
     the unembedding at response tokens only. Attention-score FLOPs (short sequences) and
@@ -84,23 +97,74 @@ def fast_flops(model, pairs, layer, cfg) -> float:
     packed = pack_pairs(model, pairs)
     tokens = sum(len(p) for p in packed)
     resp = sum(len(p.matching) + len(p.not_matching) for p in packed)
-    return 2 * (2 * p_upper * tokens) + 2 * (2 * model.d_model * model.d_vocab * resp)
+    passes = 3 if reference_forward else 2  # bf16 recomputes the reference every step
+    return passes * (2 * p_upper * tokens) + passes * (2 * model.d_model * model.d_vocab * resp)
+
+
+def timed_run(model, pairs, layer, cfg):
+    """One fast run (its cache built first); (run, seconds, peak RSS delta in MB)."""
+    with PeakRSS() as mem:
+        t = time.perf_counter()
+        run = fit_bipo_run(model, pairs, layer=layer, config=cfg, progress=False)
+        total = time.perf_counter() - t
+    return run, total, mem.delta_mb
+
+
+def baseline(model, pairs, layer, cfg, steps, score=None):
+    """A plain implementation over its first ``steps`` steps: (seconds per step, losses)."""
+    with PeakRSS() as mem:
+        t = time.perf_counter()
+        _, losses = plain_bipo(model, pairs, layer, cfg, max_steps=steps, score=score)
+        per_step = (time.perf_counter() - t) / len(losses)
+    return per_step, losses, mem.delta_mb
+
+
+def margin_check(model, vec32, vec16, pairs, n_boot: int = 2000) -> dict:
+    """Held-out margins of the fp32- and bf16-trained vectors (both scored in fp32) at
+    multiplier +1, per pair, and the paired bootstrap CI of their difference."""
+    import numpy as np
+
+    from steerlab.evaluation.likelihood_fast import likelihood_margin_fast
+
+    a, b = (
+        likelihood_margin_fast(model, pairs, [v], (1.0,), progress=False, per_item=True)
+        .query("multiplier == 1.0")
+        .sort_values("item")["margin"]
+        .to_numpy()
+        for v in (vec32, vec16)
+    )
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, len(a), size=(n_boot, len(a)))
+
+    def ci(x):
+        boots = x[idx].mean(1)
+        return [float(x.mean()), float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))]
+
+    diff = ci(b - a)
+    return {"n_pairs": len(a), "margin_fp32": ci(a), "margin_bf16": ci(b),
+            "bf16_minus_fp32": diff, "ci_contains_0": diff[1] <= 0.0 <= diff[2]}  # fmt: skip
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="embedded")
     ap.add_argument("--behavior", default="power-seeking")
-    ap.add_argument("--n-pairs", type=int, default=32)
+    ap.add_argument("--n-pairs", type=int, default=160)
     ap.add_argument("--layer", type=int, default=14)
     ap.add_argument("--device", default=None)
-    ap.add_argument("--skip-plain", action="store_true")
+    ap.add_argument("--baseline-steps", type=int, default=8, help="0 skips the baselines")
+    ap.add_argument("--n-heldout", type=int, default=100, help="test pairs of the margin check")
+    ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args()
     torch.manual_seed(0)
     model = sl.load_model(args.model, device=args.device)
-    pairs = list(load_pairs(args.behavior).train)[: args.n_pairs]
+    data = load_pairs(args.behavior)
+    pairs = list(data.train)[: args.n_pairs]
     cfg = BiPOConfig(epochs=1, warmup_steps=2, lr=5e-3)
+    steps = len(epoch_plan([1] * len(pairs), cfg, 0))
     out: dict = {
+        "command": "python benchmarks/bipo_speed.py "
+        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None),
         "machine": f"{platform.node()} {platform.processor() or platform.machine()}",
         "device": str(model.device),
         "threads": torch.get_num_threads(),
@@ -109,68 +173,69 @@ def main() -> None:
         "layer": args.layer,
         "n_layers": model.n_layers,
         "batch_size": cfg.batch_size,
-        "steps_per_epoch": len(epoch_plan([1] * len(pairs), cfg, 0)),
+        "steps_per_epoch": steps,
     }
     # Warm-up: the first forward passes of a process pay one-time costs (allocator,
     # kernel selection) that would otherwise land on whichever variant runs first.
     with torch.no_grad():
         for p in pack_pairs(model, pairs[:4]):
             model.bridge(torch.tensor([p.prompt + p.matching], device=model.device))
-    with PeakRSS() as mem:
-        t = time.perf_counter()
-        run = fit_bipo_run(model, pairs, layer=args.layer, config=cfg, progress=False)
-        fast_total = time.perf_counter() - t
+    run, total, mem = timed_run(model, pairs, args.layer, cfg)
     out["fast"] = {
-        "seconds_per_epoch": fast_total - run.cache_seconds,
+        "seconds_per_epoch": total - run.cache_seconds,
         "one_time_cache_seconds": run.cache_seconds,
-        "seconds_first_epoch_incl_cache": fast_total,
+        "seconds_first_epoch_incl_cache": total,
         "cache_mb": run.cache_bytes / 2**20,
-        "peak_rss_delta_mb": mem.delta_mb,
+        "peak_rss_delta_mb": mem,
     }
-    with PeakRSS() as mem:
-        t = time.perf_counter()
-        run16 = fit_bipo_run(
-            model,
-            pairs,
-            layer=args.layer,
-            progress=False,
-            config=BiPOConfig(epochs=1, warmup_steps=2, lr=5e-3, autocast_bf16=True),
-        )
-        bf16_total = time.perf_counter() - t
+    cfg16 = dataclasses.replace(cfg, autocast_bf16=True)
+    run16, total16, mem16 = timed_run(model, pairs, args.layer, cfg16)
     out["fast_bf16_autocast"] = {
-        "seconds_per_epoch": bf16_total - run16.cache_seconds,
+        "seconds_per_epoch": total16 - run16.cache_seconds,
+        "one_time_cache_seconds": run16.cache_seconds,
         "max_loss_diff_vs_fp32": max(
             abs(a["loss"] - b["loss"]) for a, b in zip(run.steps, run16.steps)
         ),
-        "peak_rss_delta_mb": mem.delta_mb,
+        "peak_rss_delta_mb": mem16,
     }
-    if not args.skip_plain:
-        with PeakRSS() as mem:
-            t = time.perf_counter()
-            v_plain, losses = plain_bipo(model, pairs, args.layer, cfg)
-            plain_total = time.perf_counter() - t
-        fast_losses = [s["loss"] for s in run.steps]
-        out["plain"] = {"seconds_per_epoch": plain_total, "peak_rss_delta_mb": mem.delta_mb}
-        out["ratio_plain_over_fast_epoch"] = plain_total / out["fast"]["seconds_per_epoch"]
-        out["ratio_plain_over_fast_incl_cache"] = plain_total / fast_total
-        # Derived from the measured numbers above: the one-time cache amortised over E epochs.
-        out["ratio_incl_cache_derived"] = {
-            str(e): e * plain_total / (run.cache_seconds + e * out["fast"]["seconds_per_epoch"])
-            for e in (1, 3, 20)
+    fast_losses = [s["loss"] for s in run.steps]
+    for name, score in (("plain", None), ("batched_reference_style", batched_score)):
+        if not args.baseline_steps:
+            break
+        per_step, losses, mem_b = baseline(model, pairs, args.layer, cfg, args.baseline_steps,
+                                           score)  # fmt: skip
+        out[name] = {
+            "seconds_per_step": per_step,
+            "steps_timed": len(losses),
+            "seconds_per_epoch_extrapolated": per_step * steps,
+            "ratio_over_fast_fp32_epoch": per_step * steps / out["fast"]["seconds_per_epoch"],
+            "ratio_over_fast_bf16_epoch": per_step
+            * steps
+            / out["fast_bf16_autocast"]["seconds_per_epoch"],
+            "max_loss_diff_vs_fast_fp32": max(abs(a - b) for a, b in zip(fast_losses, losses)),
+            "peak_rss_delta_mb": mem_b,
         }
-        out["max_loss_diff_fast_vs_plain"] = max(abs(a - b) for a, b in zip(fast_losses, losses))
-        out["max_vector_diff_fast_vs_plain"] = float(
-            (run.vector.direction(args.layer) - v_plain.cpu()).abs().max()
-        )
-    gflops = matmul_gflops(model.device)
-    flops = fast_flops(model, pairs, args.layer, cfg)
-    out["flop_floor"] = {
-        "fast_epoch_gflop": flops / 1e9,
-        "machine_matmul_gflops": gflops,
-        "floor_seconds_per_epoch": flops / 1e9 / gflops,
-        "fast_over_floor": out["fast"]["seconds_per_epoch"] / (flops / 1e9 / gflops),
-    }
-    print(json.dumps(out, indent=2))
+    floors = {}
+    for label, dtype, ref, secs in (
+        ("fp32", torch.float32, False, out["fast"]["seconds_per_epoch"]),
+        ("bf16", torch.bfloat16, True, out["fast_bf16_autocast"]["seconds_per_epoch"]),
+    ):
+        gflops = matmul_gflops(model.device, dtype=dtype)
+        flops = fast_flops(model, pairs, args.layer, cfg, reference_forward=ref)
+        floors[label] = {
+            "epoch_gflop": flops / 1e9,
+            "machine_matmul_gflops": gflops,
+            "floor_seconds_per_epoch": flops / 1e9 / gflops,
+            "fast_over_floor": secs / (flops / 1e9 / gflops),
+        }
+    out["flop_floor"] = floors
+    test = list(data.test)[: args.n_heldout]
+    out["bf16_margin_check"] = margin_check(model, run.vector, run16.vector, test)
+    out["uptime_at_end"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    text = json.dumps(out, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
 
 
 if __name__ == "__main__":
