@@ -450,6 +450,22 @@ def test_bf16_weights_cast_once_equal_autocast_bit_for_bit(tiny_model_4l, monkey
         assert p is before[n][0] and p.dtype == torch.float32 and torch.equal(p, before[n][1])
 
 
+def test_bf16_default_is_auto_cuda_only(tiny_model_4l):
+    """``autocast_bf16=None`` (default) means bf16 on CUDA GPUs with bf16 only (it was no
+    faster on a CPU with AMX-BF16); the run records what it used; the reference preset
+    stays fp32 everywhere."""
+    from steerlab.vectors.bipo.trainer import autocast_dtype, bf16_by_default
+
+    assert BiPOConfig().autocast_bf16 is None and not bf16_by_default("cpu")
+    assert autocast_dtype(BiPOConfig(), "cpu") is None
+    assert autocast_dtype(BiPOConfig(autocast_bf16=True), "cpu") == torch.bfloat16
+    assert autocast_dtype(BiPOConfig(autocast_bf16=False), "cuda") is None
+    assert BiPOConfig.reference().autocast_bf16 is False
+    cfg = BiPOConfig(epochs=1, batch_size=4, warmup_steps=0)
+    run = fit_bipo_run(tiny_model_4l, synthetic_pairs(4), layer=1, config=cfg, progress=False)
+    assert run.vector.provenance.hyperparameters["autocast_bf16"] is False
+
+
 def test_trainer_refuses_a_cache_of_other_precision(tiny_model_4l):
     from steerlab.activations.packed import build_cache
     from steerlab.vectors.bipo.trainer import BiPOTrainer

@@ -27,7 +27,12 @@ N_VAL = _common.count_option(
 BATCH_SIZE = _common.count_option(4, help="Pairs per step.")
 WARMUP_STEPS = _common.count_option(100, help="Warm-up steps of the cosine schedule.", minimum=0)
 SEED = typer.Option(0, help="Seed (same seed, same vector).")
-BF16 = typer.Option(False, help="bf16 autocast above the steering layer.")
+BF16 = typer.Option(
+    None,
+    "--bf16/--no-bf16",
+    help="bf16 autocast above the steering layer (default: on for CUDA GPUs with bf16, "
+    "off on CPUs).",
+)
 RESUME = typer.Option(False, help="Resume from OUT/checkpoint.pt.")
 PRESET = typer.Option(
     "default",
@@ -78,7 +83,7 @@ class _Objective:
                 warmup_steps=(int, WARMUP_STEPS),
                 direction=(str, typer.Option("bi", help=self.direction_help)),
                 seed=(int, SEED),
-                bf16=(bool, BF16),
+                bf16=(bool | None, BF16),
                 preset=(str, PRESET),
                 resume=(bool, RESUME),
                 model=(str, MODEL),
@@ -102,7 +107,7 @@ def _train(
     warmup_steps: int,
     direction: str,
     seed: int,
-    bf16: bool,
+    bf16: bool | None,
     preset: str,
     resume: bool,
     model: str,

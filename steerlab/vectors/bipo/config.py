@@ -21,7 +21,10 @@ class BiPOConfig:
     direction: 'bi' draws d from {-1, +1} (BiPO); 'uni' fixes d = +1 (the paper's ablation).
     direction_sampling: 'per_step' (one d per batch, as the reference code) or 'per_example'.
     seed: seeds batch order and the d draws; same seed, same data -> same vector.
-    autocast_bf16: run the layers above the steering layer under bf16 autocast.
+    autocast_bf16: run the layers above the steering layer under bf16 autocast (the
+        reference too). None (default): on a CUDA GPU with bf16 support, off elsewhere:
+        on a 2-core CPU with AMX-BF16 a bf16 epoch measured no faster than fp32
+        (``benchmarks/bipo_speed.py``); True / False force it.
     max_grad_norm: clip the vector's gradient norm (None: no clipping, as the paper).
     early_stopping_patience: stop after this many epochs without a better validation
         score (None: never); needs validation pairs.
@@ -42,7 +45,7 @@ class BiPOConfig:
     direction: Literal["bi", "uni"] = "bi"
     direction_sampling: Literal["per_step", "per_example"] = "per_step"
     seed: int = 0
-    autocast_bf16: bool = False
+    autocast_bf16: bool | None = None
     max_grad_norm: float | None = None
     early_stopping_patience: int | None = None
     select_best: bool = False
@@ -104,8 +107,8 @@ class BiPOConfig:
         - ``bucket_size=1``: plain random batches (the ``Trainer``'s random sampler; no
           length-sorted batching);
         - ``score_eos=True``: the DPO tokenisation ends each response with EOS;
-        - one ``d`` per step and fp32: BiPO's defaults here already
-          (``direction_sampling='per_step'``, ``autocast_bf16=False``).
+        - one ``d`` per step (``direction_sampling='per_step'``, BiPO's default here
+          already) and fp32 (``autocast_bf16=False``, on every device).
 
         ``beta`` and ``direction_sampling`` are left to ``cls``: ``RePSConfig.reference()``
         keeps RePS's own objective settings with the reference code's optimisation."""
@@ -118,6 +121,7 @@ class BiPOConfig:
             "max_grad_norm": 1.0,
             "bucket_size": 1,
             "score_eos": True,
+            "autocast_bf16": False,
         }
         return cls(**{**settings, **overrides})
 

@@ -10,7 +10,7 @@ vector methods.
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +131,8 @@ def fit_bipo_run(
     if resume and out is None:
         raise ConfigError("resume=True needs out_dir= (where the checkpoint is).")
     t0 = time.perf_counter()
-    autocast = autocast_dtype(cfg)  # the reference runs at the policy's precision
+    autocast = autocast_dtype(cfg, model.device)  # the reference runs at the policy's precision
+    cfg = replace(cfg, autocast_bf16=autocast is not None)  # recorded as run
     eos = cfg.score_eos  # both paths pack the same tokens
     cache = build(model, pair_list, chosen[0], autocast=autocast, progress=progress, score_eos=eos)
     val_cache = (

@@ -126,9 +126,20 @@ def validation_margins(
     return out
 
 
-def autocast_dtype(config: BiPOConfig) -> torch.dtype | None:
-    """The autocast of the upper layers, for the policy and the reference alike."""
-    return torch.bfloat16 if config.autocast_bf16 else None
+def bf16_by_default(device: "torch.device | str") -> bool:
+    """Whether ``autocast_bf16=None`` turns bf16 on for ``device``: a CUDA device with
+    bf16 support (not CPUs: see :class:`~steerlab.vectors.bipo.config.BiPOConfig`)."""
+    device = torch.device(device)
+    return device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def autocast_dtype(config: BiPOConfig, device: "torch.device | str" = "cpu") -> torch.dtype | None:
+    """The autocast of the upper layers on ``device``, for the policy and the reference
+    alike (``config.autocast_bf16=None``: :func:`bf16_by_default`)."""
+    on = config.autocast_bf16
+    if on is None:
+        on = bf16_by_default(device)
+    return torch.bfloat16 if on else None
 
 
 class BiPOTrainer:
@@ -156,12 +167,13 @@ class BiPOTrainer:
         checkpoint_path: Path | None = None,
     ) -> None:
         for c in (cache, val_cache):
-            if c is not None and c.autocast != autocast_dtype(config):
+            want = autocast_dtype(config, model.device)
+            if c is not None and c.autocast != want:
                 raise ConfigError(
                     f"The pair cache was built with autocast={c.autocast}, but autocast_bf16="
-                    f"{config.autocast_bf16} needs {autocast_dtype(config)}: build it with "
-                    "build_cache(..., autocast=autocast_dtype(config)) so the reference and "
-                    "the policy log-probs run at the same precision."
+                    f"{config.autocast_bf16} needs {want} on {model.device}: build it with "
+                    "build_cache(..., autocast=autocast_dtype(config, model.device)) so the "
+                    "reference and the policy log-probs run at the same precision."
                 )
         self.model, self.cache, self.layers, self.config = model, cache, layers, config
         self.val_cache, self.checkpoint_path = val_cache, checkpoint_path
