@@ -237,22 +237,19 @@ def low_precision_weights(
     model: SteerlabModel, start: int, dtype: torch.dtype | None
 ) -> Iterator[None]:
     """Meanwhile, hold the linear weights (and biases) of blocks ``start..`` and of the
-    unembedding in ``dtype`` (None: nothing changes); restored on exit, also on errors.
+    unembedding in ``dtype`` (None: no change); restored on exit, also on errors.
 
-    Under ``torch.autocast(dtype)`` a linear layer casts its fp32 weight on every call (a
-    frozen weight's cast is not cached); a weight already in ``dtype`` is used as it is.
-    The cast is the same rounding, so results are bit-identical to plain autocast, minus
-    the copies (BiPO's bf16 epochs on a CPU: about a sixth less time). Only the forward
-    above ``start`` may run inside, under autocast: the blocks below and the embedding (a
-    tied unembedding shares its weight) would see ``dtype`` weights. Not thread-safe: no
-    other forward of this model may run meanwhile.
+    Autocast casts a frozen fp32 weight on every call; a ``dtype`` weight is used as is,
+    with the same rounding: bit-identical results without the copies. Only the forward
+    above ``start``, under autocast, may run inside (the lower blocks and a tied
+    embedding would see ``dtype`` weights); no other forward of the model meanwhile.
     """
     if dtype is None:
         yield
         return
-    mods = [m for b in list(model.bridge.blocks)[start:] for m in b.modules()]
-    lin = unembed_linear(model)
-    linears = [m for m in [*mods, lin] if isinstance(m, torch.nn.Linear)]
+    blocks = list(model.bridge.blocks)[start:]
+    mods = [m for b in blocks for m in b.modules()] + [unembed_linear(model)]
+    linears = [m for m in mods if isinstance(m, torch.nn.Linear)]
     saved: dict[int, tuple[torch.nn.Parameter, Tensor]] = {}
     for m in linears:
         for p in (m.weight, m.bias):
