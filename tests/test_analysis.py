@@ -353,3 +353,22 @@ def test_sweep_rescale_applies_a_share_of_the_residual_norm(tiny_model, monkeypa
         assert n == pytest.approx(0.5 * norms[layer], rel=1e-4)
     with pytest.raises(ConfigError, match="rescale"):
         SweepConfig(rescale=-1.0)
+
+
+def test_sweep_matched_compares_the_sweeps_vectors_on_its_held_out_pairs(tiny_model):
+    """The API twin of `steerlab sweep`'s matched comparison: the sweep's vectors (named
+    "method Llayer") on the sweep's own test split, as a direct `compare` call gives."""
+    from steerlab.analysis import sweep_matched
+    from steerlab.analysis.matched import compare
+    from steerlab.data.splits import held_out
+
+    cfg = SweepConfig(n_train=6, n_test=4, metrics=("margin",), progress=False)
+    result = sweep(tiny_model, PAIRS, ["caa"], [0, 1], (-1.0, 0.0, 1.0), cfg)
+    got = sweep_matched(tiny_model, PAIRS, result, (0.0, 0.1, 0.2), n_neutral=2)
+    assert got.vectors is result.vectors and result.matched is None
+    test = list(held_out(PAIRS, 6, 4, 0, 0).test)
+    named = {"caa L0": result.vectors[("caa", 0)], "caa L1": result.vectors[("caa", 1)]}
+    direct = compare(tiny_model, test, named, (0.0, 0.1, 0.2), neutral=2, batch_size=16)
+    pd.testing.assert_frame_equal(got.matched.kl, direct.kl)
+    pd.testing.assert_frame_equal(got.matched.at_kl, direct.at_kl)
+    assert got.info["matched_leader"].startswith("At KL 0.2")

@@ -4,6 +4,7 @@ data; figures live in :mod:`steerlab.viz`."""
 
 from steerlab.analysis.combine import CombinationResult, combination_table, combine
 from steerlab.analysis.effects import effect_sizes
+from steerlab.analysis.matched_findings import sweep_matched
 from steerlab.analysis.projections import (
     LayerProjections,
     Projection,
@@ -43,5 +44,6 @@ __all__ = [
     "released_bipo_table",
     "separation",
     "sweep",
+    "sweep_matched",
     "transfer",
 ]

@@ -1,11 +1,13 @@
 """Plain-language findings of a matched comparison (:mod:`steerlab.analysis.matched`),
-the lines ``steerlab run`` and ``steerlab sweep`` reports open with, and its tables on
-disk."""
+the lines ``steerlab run`` and ``steerlab sweep`` reports open with, a sweep's vectors
+compared that way (:func:`sweep_matched`), and the tables on disk."""
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from steerlab.analysis.matched import MatchedComparison, leader
+from steerlab.analysis.matched import MatchedComparison, compare, leader
 from steerlab.utils.files import atomic_write_text
 
 #: The damage level the findings quote first (nats/token of KL on neutral text).
@@ -43,6 +45,28 @@ def matched_findings(
     return lines
 
 
+def sweep_matched(
+    model: Any,
+    data: Any,
+    result: Any,
+    strengths: Sequence[float] = (0.0, 0.05, 0.1, 0.2, 0.4),
+    n_neutral: int = 16,
+) -> Any:
+    """A :class:`~steerlab.analysis.sweeps.SweepResult` with its vectors compared at
+    matched KL and matched strength on the sweep's own held-out pairs (``result.matched``;
+    ``result.info["matched_leader"]``: the leader at KL 0.2, named only with a CI that
+    excludes 0). ``data`` and ``result.config`` must be the sweep's (the same split)."""
+    from steerlab.data.splits import held_out
+
+    cfg = result.config
+    split = held_out(data, cfg.n_train, cfg.n_test, cfg.seed, cfg.n_judge)
+    named = {f"{m} L{x}": v for (m, x), v in result.vectors.items()}
+    comp = compare(model, list(split.test), named, strengths, neutral=n_neutral,
+                   seed=cfg.seed, batch_size=cfg.batch_size)  # fmt: skip
+    info = {**result.info, "matched_leader": leader(comp, HEADLINE_KL)}
+    return dataclasses.replace(result, matched=comp, info=info)
+
+
 def write_matched(out: Path, comp: MatchedComparison) -> None:
     """``matched_kl.csv``, ``matched_strength.csv`` and ``kl.csv`` under ``out``."""
     atomic_write_text(out / "matched_kl.csv", comp.at_kl.to_csv(index=False))
@@ -50,4 +74,4 @@ def write_matched(out: Path, comp: MatchedComparison) -> None:
     atomic_write_text(out / "kl.csv", comp.kl.to_csv(index=False))
 
 
-__all__ = ["HEADLINE_KL", "matched_findings", "write_matched"]
+__all__ = ["HEADLINE_KL", "matched_findings", "sweep_matched", "write_matched"]

@@ -49,6 +49,7 @@ def _sweep_command(
     write OUT/report.html, results.csv, effects.csv and per-cell files (reruns resume)."""
     from steerlab.analysis import SweepConfig, sweep
     from steerlab.analysis.executors import make_executor
+    from steerlab.analysis.matched_findings import sweep_matched, write_matched
     from steerlab.data import load_pairs
     from steerlab.reports import report
     from steerlab.vectors.fitting import METHODS
@@ -90,7 +91,8 @@ def _sweep_command(
         result = sweep(m, data, method_list, layer_list, mults, cfg, on_cell=on_cell, executor=ex)
     if n_neutral > 0:
         with console.status("matched comparison (strengths, KL on neutral text)..."):
-            result = _with_matched(m, data, result, cfg, strength_list, n_neutral, out)
+            result = sweep_matched(m, data, result, strength_list, n_neutral)
+            write_matched(out, result.matched)
         console.print(result.info["matched_leader"], highlight=False, markup=False)
     path = report(result).save(out / "report.html", plotlyjs=plotlyjs)  # type: ignore[arg-type]
     for key in cfg.metrics:
@@ -98,25 +100,6 @@ def _sweep_command(
         console.print(f"largest raw-multiplier slope by {key} (not a ranking): " + "; ".join(
             f"{r.method} L{r.layer} (slope {r.slope:.3g})" for r in best.itertuples()))  # fmt: skip
     console.print(f"[bold green]done[/] in {time.perf_counter() - t0:.0f} s; report: {path}")
-
-
-def _with_matched(
-    model: Any, data: Any, result: Any, cfg: Any, strengths: Any, n_neutral: int, out: Path
-) -> Any:
-    """The sweep's vectors compared at matched KL on its held-out pairs (tables on disk)."""
-    import dataclasses
-
-    from steerlab.analysis.matched import compare, leader
-    from steerlab.analysis.matched_findings import HEADLINE_KL, write_matched
-    from steerlab.data.splits import held_out
-
-    split = held_out(data, cfg.n_train, cfg.n_test, cfg.seed, cfg.n_judge)
-    named = {f"{m} L{x}": v for (m, x), v in result.vectors.items()}
-    comp = compare(model, list(split.test), named, strengths, neutral=n_neutral,
-                   seed=cfg.seed, batch_size=cfg.batch_size)  # fmt: skip
-    write_matched(out, comp)
-    info = {**result.info, "matched_leader": leader(comp, HEADLINE_KL)}
-    return dataclasses.replace(result, matched=comp, info=info)
 
 
 def register(app: typer.Typer) -> None:
