@@ -95,6 +95,10 @@ def test_memory_estimate_is_printed_before_loading(llama_dir, capsys):
 
 
 def test_dtype_auto_and_device_map(llama_dir):
+    import inspect
+
+    # the default: bf16 on a CUDA GPU with bf16, float32 on the CPU
+    assert inspect.signature(sl.load_model).parameters["dtype"].default == "auto"
     assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
     with pytest.raises(ConfigError, match=r"dtype 'fp8'.*'auto'"):
         resolve_dtype("fp8")
@@ -114,3 +118,36 @@ def test_a_model_reloads_from_its_spec(llama_dir, tiny_model):
     tiny = tiny_model.spec.load()
     assert torch.equal(tiny_model.bridge(ids), tiny.bridge(ids))
     json.dumps({k: str(v) for k, v in model.spec.kwargs.items()})
+
+
+def test_a_bf16_model_steers_scores_and_trains(llama_dir):
+    """What `load_model(dtype="auto")` gives on a GPU, run on the CPU: a bf16 model
+    steers (exactly undone after), generates, scores margins (fast = plain within bf16
+    rounding), measures KL and trains BiPO."""
+    from steerlab.evaluation.damage import kl_damage
+    from steerlab.evaluation.likelihood import likelihood_margin
+    from steerlab.evaluation.likelihood_fast import likelihood_margin_fast
+    from steerlab.vectors.bipo import BiPOConfig, train_bipo
+    from tests.test_bipo import synthetic_pairs
+
+    model = sl.load_model(str(llama_dir), device="cpu", dtype="bfloat16")
+    pairs = synthetic_pairs(6)
+    vec = sl.fit_caa(model, pairs, layers=[1], progress=False)
+    ids = torch.tensor([model.chat.encode("Hi.", "Yes.").ids])
+    with torch.no_grad():
+        base = model.bridge(ids)
+        with sl.steer(model, vec, multiplier=4.0):
+            steered = model.bridge(ids)
+        assert torch.equal(model.bridge(ids), base) and not torch.equal(steered, base)
+    assert sl.generate(model, "Hello?", max_new_tokens=3, steering=vec, multiplier=2.0).texts
+    fast = likelihood_margin_fast(model, pairs, [vec], (0.0, 1.0), progress=False)
+    plain = likelihood_margin(model, pairs, [vec], (0.0, 1.0), progress=False)
+    m = "metric == 'margin'"
+    assert fast.query(m)["value"].to_numpy() == pytest.approx(
+        plain.query(m)["value"].to_numpy(), abs=0.5
+    )
+    kl = kl_damage(model, vec, (0.0, 2.0), batch_size=4)
+    assert kl["kl"].iloc[0] == 0.0 and kl["kl"].iloc[1] > 0.0
+    cfg = BiPOConfig(epochs=1, batch_size=3, warmup_steps=0, lr=5e-2)
+    trained = train_bipo(model, pairs, 1, cfg, progress=False)
+    assert float(trained.direction(1).norm()) > 0.0

@@ -59,9 +59,10 @@ def serve_cmd(
         8000, help="TCP port (0: any free port).", minimum=0, maximum=65535, what="port"
     ),
     device: str | None = DEVICE,
-    dtype: Literal["float32", "bfloat16", "float16"] = typer.Option(
-        "float32",
-        help="float32 / bfloat16 / float16.",
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = typer.Option(
+        "auto",
+        help="auto (bfloat16 on a CUDA GPU with bf16, float32 elsewhere) / float32 / "
+        "bfloat16 / float16.",
     ),
     model_name: str | None = typer.Option(None, help="Model id reported to clients."),
     quiet: bool = typer.Option(False, help="Do not log requests."),

@@ -209,7 +209,7 @@ def serve(
     port: int = 8000,
     *,
     device: str | None = None,
-    dtype: str = "float32",
+    dtype: str = "auto",
     limits: ServeLimits | None = None,
     config: ServeConfig | None = None,
     model_name: str | None = None,
