@@ -1,6 +1,7 @@
-"""Sweeps on Ray: cells as tasks on 2 local workers (each loads the tiny model once) give
-the serial sweep's frames and vectors, write the same cell store, and resume from it
-(the workers, started once, serve both sweeps)."""
+"""Sweeps and calibration on Ray: cells as tasks on 2 local workers (each loads the tiny
+model once) give the serial sweep's frames and vectors, write the same cell store, and
+resume from it; a calibration's per-layer cells give the serial calibration's tables (the
+workers, started once, serve all of it)."""
 
 import shutil
 import sys
@@ -8,8 +9,10 @@ from dataclasses import replace
 
 import pandas as pd
 import pytest
+import torch
 
 from steerlab.analysis import SweepConfig, sweep
+from steerlab.analysis.calibrate import CalibrateConfig, calibrate
 from steerlab.analysis.executors import RayExecutor, SerialExecutor, make_executor
 from steerlab.errors import ConfigError
 from tests._data import SMALL_PAIRS
@@ -48,10 +51,23 @@ def test_ray_sweep_equals_the_serial_sweep_and_resumes(tiny_model, tmp_path):
             shutil.rmtree(tmp_path / "ray" / "cells" / cell)
         seen.clear()
         again = sweep(tiny_model, PAIRS, *ARGS, ray_cfg, executor=ex, on_cell=seen.append)
+        cal = CalibrateConfig(methods=("caa", "bipo"), layers=(0, 1), strengths=(0.0, 0.2, 0.5),
+                              kl_cap=5.0, n_train=6, n_val=4, n_test=6, n_neutral=2, n_boot=50,
+                              batch_size=4, bipo_epochs=1)  # fmt: skip
+        cal_ray = calibrate(tiny_model, "power-seeking", config=cal, executor=ex)
     skipped = {(c["method"], c["layer"]): c["skipped"] for c in seen}
     assert skipped == {("caa", 0): True, ("bipo", 0): True, ("caa", 1): False, ("bipo", 1): False}
     frames_equal(again.frame, serial.frame)
     assert again.vectors[("bipo", 1)].equal(serial.vectors[("bipo", 1)])
+    cal_serial = calibrate(tiny_model, "power-seeking", config=cal)
+    # equal up to float rounding: a worker runs 1 thread, this process 2 (reduction order)
+    for name in ("validation", "choices", "test_items", "test", "matched", "training"):
+        pd.testing.assert_frame_equal(getattr(cal_ray, name).reset_index(drop=True),
+                                      getattr(cal_serial, name).reset_index(drop=True),
+                                      check_dtype=False, rtol=1e-4, atol=1e-4)  # fmt: skip
+    for m, vec in cal_serial.vectors.items():
+        assert vec.layers == cal_ray.vectors[m].layers
+        assert torch.allclose(vec.direction(), cal_ray.vectors[m].direction(), atol=1e-5)
 
 
 def test_executor_choice_and_errors(tiny_model, monkeypatch):
@@ -71,16 +87,17 @@ def test_executor_choice_and_errors(tiny_model, monkeypatch):
         list(RayExecutor().map(tiny_model, len, [(1,)]))
 
 
-def test_sweep_cli_has_executor_options():
+@pytest.mark.parametrize("command", ["sweep", "calibrate"])
+def test_sweep_and_calibrate_cli_have_executor_options(command):
     from typer.testing import CliRunner
 
     from steerlab.cli import app
 
     runner = CliRunner()
-    help_text = runner.invoke(app, ["sweep", "--help"], env={"COLUMNS": "200"}).output
+    help_text = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"}).output
     for flag in ("--executor", "--ray-address", "--ray-workers"):
         assert flag in help_text
-    bad = runner.invoke(app, ["sweep", "--ray-address", "auto"], env={"COLUMNS": "200"})
+    bad = runner.invoke(app, [command, "--ray-address", "auto"], env={"COLUMNS": "200"})
     assert bad.exit_code == 1 and "--ray-address needs --executor ray" in bad.output
-    bad = runner.invoke(app, ["sweep", "--executor", "dask"], env={"COLUMNS": "200"})
+    bad = runner.invoke(app, [command, "--executor", "dask"], env={"COLUMNS": "200"})
     assert bad.exit_code != 0 and "dask" in bad.output

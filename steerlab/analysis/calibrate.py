@@ -359,6 +359,7 @@ def calibrate(
     *,
     config: CalibrateConfig | None = None,
     on_stage: Callable[[str, float], None] | None = None,
+    executor: Any = None,
 ) -> CalibrationResult:
     """Choose (layer, strength) per method under a damage cap; report on the test split.
 
@@ -369,6 +370,8 @@ def calibrate(
         methods, layers, strengths, kl_cap: override the ``config`` values.
         config: :class:`CalibrateConfig` (default settings when None).
         on_stage: called with (stage description, seconds so far) as stages finish.
+        executor: where the per-layer cells run (:mod:`steerlab.analysis.executors`:
+            this process by default, or Ray workers), with the same results.
     """
     from steerlab.analysis.calibrate_run import run_calibration
 
@@ -396,7 +399,9 @@ def calibrate(
         if on_stage is not None:
             on_stage(text, time.perf_counter() - t0)
 
-    return run_calibration(model, str(data.name), cfg, fit_pairs, val_pairs, test_pairs, stage)
+    return run_calibration(
+        model, str(data.name), cfg, fit_pairs, val_pairs, test_pairs, stage, executor
+    )
 
 
 def paired_comparison(

@@ -9,7 +9,7 @@ shared by every method and strength); the KL through cached lower residuals as w
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,7 @@ from steerlab.analysis.calibrate_prompt import (
     vector_methods,
     versus_prompt,
 )
+from steerlab.analysis.executors import CellExecutor, SerialExecutor
 from steerlab.analysis.reliability import (
     bootstrap_indices,
     matched_kl,
@@ -192,6 +193,58 @@ def _lr_choice(lr: float | None, cfg: CalibrateConfig) -> str:
     return f", learning rate {lr:g} chosen among {tried} on the same validation pairs"
 
 
+@dataclass(frozen=True)
+class LayerCell:
+    """Calibration's work at one candidate layer (:func:`layer_cell`)."""
+
+    vectors: dict[Candidate, SteeringVector]  # as fitted
+    units: dict[Candidate, SteeringVector]  # the same in strength units
+    training: pd.DataFrame
+    val_items: pd.DataFrame
+    kl: pd.DataFrame
+    seconds: dict[str, float]
+
+
+def layer_cell(
+    model: SteerlabModel,
+    behavior: str,
+    cfg: CalibrateConfig,
+    layer: int,
+    fit_pairs: list[Any],
+    val_pairs: list[Any],
+) -> LayerCell:
+    """Every method (and learning rate) fitted at ``layer``, in strength units, with its
+    validation margins and KL at every strength: one cell, computed from its arguments
+    alone (on a Ray worker as in this process; the layers do not share work beyond the
+    disk-cached residual norms)."""
+    from steerlab.activations.norms import typical_norms
+
+    one = replace(cfg, layers=(layer,))
+    vectors, training, seconds = fit_candidates(
+        one, lambda c: fit_all(model, behavior, c, [layer], fit_pairs, val_pairs, _quiet)
+    )
+    t = time.perf_counter()
+    typical_norms(model, model.sites([layer]), batch_size=cfg.batch_size)
+    units = {k: in_norm_units(v, vector_norms(model, v)) for k, v in vectors.items()}
+    seconds["typical norms"] = time.perf_counter() - t
+    t = time.perf_counter()
+    val_items = likelihood_margin_fast(model, val_pairs, list(units.values()), cfg.strengths,
+                                       batch_size=cfg.batch_size, progress=False,
+                                       per_item=True)  # fmt: skip
+    seconds["validation margins"] = time.perf_counter() - t
+    t = time.perf_counter()
+    kl = kl_damage(model, list(units.values()), cfg.strengths,
+                   neutral=load_neutral_set(n=cfg.n_neutral), batch_size=cfg.batch_size)  # fmt: skip
+    seconds["KL on neutral text"] = time.perf_counter() - t
+    return LayerCell(vectors, units, training,
+                     val_items.rename(columns={"multiplier": "strength"}),
+                     kl.rename(columns={"multiplier": "strength"}), seconds)  # fmt: skip
+
+
+def _quiet(text: str) -> None:
+    """A stage callback that says nothing (a cell's stages are reported per layer)."""
+
+
 def run_calibration(
     model: SteerlabModel,
     behavior: str,
@@ -200,46 +253,32 @@ def run_calibration(
     val_pairs: list[Any],
     test_pairs: list[Any],
     stage: Callable[[str], None],
+    executor: "CellExecutor | None" = None,
 ) -> CalibrationResult:
-    """All stages; see :func:`steerlab.analysis.calibrate.calibrate`."""
-    from steerlab.activations.norms import typical_norms
-
+    """All stages; see :func:`steerlab.analysis.calibrate.calibrate`. The per-layer work
+    (:func:`layer_cell`) runs on ``executor`` (default: this process)."""
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
     layers = [s.layer for s in model.sites(cfg.layers or default_layers(model.n_layers))]
     cfg = cfg if cfg.layers else CalibrateConfig(**{**cfg.to_dict(), "layers": tuple(layers)})
-    vectors, training, fit_seconds = fit_candidates(
-        cfg, lambda c: fit_all(model, behavior, c, layers, fit_pairs, val_pairs, stage)
-    )
-    timings.update(fit_seconds)
-
-    t = time.perf_counter()
-    typical_norms(model, model.sites(layers), batch_size=cfg.batch_size)
-    units = {k: in_norm_units(v, vector_norms(model, v)) for k, v in vectors.items()}
-    timings["typical norms"] = time.perf_counter() - t
-    stage("measured typical residual norms")
-
-    t = time.perf_counter()
-    val_items = likelihood_margin_fast(
-        model,
-        val_pairs,
-        list(units.values()),
-        cfg.strengths,
-        batch_size=cfg.batch_size,
-        progress=False,
-        per_item=True,
-    )
-    val_items = val_items.rename(columns={"multiplier": "strength"})
-    timings["validation margins"] = time.perf_counter() - t
-    stage(f"validation margins ({len(units)} vectors x {len(cfg.strengths)} strengths)")
-
-    t = time.perf_counter()
+    vectors: dict[Candidate, SteeringVector] = {}
+    units: dict[Candidate, SteeringVector] = {}
+    histories, val_frames, kl_frames = [], [], []
+    calls = [(behavior, cfg, layer, fit_pairs, val_pairs) for layer in layers]
+    for layer, cell in zip(layers, (executor or SerialExecutor()).map(model, layer_cell, calls)):
+        vectors.update(cell.vectors)
+        units.update(cell.units)
+        histories.append(cell.training)
+        val_frames.append(cell.val_items)
+        kl_frames.append(cell.kl)
+        for name, sec in cell.seconds.items():
+            timings[name] = timings.get(name, 0.0) + sec
+        stage(f"layer {layer}: {len(cell.vectors)} vectors fitted, validation margins and KL")
+    training = pd.concat([h for h in histories if not h.empty] or [pd.DataFrame()],
+                         ignore_index=True)  # fmt: skip
+    val_items = pd.concat(val_frames, ignore_index=True)
+    kl = pd.concat(kl_frames, ignore_index=True)
     neutral = load_neutral_set(n=cfg.n_neutral)
-    kl = kl_damage(
-        model, list(units.values()), cfg.strengths, neutral=neutral, batch_size=cfg.batch_size
-    ).rename(columns={"multiplier": "strength"})
-    timings["KL on neutral text"] = time.perf_counter() - t
-    stage(f"KL on {len(neutral)} neutral texts")
 
     labels = [c.label for c in conditions(list(units.values()), (1.0,))]
     lr_of = {label: math.nan if k[2] is None else k[2] for label, k in zip(labels, units)}

@@ -357,6 +357,13 @@ BEHAVIOR = typer.Option(
     help="Behavior (steerlab.data.list_behaviors(): power-seeking, wealth-seeking...).",
 )  # fmt: skip
 MODEL = typer.Option("embedded", help="'embedded', a Hugging Face id or a local dir.")
+EXECUTOR = typer.Option(
+    "serial", help="Where the cells run: 'serial' (this process) or 'ray' (Ray workers)."
+)
+RAY_ADDRESS = typer.Option(
+    None, help="Ray cluster to use with --executor ray (default: start a local one)."
+)
+RAY_WORKERS = typer.Option(2, help="Ray workers (model copies) with --executor ray.")
 DEVICE = typer.Option(None, help="cpu / cuda; default: cuda if available.")
 BATCH = count_option(16, help="Sequences per forward pass.")
 SEED = typer.Option(0, help="Seed of the A/B letter order built from free-form pairs.")

@@ -53,12 +53,16 @@ def _calibrate_command(
     plotlyjs: Literal["inline", "cdn"] = typer.Option(
         "inline", help="'inline' (self-contained report) or 'cdn' (small)."
     ),
+    executor: Literal["serial", "ray"] = _common.EXECUTOR,
+    ray_address: str | None = _common.RAY_ADDRESS,
+    ray_workers: int = _common.RAY_WORKERS,
     **kwargs: Any,
 ) -> None:
     """Choose (layer, strength) per method on validation pairs under a KL cap, report on
     the test pairs with CIs; write OUT/report.html, CSV tables, summary.json and
     OUT/vectors/ (each vector carries its recommended strength)."""
     from steerlab.analysis.calibrate import CalibrateConfig, calibrate
+    from steerlab.analysis.executors import make_executor
     from steerlab.reports.calibrate import calibration_report
     from steerlab.vectors.fitting import METHODS
 
@@ -88,6 +92,7 @@ def _calibrate_command(
     if kl_cap is not None:
         over["kl_cap"] = kl_cap
     cfg = CalibrateConfig.quick(**over) if quick else CalibrateConfig(**over)
+    ex = make_executor(executor, address=ray_address, num_workers=ray_workers)
     _common.check_out_dir(out)
     t0 = time.perf_counter()
     with console.status("loading model and data..."):
@@ -96,7 +101,9 @@ def _calibrate_command(
     def on_stage(text: str, seconds: float) -> None:
         console.print(f"[dim]{seconds:6.0f} s[/] {text}")
 
-    result = calibrate(m, _common.check_behavior(behavior), config=cfg, on_stage=on_stage)
+    with ex:  # Ray (when asked for) starts here; its workers load the model once each
+        result = calibrate(m, _common.check_behavior(behavior), config=cfg, on_stage=on_stage,
+                           executor=ex)  # fmt: skip
     result.save(out)
     path = calibration_report(result).save(out / "report.html", plotlyjs=plotlyjs)
     for line in result.findings():

@@ -29,13 +29,9 @@ def _sweep_command(
         "inline",
         help="'inline' (self-contained report) or 'cdn' (small).",
     ),
-    executor: Literal["serial", "ray"] = typer.Option(
-        "serial", help="Where the cells run: 'serial' (this process) or 'ray' (Ray workers)."
-    ),
-    ray_address: str | None = typer.Option(
-        None, help="Ray cluster to use with --executor ray (default: start a local one)."
-    ),
-    ray_workers: int = typer.Option(2, help="Ray workers (model copies) with --executor ray."),
+    executor: Literal["serial", "ray"] = _common.EXECUTOR,
+    ray_address: str | None = _common.RAY_ADDRESS,
+    ray_workers: int = _common.RAY_WORKERS,
     strengths: str = typer.Option(
         "0,0.05,0.1,0.2,0.4",
         help="Strengths |k v| / mean ||h|| of the matched comparison the report leads with.",
