@@ -212,21 +212,24 @@ def layer_cell(
     layer: int,
     fit_pairs: list[Any],
     val_pairs: list[Any],
+    fitted: dict[Candidate, SteeringVector],
 ) -> LayerCell:
-    """Every method (and learning rate) fitted at ``layer``, in strength units, with its
-    validation margins and KL at every strength: one cell, computed from its arguments
-    alone (on a Ray worker as in this process; the layers do not share work beyond the
-    disk-cached residual norms)."""
-    from steerlab.activations.norms import typical_norms
+    """The training methods (at every learning rate) trained at ``layer``, beside
+    ``fitted`` (the methods that do not train, fitted by the caller for every layer in one
+    activation pass), all in strength units, with their validation margins and KL at
+    every strength: one cell, computed from its arguments alone (on a Ray worker as in
+    this process; the typical residual norms come from the caller's disk cache)."""
+    from steerlab.vectors.fitting import METHODS
 
-    one = replace(cfg, layers=(layer,))
-    vectors, training, seconds = fit_candidates(
-        one, lambda c: fit_all(model, behavior, c, [layer], fit_pairs, val_pairs, _quiet)
-    )
-    t = time.perf_counter()
-    typical_norms(model, model.sites([layer]), batch_size=cfg.batch_size)
+    vectors, training, seconds = dict(fitted), pd.DataFrame(), {}
+    trained = tuple(m for m in vector_methods(cfg.methods) if METHODS.get(m).trains)
+    if trained:
+        one = replace(cfg, layers=(layer,), methods=trained)
+        vecs, training, seconds = fit_candidates(
+            one, lambda c: fit_all(model, behavior, c, [layer], fit_pairs, val_pairs, _quiet)
+        )
+        vectors.update(vecs)
     units = {k: in_norm_units(v, vector_norms(model, v)) for k, v in vectors.items()}
-    seconds["typical norms"] = time.perf_counter() - t
     t = time.perf_counter()
     val_items = likelihood_margin_fast(model, val_pairs, list(units.values()), cfg.strengths,
                                        batch_size=cfg.batch_size, progress=False,
@@ -257,14 +260,28 @@ def run_calibration(
 ) -> CalibrationResult:
     """All stages; see :func:`steerlab.analysis.calibrate.calibrate`. The per-layer work
     (:func:`layer_cell`) runs on ``executor`` (default: this process)."""
+    from steerlab.activations.norms import typical_norms
+    from steerlab.vectors.fitting import METHODS
+
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
     layers = [s.layer for s in model.sites(cfg.layers or default_layers(model.n_layers))]
     cfg = cfg if cfg.layers else CalibrateConfig(**{**cfg.to_dict(), "layers": tuple(layers)})
+    t = time.perf_counter()
+    typical_norms(model, model.sites(layers), batch_size=cfg.batch_size)  # cached on disk
+    timings["typical norms"] = time.perf_counter() - t
+    fitted: dict[Candidate, SteeringVector] = {}
+    shared = tuple(m for m in vector_methods(cfg.methods) if not METHODS.get(m).trains)
+    if shared:  # one activation pass for every layer
+        one = replace(cfg, methods=shared)
+        vecs, _, secs = fit_all(model, behavior, one, layers, fit_pairs, val_pairs, stage)
+        fitted = {(m, x, None): v for (m, x), v in vecs.items()}
+        timings.update(secs)
     vectors: dict[Candidate, SteeringVector] = {}
     units: dict[Candidate, SteeringVector] = {}
     histories, val_frames, kl_frames = [], [], []
-    calls = [(behavior, cfg, layer, fit_pairs, val_pairs) for layer in layers]
+    calls = [(behavior, cfg, layer, fit_pairs, val_pairs,
+              {k: v for k, v in fitted.items() if k[1] == layer}) for layer in layers]  # fmt: skip
     for layer, cell in zip(layers, (executor or SerialExecutor()).map(model, layer_cell, calls)):
         vectors.update(cell.vectors)
         units.update(cell.units)
@@ -273,7 +290,7 @@ def run_calibration(
         kl_frames.append(cell.kl)
         for name, sec in cell.seconds.items():
             timings[name] = timings.get(name, 0.0) + sec
-        stage(f"layer {layer}: {len(cell.vectors)} vectors fitted, validation margins and KL")
+        stage(f"layer {layer}: {len(cell.vectors)} vectors, validation margins and KL")
     training = pd.concat([h for h in histories if not h.empty] or [pd.DataFrame()],
                          ignore_index=True)  # fmt: skip
     val_items = pd.concat(val_frames, ignore_index=True)
