@@ -80,6 +80,8 @@ def test_config_validation_and_defaults():
     assert CalibrateConfig(strengths=(0.2, 0.1)).strengths == (0.0, 0.1, 0.2)  # 0 added
     with pytest.raises(ConfigError, match="at least one > 0"):
         CalibrateConfig(strengths=(0.0, -0.1))
+    with pytest.raises(ConfigError, match=r"CalibrateConfig.strengths=.*finite"):
+        CalibrateConfig(strengths=(0.1, float("nan")))
     with pytest.raises(ConfigError, match="kl_cap=0.0 must be > 0"):
         CalibrateConfig(kl_cap=0.0)
     with pytest.raises(ConfigError, match="n_val=0 must be >= 1"):

@@ -42,6 +42,7 @@ from steerlab.analysis.reliability import (
     curves,
 )
 from steerlab.errors import ConfigError
+from steerlab.utils.grids import strength_grid
 from steerlab.vectors.vector import SteeringVector
 
 CHOICE_COLUMNS = (
@@ -133,13 +134,8 @@ class CalibrateConfig:
                 f"CalibrateConfig.methods={self.methods!r} has no vector method to calibrate; "
                 "pass e.g. ('caa', 'bipo') ('prompt' is only a baseline beside them)."
             )
-        s = tuple(float(x) for x in self.strengths)
-        if not any(x > 0 for x in s) or not all(math.isfinite(x) for x in s):
-            raise ConfigError(
-                f"CalibrateConfig.strengths={self.strengths!r} needs finite values and at "
-                "least one > 0, e.g. (0.025, 0.05, 0.1, 0.2)."
-            )
-        object.__setattr__(self, "strengths", tuple(sorted({0.0, *s})))
+        strengths = strength_grid(self.strengths, "CalibrateConfig.strengths")
+        object.__setattr__(self, "strengths", strengths)
         if not (self.kl_cap > 0 and math.isfinite(self.kl_cap)):
             raise ConfigError(f"CalibrateConfig.kl_cap={self.kl_cap!r} must be > 0 nats/token.")
         lrs = tuple(dict.fromkeys(float(x) for x in self.bipo_lrs))

@@ -33,7 +33,7 @@ def _run_command(**kwargs: Any) -> None:
     t0 = time.perf_counter()
     result = run_pipeline(cfg, console=console)
     if result.matched is not None:  # matched damage first: raw multipliers compare lengths
-        from steerlab.run.matched import matched_findings
+        from steerlab.analysis.matched_findings import matched_findings
 
         console.print("[bold]matched comparison[/]")
         for line in matched_findings(result.matched):

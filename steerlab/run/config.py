@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from steerlab.errors import ConfigError, did_you_mean
+from steerlab.utils.grids import strength_grid
 
 
 def _f(default: Any, help: str) -> Any:
@@ -62,14 +63,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.strengths, tuple):
             raise ConfigError("strengths must be a tuple, e.g. (0.0, 0.1, 0.2, 0.4).")
-        object.__setattr__(self, "strengths", tuple(sorted({0.0, *map(float, self.strengths)})))
-        if not any(x > 0 for x in self.strengths) or not all(
-            math.isfinite(x) for x in self.strengths
-        ):
-            raise ConfigError(
-                f"strengths={self.strengths!r}: give finite numbers, at least one > 0, e.g. "
-                "'0.05,0.1,0.2,0.4'."
-            )
+        strengths = strength_grid(self.strengths, "RunConfig.strengths")
+        object.__setattr__(self, "strengths", strengths)
         if not isinstance(self.methods, tuple) or not isinstance(self.multipliers, tuple):
             raise ConfigError(
                 "methods and multipliers must be tuples; RunConfig.build() also reads "

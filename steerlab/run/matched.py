@@ -11,7 +11,6 @@ matched KL, with paired bootstrap CIs; the raw-multiplier numbers follow, labell
 from typing import Any
 
 from steerlab.analysis.matched import MatchedComparison, compare
-from steerlab.analysis.matched_findings import matched_findings, write_matched
 from steerlab.run.config import RunConfig
 
 
@@ -30,4 +29,4 @@ def run_matched(
     )
 
 
-__all__ = ["matched_findings", "run_matched", "write_matched"]
+__all__ = ["run_matched"]

@@ -29,11 +29,12 @@ from typing import Any
 import pandas as pd
 
 from steerlab.analysis.effects import effect_sizes
+from steerlab.analysis.matched_findings import matched_findings, write_matched
 from steerlab.analysis.projections import Projection, pca_projection
 from steerlab.analysis.similarity import SimilarityResult, cosine_matrix
 from steerlab.models.model import SteerlabModel
 from steerlab.run.config import RunConfig
-from steerlab.run.matched import matched_findings, run_matched, write_matched
+from steerlab.run.matched import run_matched
 from steerlab.utils.files import atomic_write_text
 from steerlab.utils.versions import versions
 from steerlab.vectors.fitting import METHODS, fit_vectors
