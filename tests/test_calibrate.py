@@ -4,6 +4,7 @@ import json
 import math
 from dataclasses import replace
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -165,6 +166,33 @@ def test_learning_rate_chosen_on_validation(tiny_result, tiny_model_4l, tmp_path
     before = tiny_result.validation
     before = before[before["method"].isin(["caa", "bipo"])][cols].reset_index(drop=True)
     pd.testing.assert_frame_equal(same_lr, before, check_exact=True)
+
+
+def test_validation_skips_only_what_the_choice_cannot_use(tiny_result, tiny_model_4l):
+    """By default the validation margins stop at each vector's largest strength within
+    the KL cap: the choices equal a full-grid run's, and every scored point equals the
+    full grid's (lr variants at one layer keep their labels when scored apart)."""
+    val = tiny_result.validation
+    kls = val.loc[val["strength"] > 0, "kl"]
+    cap = float(kls.quantile(0.4))  # cuts some curves, not all
+    cfg = replace(tiny_result.config, methods=("caa", "freeform", "bipo"), kl_cap=cap,
+                  bipo_lrs=(2e-2, 2e-1))  # fmt: skip
+    short = calibrate(tiny_model_4l, "power-seeking", config=cfg)
+    full = calibrate(tiny_model_4l, "power-seeking", config=replace(cfg, full_validation=True))
+    pd.testing.assert_frame_equal(short.choices, full.choices)
+    keys = ["method", "lr", "layer", "strength"]
+    merged = short.validation.merge(full.validation, on=keys, suffixes=("", "_full"))
+    assert len(merged) == len(short.validation) < len(full.validation)
+    np.testing.assert_array_equal(merged["effect"], merged["effect_full"])
+    dropped = full.validation.merge(short.validation[keys], on=keys, how="left", indicator=True)
+    dropped = dropped[dropped["_merge"] == "left_only"]
+    for r in dropped.itertuples():  # only points above the cap, after the last within it
+        curve = full.validation[(full.validation["method"] == r.method)
+                                & (full.validation["layer"] == r.layer)
+                                & (full.validation["lr"].fillna(-1) == (r.lr if r.lr == r.lr else -1))]  # fmt: skip
+        later = curve[curve["strength"] >= r.strength]
+        assert (later["kl"] > cap).all()
+    pd.testing.assert_frame_equal(short.test, full.test)
 
 
 def test_prompting_baseline_beside_the_calibrated_vectors(tiny_result, tiny_model_4l, tmp_path):

@@ -101,6 +101,9 @@ class CalibrateConfig:
     bipo_batch_size: BiPO pairs per step.
     bipo_warmup_steps: warm-up steps of BiPO's cosine schedule.
     bipo_patience: stop BiPO after this many epochs with no better validation score (None: never).
+    full_validation: score the validation margins at every strength; by default only up
+        to each vector's largest strength within the KL cap (the rest cannot be chosen,
+        so the choice is the same; the report's frontier then stops at the cap).
     """
 
     methods: tuple[str, ...] = ("caa", "freeform", "pca", "bipo")
@@ -127,6 +130,7 @@ class CalibrateConfig:
     bipo_batch_size: int = 4
     bipo_warmup_steps: int = 4
     bipo_patience: int | None = None
+    full_validation: bool = False
 
     def __post_init__(self) -> None:
         if not [m for m in self.methods if m != "prompt"]:
