@@ -28,6 +28,7 @@ won by breaking both answers shows as two falls).
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import math
 import platform
@@ -274,12 +275,48 @@ def _read(cells: Path, pattern: str, args: argparse.Namespace) -> pd.DataFrame:
     return frame[keep].reset_index(drop=True)
 
 
-def _pooled(items: pd.DataFrame) -> pd.DataFrame:
-    """One vector label per (method, layer) across seeds; items of all seeds pooled."""
+def pair_key(pair: Any) -> str:
+    """A test pair's identity across seeds (its texts)."""
+    text = json.dumps(dataclasses.asdict(pair), sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def _item_keys(persona: str, split: str, seeds: list[int], args: argparse.Namespace) -> dict:
+    """(seed, item index) -> the pair's identity: an item is a test *pair*, not a (pair,
+    seed): a pair scored under several seeds' vectors is one bootstrap unit, its curve the
+    mean over those seeds. BiPO personas' test split and every OOD split are the same
+    pairs in every seed; the Anthropic personas draw their test pairs per seed (they
+    overlap)."""
+    keys = {}
+    for seed in seeds:
+        if split == "test" and OOD_FILES[persona] is None:
+            pairs = splits(persona, seed, args)[2]
+            keys.update({(seed, i): pair_key(p) for i, p in enumerate(pairs)})
+        else:
+            keys.update({(seed, i): f"{split}{i}" for i in range(max(args.n_test, args.n_ood))})
+    return keys
+
+
+def _pooled(items: pd.DataFrame, keys: dict | None = None) -> pd.DataFrame:
+    """One vector label per (method, layer) across seeds; items keyed by ``keys`` (see
+    :func:`_item_keys`; None: the frame's own item numbers, e.g. KL rows)."""
     out = items.copy()
     out["vector"] = out["method"] + " L" + out["layer"].astype(int).astype(str)
-    out["item"] = out["seed"].astype(str) + ":" + out["item"].astype(str)
+    if keys is not None:
+        out["item"] = [keys[(s, i)] for s, i in zip(out["seed"], out["item"])]
     return out
+
+
+def _per_seed(items: pd.DataFrame, kl: pd.DataFrame, level: float = 0.2) -> pd.DataFrame:
+    """Each vector's mean effect at KL ``level`` in each seed alone (its own KL curve):
+    columns vector, seed, effect (NaN where that seed's sweep never reached the level)."""
+    from steerlab.analysis.reliability import matched_kl
+
+    frames = []
+    for seed, g in items.groupby("seed"):
+        mk = matched_kl(g, kl[kl["seed"] == seed], (level,), y="margin", n_boot=10, seed=0)
+        frames.append(mk[["vector", "effect"]].assign(seed=int(seed)))
+    return pd.concat(frames, ignore_index=True)
 
 
 def aggregate(args: argparse.Namespace, cells: Path) -> dict[str, Any]:
@@ -299,7 +336,7 @@ def aggregate(args: argparse.Namespace, cells: Path) -> dict[str, Any]:
             raw = _read(cells, f"{persona}_s*.{split}.csv.gz", args)
             if raw.empty:
                 continue
-            pooled = _pooled(raw)
+            pooled = _pooled(raw, _item_keys(persona, split, seeds, args))
             items = pooled[pooled["method"] != "prompt"]
             common = dict(n_boot=args.n_boot, seed=0)
             mk = matched_kl(items, kl, KL_LEVELS, y="margin", **common)
@@ -316,6 +353,7 @@ def aggregate(args: argparse.Namespace, cells: Path) -> dict[str, Any]:
                 "matched_strength": matched_strength(items, strengths, y="margin", **common),
                 "reliability": reliability(items, y="margin", **common),
                 "n_items": int(items.groupby("vector")["item"].nunique().min()),
+                "per_seed": _per_seed(items, kl),
                 "prompt": _prompt_table(pooled[pooled["method"] == "prompt"], kl, common),
                 # the best vector at KL 0.2 minus each other one, paired over the same items
                 "paired": paired_comparison(
@@ -362,7 +400,8 @@ def markdown(tables: dict[str, Any], args: argparse.Namespace, meta: dict[str, A
         f"Command: `{meta['command']}`  ",
         f"Machine: {meta['machine']}; all cells on disk took {meta['seconds'] / 60:.0f} min of compute.  ",
         "Effect = held-out likelihood margin at strength s minus at 0 (nats), mean over "
-        "items pooled across seeds, paired 95% bootstrap CI. `n/r`: the strength sweep "
+        "test pairs, paired 95% bootstrap CI over pairs; a pair scored under several seeds' "
+        "vectors is one item (its curve averaged over those seeds). `n/r`: the strength sweep "
         "never reached that KL (no extrapolation). anti = share of items whose margin falls "
         "as strength grows (least-squares slope < 0). Strength = |k v| / mean ||h|| at the "
         "layer (the typical residual norm on the neutral text set).",
@@ -376,8 +415,8 @@ def markdown(tables: dict[str, Any], args: argparse.Namespace, meta: dict[str, A
             mk, rel = t["matched_kl"], t["reliability"].set_index("vector")
             ms = t["matched_strength"]
             lines += [
-                f"## {persona}, {title} (n = {t['n_items']} items = test pairs x "
-                f"{len(per['seeds'])} seeds)",
+                f"## {persona}, {title} (n = {t['n_items']} test pairs, "
+                f"{len(per['seeds'])} seed{'s' if len(per['seeds']) > 1 else ''})",
                 "",
                 "| method | layer | effect @ KL 0.05 | @ KL 0.2 | @ KL 0.5 | effect @ strength 0.1 "
                 "| d log p(match) @ KL 0.2 | d log p(not) @ KL 0.2 | anti | shape |",
@@ -474,13 +513,49 @@ def summary_markdown(tables: dict[str, Any], args: argparse.Namespace) -> str:
             pc = tables[p][split]["paired"]
             if pc.empty:
                 continue
-            parts = [f"{r.other} {_fmt(r.difference, r.low, r.high)}" for r in pc.itertuples()]
-            lines.append(
-                f"- {p}: leader at KL 0.2 **{pc['leader'].iloc[0]}**; leader minus: "
-                + "; ".join(parts)
-            )
+            seeds = tables[p][split]["per_seed"].pivot(index="seed", columns="vector",
+                                                        values="effect")  # fmt: skip
+            leader = pc["leader"].iloc[0]
+            parts = [
+                f"{r.other} {_fmt(r.difference, r.low, r.high)}{_ahead(seeds, leader, r.other)}"
+                for r in pc.itertuples()
+            ]
+            lines.append(f"- {p}: leader at KL 0.2 **{leader}**; leader minus: " + "; ".join(parts))
+        lines += _per_seed_lines(tables, cols, split)
         lines.append("")
     return "\n".join(lines)
+
+
+def _ahead(seeds: pd.DataFrame, leader: str, other: str) -> str:
+    """ " (ahead in k/n seeds)": seeds where the leader's effect exceeds ``other``'s."""
+    if len(seeds) < 2:
+        return ""
+    diff = (seeds[leader] - seeds[other]).dropna()
+    return f" (ahead in {int((diff > 0).sum())}/{len(diff)} seeds)"
+
+
+def _per_seed_lines(tables: dict[str, Any], personas: list[str], split: str) -> list[str]:
+    """Per persona with several seeds: each method's best layer (pooled) and its effect
+    at KL 0.2 in each seed alone."""
+    lines = []
+    for p in personas:
+        t = tables[p][split]
+        seeds = t["per_seed"].pivot(index="vector", columns="seed", values="effect")
+        if seeds.shape[1] < 2:
+            continue
+        mk = t["matched_kl"]
+        mk = mk[np.isclose(mk["target"], 0.2)].dropna(subset=["effect"])
+        best = mk.loc[mk.groupby("method")["effect"].idxmax(), "vector"]
+        parts = [
+            f"{v} " + " / ".join(f"{x:+.2f}" for x in seeds.loc[v])
+            for v in best
+            if v in seeds.index
+        ]
+        lines.append(
+            f"- {p}, each method's best layer, effect at KL 0.2 per seed "
+            f"({' / '.join(str(c) for c in seeds.columns)}): " + "; ".join(parts)
+        )
+    return lines
 
 
 def to_jsonable(tables: dict[str, Any]) -> dict[str, Any]:
