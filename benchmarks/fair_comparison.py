@@ -354,6 +354,7 @@ def aggregate(args: argparse.Namespace, cells: Path) -> dict[str, Any]:
                 "reliability": reliability(items, y="margin", **common),
                 "n_items": int(items.groupby("vector")["item"].nunique().min()),
                 "per_seed": _per_seed(items, kl),
+                "seeds_per_vector": items.groupby("vector")["seed"].nunique().to_dict(),
                 "prompt": _prompt_table(pooled[pooled["method"] == "prompt"], kl, common),
                 # the best vector at KL 0.2 minus each other one, paired over the same items
                 "paired": paired_comparison(
@@ -497,7 +498,11 @@ def summary_markdown(tables: dict[str, Any], args: argparse.Namespace) -> str:
                     mk = tables[p][split]["matched_kl"]
                     r = mk[(mk["vector"] == f"{m} L{layer}") & np.isclose(mk["target"], 0.2)]
                     trio = ("effect", "effect_low", "effect_high")
-                    cells.append(_fmt(*r[list(trio)].iloc[0]) if len(r) else "-")
+                    text = _fmt(*r[list(trio)].iloc[0]) if len(r) else "-"
+                    k = tables[p][split]["seeds_per_vector"].get(f"{m} L{layer}")
+                    if len(r) and k is not None and k < len(tables[p]["seeds"]):
+                        text += f" ({k} seed{'s' if k > 1 else ''})"
+                    cells.append(text)
                 lines.append(f"| {m} | {layer} | " + " | ".join(cells) + " |")
         prompt_cells = []
         for p in cols:
