@@ -59,3 +59,20 @@ def test_fast_summary_and_fallback(tiny_model_4l):
     np.testing.assert_allclose(base["value"], ref["value"], rtol=1e-4, atol=1e-4)
     with pytest.raises(EmptyInputError, match="no pairs"):
         likelihood_margin_fast(m, [], pre)
+
+
+def test_caches_are_reused_across_calls_on_the_same_pairs(tiny_model_4l):
+    m = tiny_model_4l
+    a, b = vec_at(m, [HookSite(2)], seed=3), vec_at(m, [HookSite(2)], seed=4, method="pca")
+    caches: dict = {}
+    first = likelihood_margin_fast(m, PAIRS, a, [0.0, 1.0], progress=False, per_item=True,
+                                   caches=caches)  # fmt: skip
+    built = caches[2]
+    second = likelihood_margin_fast(m, PAIRS, b, [0.0, -1.0], progress=False, per_item=True,
+                                    caches=caches)  # fmt: skip
+    assert caches[2] is built and list(caches) == [2]  # built once, used by both calls
+    alone = likelihood_margin_fast(m, PAIRS, [a, b], [0.0, 1.0, -1.0], progress=False,
+                                   per_item=True)  # fmt: skip
+    for got, vec, mults in ((first, a, [0.0, 1.0]), (second, b, [0.0, -1.0])):
+        want = alone[(alone["method"] == vec.method) & alone["multiplier"].isin(mults)]
+        np.testing.assert_array_equal(got["margin"].to_numpy(), want["margin"].to_numpy())

@@ -236,11 +236,11 @@ def layer_cell(
     kl = kl.rename(columns={"multiplier": "strength"})
     seconds["KL on neutral text"] = time.perf_counter() - t
     t = time.perf_counter()
-    frames = []
+    frames, caches = [], {}  # the residual cache of the layer, built once for all groups
     for grid, group in validation_groups(units, kl, cfg).items():
         vecs = [v for _, v in group]
         items = likelihood_margin_fast(model, val_pairs, vecs, grid, batch_size=cfg.batch_size,
-                                       progress=False, per_item=True)  # fmt: skip
+                                       progress=False, per_item=True, caches=caches)  # fmt: skip
         # the cell's labels (lr variants at one layer are "#2"... in the cell's order)
         local = [c.label for c in conditions(vecs, (1.0,))]
         frames.append(

@@ -87,6 +87,7 @@ def likelihood_margin_fast(
     progress: bool = True,
     per_item: bool = False,
     strengths: MultipliersArg | None = None,
+    caches: "dict[int, PairCache] | None" = None,
 ) -> pd.DataFrame:
     """Mean likelihood margin of held-out pairs under steering (the tidy frame of
     :func:`~steerlab.evaluation.likelihood.likelihood_margin`), via cached residuals.
@@ -98,6 +99,8 @@ def likelihood_margin_fast(
         instead (the columns of ``likelihood_margin(..., per_item=True)``).
     strengths: instead of ``multipliers``, strengths relative to the typical residual
         norm (see :mod:`steerlab.evaluation.strengths`); adds a ``strength`` column.
+    caches: a dict to keep the per-layer residual caches in, so that further calls on
+        the *same pairs* (same order, same model and batch size) reuse them.
     """
     pair_list = as_pairs(pairs)
     if not pair_list:
@@ -106,7 +109,8 @@ def likelihood_margin_fast(
 
         def run(vecs: list[SteeringVector], mults: tuple[float, ...]) -> pd.DataFrame:
             return likelihood_margin_fast(model, pair_list, vecs, mults, batch_size=batch_size,
-                                          progress=progress, per_item=True)  # fmt: skip
+                                          progress=progress, per_item=True,
+                                          caches=caches)  # fmt: skip
 
         return evaluate_conditions(
             model, vectors, multipliers, strengths, run, LIKELIHOOD_METRICS, per_item
@@ -115,7 +119,7 @@ def likelihood_margin_fast(
         return likelihood_margin(model, pair_list, vectors, multipliers, batch_size=batch_size,
                                  progress=progress, per_item=per_item)  # fmt: skip
     conds = conditions(vectors, multipliers)
-    caches: dict[int, PairCache] = {}
+    caches = {} if caches is None else caches
 
     def cache_at(layer: int) -> PairCache:
         if layer not in caches:
