@@ -348,18 +348,23 @@ def aggregate(args: argparse.Namespace, cells: Path) -> dict[str, Any]:
                     ),
                     on=["vector", "target"], how="left",
                 )  # fmt: skip
+            # the paired comparison needs one item set: the vectors of every seed scored
+            per_vector = items.groupby("vector")["seed"].nunique()
+            full = per_vector[per_vector == items["seed"].nunique()].index
+            both = items[items["vector"].isin(full)]
             per[split] = {
                 "matched_kl": mk,
                 "matched_strength": matched_strength(items, strengths, y="margin", **common),
                 "reliability": reliability(items, y="margin", **common),
-                "n_items": int(items.groupby("vector")["item"].nunique().min()),
+                "n_items": int(both.groupby("vector")["item"].nunique().min()),
                 "per_seed": _per_seed(items, kl),
-                "seeds_per_vector": items.groupby("vector")["seed"].nunique().to_dict(),
+                "seeds_per_vector": per_vector.to_dict(),
                 "prompt": _prompt_table(pooled[pooled["method"] == "prompt"], kl, common),
                 # the best vector at KL 0.2 minus each other one, paired over the same items
+                # (vectors scored in fewer seeds are left out of it)
                 "paired": paired_comparison(
-                    items.assign(method=items["vector"]),
-                    kl[kl["method"] != "prompt"],
+                    both.assign(method=both["vector"]),
+                    kl[kl["vector"].isin(full)],
                     0.2,
                     args.n_boot,
                     0,
@@ -532,7 +537,8 @@ def summary_markdown(tables: dict[str, Any], args: argparse.Namespace) -> str:
 
 
 def _ahead(seeds: pd.DataFrame, leader: str, other: str) -> str:
-    """ " (ahead in k/n seeds)": seeds where the leader's effect exceeds ``other``'s."""
+    """The note "(ahead in k/n seeds)": in how many seeds alone the leader's effect at KL
+    0.2 exceeds ``other``'s (``seeds``: seed x vector)."""
     if len(seeds) < 2:
         return ""
     diff = (seeds[leader] - seeds[other]).dropna()
@@ -540,26 +546,49 @@ def _ahead(seeds: pd.DataFrame, leader: str, other: str) -> str:
 
 
 def _per_seed_lines(tables: dict[str, Any], personas: list[str], split: str) -> list[str]:
-    """Per persona with several seeds: each method's best layer (pooled) and its effect
-    at KL 0.2 in each seed alone."""
+    """Per persona: each method at its best layer (pooled effect at KL 0.2, picked on
+    these test pairs), the leader minus it (paired CI), and its effect in each seed."""
     lines = []
     for p in personas:
         t = tables[p][split]
         seeds = t["per_seed"].pivot(index="vector", columns="seed", values="effect")
-        if seeds.shape[1] < 2:
-            continue
         mk = t["matched_kl"]
-        mk = mk[np.isclose(mk["target"], 0.2)].dropna(subset=["effect"])
-        best = mk.loc[mk.groupby("method")["effect"].idxmax(), "vector"]
-        parts = [
-            f"{v} " + " / ".join(f"{x:+.2f}" for x in seeds.loc[v])
-            for v in best
-            if v in seeds.index
+        k = t["seeds_per_vector"]
+        most = max(k.values())
+        fewer = sorted(v for v, n in k.items() if n < most)
+        mk = mk[
+            np.isclose(mk["target"], 0.2)
+            & mk["vector"].isin([v for v, n in k.items() if n == most])
         ]
-        lines.append(
-            f"- {p}, each method's best layer, effect at KL 0.2 per seed "
-            f"({' / '.join(str(c) for c in seeds.columns)}): " + "; ".join(parts)
-        )
+        mk = mk.dropna(subset=["effect"])
+        if mk.empty:
+            continue
+        best = mk.loc[mk.groupby("method", sort=False)["effect"].idxmax()]
+        best = best.sort_values("effect", ascending=False)
+        pc = t["paired"].set_index("other") if not t["paired"].empty else pd.DataFrame()
+        leader = t["paired"]["leader"].iloc[0] if not t["paired"].empty else None
+        cols = " / ".join(str(c) for c in seeds.columns)
+        lines += [
+            "",
+            f"{p}, {split}: each method at its best layer among the vectors of all "
+            f"{most} seeds (picked on these test pairs), leader **{leader}**",
+            "",
+            f"| method | layer | effect at KL 0.2 | leader minus it | per seed ({cols}) |",
+            "|---|---|---|---|---|",
+        ]
+        for r in best.itertuples():
+            diff = "-"
+            if r.vector in pc.index:
+                d = pc.loc[r.vector]
+                diff = _fmt(d["difference"], d["low"], d["high"]) + _ahead(
+                    seeds.T, leader, r.vector
+                )
+            per = " / ".join("-" if pd.isna(x) else f"{x:+.2f}" for x in seeds.loc[r.vector])
+            layer = str(r.vector).rsplit(" L", 1)[1]
+            eff = _fmt(r.effect, r.effect_low, r.effect_high)
+            lines.append(f"| {r.method} | {layer} | {eff} | {diff} | {per} |")
+        if fewer:
+            lines += ["", f"Left out (fewer than {most} seeds): {', '.join(fewer)}."]
     return lines
 
 

@@ -175,7 +175,7 @@ def test_validation_skips_only_what_the_choice_cannot_use(tiny_result, tiny_mode
     val = tiny_result.validation
     kls = val.loc[val["strength"] > 0, "kl"]
     cap = float(kls.quantile(0.4))  # cuts some curves, not all
-    cfg = replace(tiny_result.config, methods=("caa", "freeform", "bipo"), kl_cap=cap,
+    cfg = replace(tiny_result.config, methods=("caa", "bipo"), kl_cap=cap,
                   bipo_lrs=(2e-2, 2e-1))  # fmt: skip
     short = calibrate(tiny_model_4l, "power-seeking", config=cfg)
     full = calibrate(tiny_model_4l, "power-seeking", config=replace(cfg, full_validation=True))
