@@ -531,7 +531,7 @@ def summary_markdown(tables: dict[str, Any], args: argparse.Namespace) -> str:
                 for r in pc.itertuples()
             ]
             lines.append(f"- {p}: leader at KL 0.2 **{leader}**; leader minus: " + "; ".join(parts))
-        lines += _per_seed_lines(tables, cols, split)
+        lines += _best_layer_lines(tables, cols, split)
         lines.append("")
     return "\n".join(lines)
 
@@ -545,7 +545,7 @@ def _ahead(seeds: pd.DataFrame, leader: str, other: str) -> str:
     return f" (ahead in {int((diff > 0).sum())}/{len(diff)} seeds)"
 
 
-def _per_seed_lines(tables: dict[str, Any], personas: list[str], split: str) -> list[str]:
+def _best_layer_lines(tables: dict[str, Any], personas: list[str], split: str) -> list[str]:
     """Per persona: each method at its best layer (pooled effect at KL 0.2, picked on
     these test pairs), the leader minus it (paired CI), and its effect in each seed."""
     lines = []

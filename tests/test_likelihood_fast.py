@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from steerlab.errors import EmptyInputError
+from steerlab.errors import ConfigError, EmptyInputError
 from steerlab.evaluation import (
     fast_path_applies,
     likelihood_margin,
@@ -76,3 +76,5 @@ def test_caches_are_reused_across_calls_on_the_same_pairs(tiny_model_4l):
     for got, vec, mults in ((first, a, [0.0, 1.0]), (second, b, [0.0, -1.0])):
         want = alone[(alone["method"] == vec.method) & alone["multiplier"].isin(mults)]
         np.testing.assert_array_equal(got["margin"].to_numpy(), want["margin"].to_numpy())
+    with pytest.raises(ConfigError, match="holds a cache of 4 pairs at layer 2, but 3"):
+        likelihood_margin_fast(m, PAIRS[:3], a, [0.0, 1.0], progress=False, caches=caches)

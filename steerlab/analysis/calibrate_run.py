@@ -236,49 +236,31 @@ def layer_cell(
     kl = kl.rename(columns={"multiplier": "strength"})
     seconds["KL on neutral text"] = time.perf_counter() - t
     t = time.perf_counter()
-    frames, caches = [], {}  # the residual cache of the layer, built once for all groups
-    for grid, group in validation_groups(units, kl, cfg).items():
-        vecs = [v for _, v in group]
-        items = likelihood_margin_fast(model, val_pairs, vecs, grid, batch_size=cfg.batch_size,
-                                       progress=False, per_item=True, caches=caches)  # fmt: skip
-        # the cell's labels (lr variants at one layer are "#2"... in the cell's order)
-        local = [c.label for c in conditions(vecs, (1.0,))]
-        frames.append(
-            items.assign(vector=items["vector"].map(dict(zip(local, (g for g, _ in group)))))
-        )
+    frames, caches = [], {}  # the layer's residual cache, built once for every vector
+    labels = [c.label for c in conditions(list(units.values()), (1.0,))]  # as in ``kl``
+    for label, vec in zip(labels, units.values()):
+        items = likelihood_margin_fast(model, val_pairs, vec, validation_grid(label, kl, cfg),
+                                       batch_size=cfg.batch_size, progress=False,
+                                       per_item=True, caches=caches)  # fmt: skip
+        frames.append(items.assign(vector=label))  # lr variants keep the cell's "#2" labels
     val_items = pd.concat(frames, ignore_index=True).rename(columns={"multiplier": "strength"})
-    order = {label: i for i, label in enumerate(kl["vector"].drop_duplicates())}
-    val_items = val_items.sort_values(  # the vectors' order, as one call would give
-        ["vector", "strength"], key=lambda c: c.map(order) if c.name == "vector" else c,
-        kind="stable", ignore_index=True,
-    )  # fmt: skip
     seconds["validation margins"] = time.perf_counter() - t
     return LayerCell(vectors, units, training, val_items, kl, seconds)
 
 
-def validation_groups(
-    units: dict[Candidate, SteeringVector], kl: pd.DataFrame, cfg: CalibrateConfig
-) -> dict[tuple[float, ...], list[tuple[str, SteeringVector]]]:
-    """The (label, vector)s to score on the validation pairs, grouped by the strengths
-    each needs (labels as in ``kl``: the cell's :func:`conditions` labels).
-
-    A strength is needed up to the largest one whose KL is within the cap: a point above
-    the cap is never admissible, and the points after the last admissible candidate do
-    not change whether it is (:func:`~steerlab.analysis.calibrate.admissible` walks the
-    curve upwards), so the choice is the one a full grid gives. ``full_validation``
-    scores every strength (the report's frontier then shows the points above the cap).
-    """
-    labels = [c.label for c in conditions(list(units.values()), (1.0,))]
-    groups: dict[tuple[float, ...], list[tuple[str, SteeringVector]]] = {}
-    for label, vec in zip(labels, units.values()):
-        grid = tuple(cfg.strengths)
-        if not cfg.full_validation:
-            mine = kl[(kl["vector"] == label) & (kl["strength"] > 0)]
-            within = mine.loc[mine["kl"] <= cfg.kl_cap, "strength"]
-            top = float(within.max()) if len(within) else 0.0
-            grid = tuple(s for s in grid if s <= top) or (0.0,)
-        groups.setdefault(grid, []).append((label, vec))
-    return groups
+def validation_grid(label: str, kl: pd.DataFrame, cfg: CalibrateConfig) -> tuple[float, ...]:
+    """The strengths at which vector ``label`` (a label of ``kl``) is scored on the
+    validation pairs: up to the largest one whose KL is within the cap. A point above the
+    cap is never admissible, and the points after the last admissible candidate do not
+    change whether it is (:func:`~steerlab.analysis.calibrate.admissible` walks the curve
+    upwards), so the choice is the one a full grid gives. ``full_validation`` scores every
+    strength (the report's frontier then shows the points above the cap)."""
+    if cfg.full_validation:
+        return tuple(cfg.strengths)
+    mine = kl[(kl["vector"] == label) & (kl["strength"] > 0)]
+    within = mine.loc[mine["kl"] <= cfg.kl_cap, "strength"]
+    top = float(within.max()) if len(within) else 0.0
+    return tuple(s for s in cfg.strengths if s <= top) or (0.0,)
 
 
 def _quiet(text: str) -> None:

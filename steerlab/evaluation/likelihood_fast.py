@@ -34,7 +34,7 @@ from steerlab.activations.packed import (
     token_logprobs_from_hidden,
 )
 from steerlab.data.convert import as_pairs
-from steerlab.errors import EmptyInputError
+from steerlab.errors import ConfigError, EmptyInputError
 from steerlab.evaluation.likelihood import LIKELIHOOD_METRICS, likelihood_margin
 from steerlab.evaluation.multipliers import (
     DEFAULT_MULTIPLIERS,
@@ -122,6 +122,12 @@ def likelihood_margin_fast(
     caches = {} if caches is None else caches
 
     def cache_at(layer: int) -> PairCache:
+        if layer in caches and len(caches[layer].packed) != len(pair_list):
+            raise ConfigError(
+                f"likelihood_margin_fast(caches=...) holds a cache of "
+                f"{len(caches[layer].packed)} pairs at layer {layer}, but {len(pair_list)} "
+                "pairs were given; pass a new dict for other pairs."
+            )
         if layer not in caches:
             caches[layer] = build_cache(
                 model, pair_list, layer, batch_size=batch_size, progress=False
