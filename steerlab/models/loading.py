@@ -13,6 +13,7 @@ from steerlab.models.chat import DEFAULT_SYSTEM_PROMPT
 from steerlab.models.compat import install_kv_cache_shim
 from steerlab.models.embedded import EMBEDDED_HF_ID, ensure_embedded_cache
 from steerlab.models.model import ModelSpec, SteerlabModel
+from steerlab.utils.malloc import retain_freed_memory
 
 _DTYPES = {
     "float32": torch.float32,
@@ -108,6 +109,8 @@ def _wrap(
     check_supported(hf.config, model_id)
     if device is not None:
         hf = hf.to(device)
+    if device is not None and device.type == "cpu":
+        retain_freed_memory()  # fewer page faults per step (steerlab.utils.malloc)
     hf.eval()
     for p in hf.parameters():
         p.requires_grad_(False)
