@@ -114,7 +114,7 @@ def test_plain_engine_equals_fast_engine(tiny_model_4l):
     plain = fit_reps_run(tiny_model_4l, pairs, layer=1, config=cfg, progress=False,
                          engine="plain")  # fmt: skip
     a, b = [s["loss"] for s in fast.steps], [s["loss"] for s in plain.steps]
-    assert a == pytest.approx(b, rel=1e-6)  # losses of ~40: the weight w is large here
+    assert a == pytest.approx(b, rel=1e-5)  # losses of ~40 (w is large); fused attention
     assert torch.allclose(fast.vector.direction(1), plain.vector.direction(1), atol=1e-5)
 
 

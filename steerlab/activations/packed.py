@@ -36,6 +36,7 @@ from steerlab.activations.capture import capture
 from steerlab.activations.prompts import encode_pair
 from steerlab.errors import ConfigError, EmptyInputError
 from steerlab.models.chat import EncodedText
+from steerlab.models.fast_blocks import fast_blocks
 from steerlab.models.model import SteerlabModel
 from steerlab.models.sites import HookSite
 from steerlab.utils.progress import progress_bar
@@ -268,6 +269,10 @@ def lower_residuals(
     model: SteerlabModel, batch: PackedBatch, layer: int
 ) -> Float[Tensor, "batch pos d_model"]:
     """``resid_post`` of ``layer`` for a packed batch, without any vector (no grad)."""
+    fast = fast_blocks(model)
+    if fast is not None and fast.applies(0, int(batch.ids.shape[1]), stop=layer + 1):
+        with torch.no_grad():
+            return fast.residual(batch.ids, batch.position_ids, batch.allowed, layer)
     site = HookSite(layer, "resid_post")
     stop = layer + 1 if layer + 1 < model.n_layers else None
     mask = batch.attention_mask(model.dtype)
@@ -287,32 +292,54 @@ def token_logprobs_from_hidden(
     return logits.float().log_softmax(-1).gather(1, tokens[:, None]).squeeze(1)
 
 
+def _bridge_hooks(model: SteerlabModel, adds: Mapping[HookSite, Tensor]) -> list:
+    return [(s.hook_name(model), add_hook(delta)) for s, delta in adds.items()]
+
+
 def upper_hidden(
     model: SteerlabModel,
     resid: Float[Tensor, "batch pos d_model"],
     batch: PackedBatch,
     layer: int,
-    hooks: Sequence[tuple[str, Any]] = (),
+    adds: Mapping[HookSite, Tensor] | None = None,
 ) -> Float[Tensor, "n_tok d_model"]:
     """The final normalised residual at the target positions, running only the layers
     above ``layer`` (the unembedding is left to the caller).
 
     ``resid`` is the residual after block ``layer`` (a steering vector already added);
-    ``hooks`` are extra TransformerLens hooks (multi-layer vectors above ``layer``).
+    ``adds`` are added at sites above ``layer`` (multi-layer vectors), broadcast against
+    the activation. Llama-family models run :class:`~steerlab.models.fast_blocks.FastBlocks`
+    (no hooks, fused attention) where it applies, the others the bridge's blocks.
     """
+    adds = dict(adds or {})
     start = layer + 1
+    if start >= model.n_layers:  # a site after the last block: only the final norm remains
+        if adds:
+            raise ConfigError(f"Nothing runs above layer {layer}: cannot add at {list(adds)}.")
+        return model.bridge.ln_final(resid)[batch.tgt_row, batch.tgt_pos]
+    fast = fast_blocks(model)
+    if (
+        fast is not None
+        and all(s.kind == "resid_post" for s in adds)
+        and fast.applies(start, int(resid.shape[1]))
+    ):
+        hidden = fast.forward(
+            resid,
+            batch.position_ids,
+            batch.allowed,
+            start,
+            {s.layer: delta for s, delta in adds.items()},
+        )
+        return hidden[batch.tgt_row, batch.tgt_pos]
     mask = batch.attention_mask(resid.dtype if resid.is_floating_point() else model.dtype)
     with ExitStack() as stack:
         stack.enter_context(final_hidden_only(model))
-        if hooks:
-            stack.enter_context(model.bridge.hooks(fwd_hooks=list(hooks)))
-        if start < model.n_layers:
-            stack.enter_context(skip_lower_blocks(model, start))
-            hidden = model.bridge(
-                resid, start_at_layer=start, attention_mask=mask, position_ids=batch.position_ids
-            )
-        else:  # a site after the last block: only the final norm remains
-            hidden = model.bridge.ln_final(resid)
+        if adds:
+            stack.enter_context(model.bridge.hooks(fwd_hooks=_bridge_hooks(model, adds)))
+        stack.enter_context(skip_lower_blocks(model, start))
+        hidden = model.bridge(
+            resid, start_at_layer=start, attention_mask=mask, position_ids=batch.position_ids
+        )
     return hidden[batch.tgt_row, batch.tgt_pos]
 
 
@@ -321,11 +348,11 @@ def upper_token_logprobs(
     resid: Float[Tensor, "batch pos d_model"],
     batch: PackedBatch,
     layer: int,
-    hooks: Sequence[tuple[str, Any]] = (),
+    adds: Mapping[HookSite, Tensor] | None = None,
 ) -> Float[Tensor, " n_tok"]:
     """Log-probs of the response tokens, running only the layers above ``layer``
     (:func:`upper_hidden`, then the unembedding at the target positions only)."""
-    hidden = upper_hidden(model, resid, batch, layer, hooks)
+    hidden = upper_hidden(model, resid, batch, layer, adds)
     return token_logprobs_from_hidden(model, hidden, batch.tgt_tok)
 
 
@@ -346,11 +373,11 @@ def steered_upper_hidden(
 ) -> Float[Tensor, "n_tok d_model"]:
     """:func:`upper_hidden` of a steering given as per-site ``deltas`` (``resid_post``
     sites, e.g. ``Steering.deltas(model)``): ``resid`` is the unsteered residual after the
-    lowest site's layer; its delta is added there, the others by hooks above it."""
+    lowest site's layer; its delta is added there, the others above it."""
     sites = sorted(deltas)
     low = sites[0]
-    hooks = [(s.hook_name(model), add_hook(deltas[s])) for s in sites[1:]]
-    return upper_hidden(model, resid + deltas[low].to(resid.dtype), batch, low.layer, hooks)
+    adds = {s: deltas[s] for s in sites[1:]}
+    return upper_hidden(model, resid + deltas[low].to(resid.dtype), batch, low.layer, adds)
 
 
 def full_token_logprobs(

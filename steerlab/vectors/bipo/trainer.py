@@ -43,16 +43,9 @@ from steerlab.vectors.vector import Provenance, SteeringVector
 AnyPairCache = PairCache | PlainPairCache
 
 
-def _add_hooks(model: SteerlabModel, layers: list[int], params: list[Tensor], d: Tensor) -> list:
-    """Hooks adding ``d * v_k`` at resid_post of every layer after the first."""
-    hooks = []
-    for layer, v in zip(layers[1:], params[1:]):
-
-        def hook(x: Tensor, hook: Any, v: Tensor = v) -> Tensor:
-            return x + d.to(x.dtype) * v.to(x.dtype)
-
-        hooks.append((HookSite(layer).hook_name(model), hook))
-    return hooks
+def _adds(layers: list[int], params: list[Tensor], d: Tensor) -> dict[HookSite, Tensor]:
+    """``d * v_k`` at resid_post of every layer after the first."""
+    return {HookSite(layer): d * v for layer, v in zip(layers[1:], params[1:])}
 
 
 def policy_logprobs(
@@ -71,7 +64,7 @@ def policy_logprobs(
     dd = d.to(model.device).view(-1, 1, 1)
     x = resid + (dd * params[0]).to(resid.dtype)
     with autocast_to(model.device, cache.autocast):
-        lp = upper_token_logprobs(model, x, batch, layers[0], _add_hooks(model, layers, params, dd))
+        lp = upper_token_logprobs(model, x, batch, layers[0], _adds(layers, params, dd))
     return sequence_logprobs(lp.double() if lp.dtype != torch.float64 else lp, batch)
 
 

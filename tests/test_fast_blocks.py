@@ -1,0 +1,105 @@
+"""FastBlocks (the hook-free Llama-family forward) against the bridge's own blocks."""
+
+import pytest
+import torch
+
+from steerlab.activations.packed import (
+    PackedPair,
+    collate,
+    lower_residuals,
+    upper_token_logprobs,
+)
+from steerlab.models.architectures import random_model
+from steerlab.models.fast_blocks import SUPPORTED, FastBlocks, fast_blocks, use_fast_blocks
+from steerlab.models.sites import HookSite
+
+
+def _batch(model, seed: int = 0):
+    """Three packed pairs of different lengths (so the batch is padded)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def ids(n):
+        return tuple(torch.randint(5, 500, (n,), generator=g).tolist())
+
+    pairs = [PackedPair(ids(p), ids(c), ids(r)) for p, c, r in ((7, 3, 4), (4, 5, 2), (9, 2, 2))]
+    return collate(pairs, model.pad_token_id)
+
+
+def _logprobs_and_grad(model, batch, resid, layer, adds, fast: bool):
+    v = torch.zeros(model.d_model, requires_grad=True)
+    d = torch.tensor([1.0, -1.0, 1.0]).view(-1, 1, 1)
+    with use_fast_blocks(fast):
+        lp = upper_token_logprobs(model, resid + d * v, batch, layer, adds)
+    (lp * torch.linspace(0.5, 1.5, lp.numel())).sum().backward()
+    return lp.detach(), v.grad
+
+
+@pytest.mark.parametrize("arch", SUPPORTED)
+def test_equals_the_bridge_forward_and_gradient(arch, monkeypatch):
+    model = random_model(arch, seed=2, n_layers=4)
+    assert fast_blocks(model) is not None
+    batch = _batch(model)
+    resid = lower_residuals(model, batch, 0)
+    adds = {HookSite(2): torch.randn(3, 1, model.d_model) * 0.5}
+    calls = []
+    forward = FastBlocks.forward
+    monkeypatch.setattr(FastBlocks, "forward", lambda *a, **k: calls.append(1) or forward(*a, **k))
+    lp_f, g_f = _logprobs_and_grad(model, batch, resid, 0, adds, fast=True)
+    assert calls == [1]  # the fast forward ran, and not for the bridge's run below
+    lp_b, g_b = _logprobs_and_grad(model, batch, resid, 0, adds, fast=False)
+    assert calls == [1]
+    assert lp_f.shape == lp_b.shape == (int(batch.tgt_tok.numel()),)
+    torch.testing.assert_close(lp_f, lp_b, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(g_f, g_b, rtol=1e-4, atol=1e-5)
+    assert not torch.equal(g_f, torch.zeros_like(g_f))  # the vector does reach the loss
+    for layer in (0, 2, 3):  # the lower residuals (embedding + blocks 0..layer)
+        with use_fast_blocks(False):
+            want = lower_residuals(model, batch, layer)
+        scale = float(want.abs().max())  # float rounding of a different attention kernel
+        torch.testing.assert_close(
+            lower_residuals(model, batch, layer), want, rtol=1e-4, atol=1e-5 * scale
+        )
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "qwen3", "gemma2", "phi3", "olmo2"])
+def test_other_families_keep_the_bridge(arch):
+    assert fast_blocks(random_model(arch, n_layers=2)) is None
+
+
+def test_a_user_hook_on_a_skipped_block_keeps_the_bridge(tiny_model_4l):
+    model = tiny_model_4l
+    fb = fast_blocks(model)
+    batch = _batch(model, seed=1)
+    resid = lower_residuals(model, batch, 0)
+    site = HookSite(2).hook_name(model)
+
+    def hook(x, hook):
+        return x * 0.5
+
+    assert fb.applies(1, int(resid.shape[1]))
+    with torch.no_grad(), model.bridge.hooks(fwd_hooks=[(site, hook)]):
+        assert not fb.applies(1, int(resid.shape[1]))
+        hooked = upper_token_logprobs(model, resid, batch, 0)
+    with torch.no_grad():
+        plain = upper_token_logprobs(model, resid, batch, 0)
+    assert fb.applies(1, int(resid.shape[1]))
+    assert (hooked - plain).abs().max() > 1e-3  # the user's hook took effect
+
+
+def test_sliding_window_shorter_than_the_batch_keeps_the_bridge(tiny_model_4l):
+    fb = fast_blocks(tiny_model_4l)
+    short = type(fb)(**{**fb.__dict__, "sliding_window": 8})
+    assert short.applies(1, 8) and not short.applies(1, 9)
+
+
+def test_embedded_model_parity(embedded_model):
+    model = embedded_model
+    batch = _batch(model, seed=3)
+    resid = lower_residuals(model, batch, 20)
+    with use_fast_blocks(False):
+        torch.testing.assert_close(lower_residuals(model, batch, 20), resid, rtol=1e-4, atol=1e-4)
+    adds = {HookSite(25): torch.randn(3, 1, model.d_model)}
+    lp_f, g_f = _logprobs_and_grad(model, batch, resid, 20, adds, fast=True)
+    lp_b, g_b = _logprobs_and_grad(model, batch, resid, 20, adds, fast=False)
+    torch.testing.assert_close(lp_f, lp_b, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(g_f, g_b, rtol=1e-3, atol=1e-4)
