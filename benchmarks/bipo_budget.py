@@ -19,16 +19,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from steerlab.analysis.reliability import bootstrap_ci, bootstrap_indices, strength_at_kl
+
 
 def effect_at_kl(cells: Path, stem: str, level: float = 0.2) -> tuple[pd.Series, dict]:
     """Per-pair margin change of the cell's BiPO vector at KL ``level`` (NaN if not reached)."""
     test = pd.read_csv(cells / f"{stem}.test.csv.gz").query("method == 'bipo'")
     kl = pd.read_csv(cells / f"{stem}.kl.csv").query("method == 'bipo'")
     kl = kl.groupby("strength")["kl"].mean().sort_index()
-    s, k = kl.index.to_numpy(), np.sqrt(kl.to_numpy())
-    if np.sqrt(level) > k.max():
+    target = strength_at_kl(kl.index.to_numpy(), kl.to_numpy(), level)
+    if np.isnan(target):
         raise SystemExit(f"{cells}/{stem}: KL {level} not reached (max {kl.max():.3f})")
-    target = float(np.interp(np.sqrt(level), k, s))
     per = test.pivot_table(index="item", columns="strength", values="d_margin")
     eff = per.apply(lambda r: np.interp(target, r.index.to_numpy(), r.to_numpy()), axis=1)
     train = pd.read_csv(cells / f"{stem}.training.csv")
@@ -43,9 +44,8 @@ def effect_at_kl(cells: Path, stem: str, level: float = 0.2) -> tuple[pd.Series,
 
 
 def ci(x: np.ndarray, n_boot: int = 2000, seed: int = 0) -> list[float]:
-    idx = np.random.default_rng(seed).integers(0, len(x), size=(n_boot, len(x)))
-    m = x[idx].mean(1)
-    return [float(x.mean()), float(np.quantile(m, 0.025)), float(np.quantile(m, 0.975))]
+    """Mean and 95% bootstrap CI; the same seed draws the same pairs for every vector."""
+    return list(bootstrap_ci(x, bootstrap_indices(len(x), n_boot, seed)))
 
 
 def main() -> None:

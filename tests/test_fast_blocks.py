@@ -7,8 +7,10 @@ from steerlab.activations.packed import (
     PackedPair,
     collate,
     lower_residuals,
+    upper_hidden,
     upper_token_logprobs,
 )
+from steerlab.errors import ConfigError
 from steerlab.models.architectures import random_model
 from steerlab.models.fast_blocks import SUPPORTED, FastBlocks, fast_blocks, use_fast_blocks
 from steerlab.models.sites import HookSite
@@ -103,3 +105,13 @@ def test_embedded_model_parity(embedded_model):
     lp_b, g_b = _logprobs_and_grad(model, batch, resid, 20, adds, fast=False)
     torch.testing.assert_close(lp_f, lp_b, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(g_f, g_b, rtol=1e-3, atol=1e-4)
+
+
+def test_adding_above_the_last_block_is_refused(tiny_model_4l):
+    model = tiny_model_4l
+    batch = _batch(model)
+    resid = lower_residuals(model, batch, model.n_layers - 1)
+    adds = {HookSite(model.n_layers - 1): torch.zeros(model.d_model)}
+    with pytest.raises(ConfigError, match="Nothing runs above layer 3"):
+        upper_hidden(model, resid, batch, model.n_layers - 1, adds)
+    assert upper_hidden(model, resid, batch, model.n_layers - 1).shape[0] == batch.tgt_tok.numel()

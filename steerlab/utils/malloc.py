@@ -4,7 +4,8 @@ PyTorch's CPU allocator takes every tensor from ``malloc``. With glibc's default
 block of more than 128 KiB-32 MiB comes from a fresh ``mmap`` and goes back to the
 kernel on ``free``, so each training step or scored batch pays page faults (the kernel
 zeroing pages) for every activation it allocates again: on the embedded model that was a
-third of a BiPO epoch (2.1-2.6 M minor faults per 16-step epoch; 0.37 M after this).
+third of a BiPO epoch (2.1-2.6 M minor faults in a process that built two 64-pair caches
+and trained two epochs; 0.37 M with this).
 :func:`retain_freed_memory` raises the ``mmap`` and trim thresholds with ``mallopt``, the
 programmatic form of ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``, so freed
 blocks are reused instead. The cost: the resident set stays near its peak instead of
