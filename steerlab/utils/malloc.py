@@ -28,7 +28,7 @@ MMAP_THRESHOLDS = (256 * 2**20, 32 * 2**20)
 #: Free memory at the top of the heap is kept up to this much (not trimmed).
 TRIM_THRESHOLD = 2**31 - 1
 
-_state: dict[str, bool] = {}
+_state: dict[str, int] = {}
 
 
 def retain_freed_memory() -> bool:
@@ -40,8 +40,8 @@ def retain_freed_memory() -> bool:
     if os.environ.get("STEERLAB_MALLOC_TUNING", "1").strip().lower() in ("0", "false", "no"):
         return False
     if "set" in _state:
-        return _state["set"]
-    ok = False
+        return bool(_state["set"])
+    ok, threshold = False, 0
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
@@ -50,8 +50,12 @@ def retain_freed_memory() -> bool:
             mallopt = None
         if mallopt is not None:
             mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-            ok = any(mallopt(_M_MMAP_THRESHOLD, v) for v in MMAP_THRESHOLDS) and bool(
-                mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
-            )
-    _state["set"] = ok
+            threshold = next((v for v in MMAP_THRESHOLDS if mallopt(_M_MMAP_THRESHOLD, v)), 0)
+            ok = bool(threshold) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    _state["set"], _state["mmap_threshold"] = int(ok), threshold if ok else 0
     return ok
+
+
+def mmap_threshold() -> int:
+    """The ``mmap`` threshold :func:`retain_freed_memory` set in this process (0: none)."""
+    return _state.get("mmap_threshold", 0)
