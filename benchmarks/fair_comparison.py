@@ -62,13 +62,24 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--layers", default="8,12,14,18,22")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--strengths", default="0,0.025,0.05,0.1,0.2,0.4")
-    p.add_argument("--n-train", type=int, default=64, help="training pairs, every method")
+    p.add_argument(
+        "--n-train",
+        type=int,
+        default=64,
+        help="training pairs, every method (0: all pairs left after the validation and test "
+        "splits)",
+    )
     p.add_argument("--n-val", type=int, default=16, help="BiPO best-epoch validation pairs")
     p.add_argument("--n-test", type=int, default=100)
     p.add_argument("--n-ood", type=int, default=100)
     p.add_argument("--n-neutral", type=int, default=24)
     p.add_argument("--bipo-epochs", type=int, default=2)
     p.add_argument("--bipo-lr", type=float, default=2e-2)
+    p.add_argument(
+        "--bipo-lrs", default="",
+        help="comma-separated learning rates: BiPO/RePS train at each and keep the run whose "
+        "best epoch scored highest on the cell's validation pairs (overrides --bipo-lr)",
+    )  # fmt: skip
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--n-boot", type=int, default=2000)
     p.add_argument("--out", default="benchmarks/results/fair_comparison")
@@ -101,8 +112,9 @@ def splits(persona: str, seed: int, args: argparse.Namespace) -> tuple[list, lis
         pool = list(data.train) + list(data.test)
         rng.shuffle(pool)
         test, pool = pool[: args.n_test], pool[args.n_test :]
-    fit, val = pool[: args.n_train], pool[args.n_train : args.n_train + args.n_val]
-    if len(fit) < args.n_train or len(test) < args.n_test:
+    n_train = args.n_train if args.n_train > 0 else len(pool) - args.n_val  # 0: all pairs
+    fit, val = pool[:n_train], pool[n_train : n_train + args.n_val]
+    if len(fit) < n_train or n_train <= 0 or len(test) < args.n_test:
         raise SystemExit(f"{persona}: not enough pairs for n_train/n_test")
     return fit, val, test
 
@@ -165,7 +177,7 @@ def run_layer_cell(
 ) -> None:
     """Fit the vector methods not yet on disk at one layer, sweep strengths, save."""
     from steerlab.analysis.calibrate import CalibrateConfig
-    from steerlab.analysis.calibrate_run import fit_all
+    from steerlab.analysis.calibrate_run import fit_all, fit_candidates
     from steerlab.data.neutral import load_neutral_set
     from steerlab.evaluation.damage import kl_damage
     from steerlab.evaluation.likelihood_fast import likelihood_margin_fast
@@ -187,6 +199,7 @@ def run_layer_cell(
         batch_size=args.batch_size,
         bipo_epochs=args.bipo_epochs,
         bipo_lr=args.bipo_lr,
+        bipo_lrs=tuple(csv_floats(args.bipo_lrs)),
         n_val=args.n_val,
     )
     fit, val, test = splits(persona, seed, args)
@@ -194,7 +207,12 @@ def run_layer_cell(
     def stage(text: str) -> None:
         print(f"[{persona} s{seed} L{layer} {time.perf_counter() - t0:6.0f}s] {text}", flush=True)
 
-    vectors, training, seconds = fit_all(model, persona, cfg, [layer], fit, val, stage)
+    candidates, training, seconds = fit_candidates(
+        cfg, lambda c: fit_all(model, persona, c, [layer], fit, val, stage)
+    )
+    vectors, training = choose_learning_rates(candidates, training)
+    for m, lr in training.drop_duplicates("method").set_index("method")["chosen_lr"].items():
+        stage(f"{m}: learning rate {lr:g} chosen on {len(val)} validation pairs")
     units = [in_norm_units(v, vector_norms(model, v)) for v in vectors.values()]
     norms = pd.DataFrame(
         [
@@ -224,6 +242,25 @@ def run_layer_cell(
     seconds.update(total=time.perf_counter() - t0, methods=todo)
     _save(stem, frames, seed, seconds)
     stage(f"saved {', '.join(todo)}")
+
+
+def choose_learning_rates(
+    candidates: dict[tuple[str, int, float | None], Any], training: pd.DataFrame
+) -> tuple[dict[tuple[str, int], Any], pd.DataFrame]:
+    """One vector per (method, layer): a trained method's run at the learning rate whose best
+    epoch scored highest on the validation pairs (BiPO's own best-epoch criterion). The
+    training records gain ``chosen_lr`` (the same on every row of a method)."""
+    if training.empty:
+        return {(m, L): v for (m, L, _), v in candidates.items()}, training
+    ep = training[training["kind"] == "epoch"].dropna(subset=["score"])
+    if training["base_lr"].nunique() > 1 and ep.empty:
+        raise SystemExit("--bipo-lrs needs validation pairs (--n-val > 0) to choose on")
+    best = ep.groupby(["method", "base_lr"])["score"].max().reset_index()
+    chosen = best.loc[best.groupby("method")["score"].idxmax()].set_index("method")["base_lr"]
+    vectors = {
+        (m, L): v for (m, L, lr), v in candidates.items() if lr is None or lr == chosen.get(m, lr)
+    }
+    return vectors, training.assign(chosen_lr=training["method"].map(chosen))
 
 
 #: The ``layer`` value of prompting's rows (it has none; CSV columns stay integer).
@@ -460,6 +497,44 @@ def markdown(tables: dict[str, Any], args: argparse.Namespace, meta: dict[str, A
     return "\n".join(lines)
 
 
+def training_lines(cells: Path, args: argparse.Namespace) -> list[str]:
+    """Per trained vector: validation score and mean training loss per epoch, per learning
+    rate tried, the chosen run marked (the curves item 6 of the comparison asks for)."""
+    frames = [
+        _read(cells, f"{p}_s*.training.csv", args).assign(persona=p)
+        for p in args.personas.split(",")
+    ]
+    raw = pd.concat(frames, ignore_index=True)
+    if raw.empty or "kind" not in raw:
+        return []
+    ep = raw[raw["kind"] == "epoch"].copy()
+    if ep.empty:
+        return []
+    if "base_lr" not in ep:
+        ep["base_lr"] = args.bipo_lr
+    ep["base_lr"] = ep["base_lr"].fillna(args.bipo_lr)
+    lines = [
+        "## Training curves of the trained vectors",
+        "",
+        "Validation score = margin(x+1) - margin(x-1) on the cell's validation pairs after each "
+        "epoch (BiPO's best-epoch criterion; the best epoch's vector is kept); loss = mean "
+        "training loss of the epoch. `*`: the learning rate kept (highest best-epoch score).",
+        "",
+        "| persona | seed | layer | method | lr | validation score per epoch | loss per epoch |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    keys = ["persona", "seed", "layer", "method", "base_lr"]
+    for key, g in ep.sort_values([*keys, "epoch"]).groupby(keys, sort=True):
+        persona, seed, layer, method, lr = key
+        mark = "*" if "chosen_lr" in g and np.isclose(g["chosen_lr"].iloc[0], lr) else ""
+        score = " / ".join(f"{x:.1f}" for x in g["score"])
+        loss = " / ".join(f"{x:.3f}" for x in g["loss"])
+        lines.append(
+            f"| {persona} | {seed} | {layer} | {method} | {lr:g}{mark} | {score} | {loss} |"
+        )
+    return [*lines, ""]
+
+
 def _prompt_lines(pt: pd.DataFrame | None) -> list[str]:
     if pt is None or pt.empty:
         return []
@@ -641,7 +716,9 @@ def main() -> None:
     (out / f"{args.name}.json").write_text(
         json.dumps({"meta": meta, "tables": to_jsonable(tables)}, indent=1, default=str)
     )
-    (out / f"{args.name}.md").write_text(markdown(tables, args, meta))
+    (out / f"{args.name}.md").write_text(
+        markdown(tables, args, meta) + "\n" + "\n".join(training_lines(cells, args))
+    )
     (out / f"{args.name}_summary.md").write_text(
         f"Command: `{meta['command']}`; {meta['machine']}\n\n" + summary_markdown(tables, args)
     )
