@@ -210,9 +210,20 @@ def run_layer_cell(
     candidates, training, seconds = fit_candidates(
         cfg, lambda c: fit_all(model, persona, c, [layer], fit, val, stage)
     )
-    vectors, training = choose_learning_rates(candidates, training)
-    for m, lr in training.drop_duplicates("method").set_index("method")["chosen_lr"].items():
-        stage(f"{m}: learning rate {lr:g} chosen on {len(val)} validation pairs")
+    neutral, caches = load_neutral_set(n=args.n_neutral), {}
+    vectors, training = choose_learning_rates(
+        candidates,
+        training,
+        lambda v: validation_effect(
+            model, in_norm_units(v, vector_norms(model, v)), val, strengths, neutral,
+            args.batch_size, caches=caches,
+        ),
+    )  # fmt: skip
+    for m, g in training.groupby("method"):
+        tried = g.drop_duplicates("base_lr").set_index("base_lr")["val_effect"]
+        said = ", ".join(f"{lr:g}: {e:+.2f}" for lr, e in tried.items())
+        stage(f"{m}: learning rate {g['chosen_lr'].iloc[0]:g} kept (validation effect at KL "
+              f"0.2 on {len(val)} pairs: {said})")  # fmt: skip
     units = [in_norm_units(v, vector_norms(model, v)) for v in vectors.values()]
     norms = pd.DataFrame(
         [
@@ -234,8 +245,7 @@ def run_layer_cell(
     )  # fmt: skip
     stage(f"margins: {len(test)} test (+ OOD) pairs x {len(units)} vectors x {len(strengths)}")
     kl = kl_damage(
-        model, units, strengths, neutral=load_neutral_set(n=args.n_neutral),
-        batch_size=args.batch_size,
+        model, units, strengths, neutral=neutral, batch_size=args.batch_size,
     ).rename(columns={"multiplier": "strength"})  # fmt: skip
     stage("KL on neutral text")
     frames.update({".kl.csv": kl, ".norms.csv": norms, ".training.csv": training})
@@ -245,22 +255,58 @@ def run_layer_cell(
 
 
 def choose_learning_rates(
-    candidates: dict[tuple[str, int, float | None], Any], training: pd.DataFrame
+    candidates: dict[tuple[str, int, float | None], Any],
+    training: pd.DataFrame,
+    score: Any,
 ) -> tuple[dict[tuple[str, int], Any], pd.DataFrame]:
-    """One vector per (method, layer): a trained method's run at the learning rate whose best
-    epoch scored highest on the validation pairs (BiPO's own best-epoch criterion). The
-    training records gain ``chosen_lr`` (the same on every row of a method)."""
+    """One vector per (method, layer): a trained method tried at several learning rates
+    keeps the run whose vector scores highest by ``score(vector)`` (the validation effect
+    at matched KL, :func:`validation_effect`); BiPO's own best-epoch score, a margin at raw
+    multipliers +-1, would favour the learning rate that makes the longest vector. The
+    training records gain ``val_effect`` (per learning rate) and ``chosen_lr``."""
     if training.empty:
         return {(m, L): v for (m, L, _), v in candidates.items()}, training
-    ep = training[training["kind"] == "epoch"].dropna(subset=["score"])
-    if training["base_lr"].nunique() > 1 and ep.empty:
-        raise SystemExit("--bipo-lrs needs validation pairs (--n-val > 0) to choose on")
-    best = ep.groupby(["method", "base_lr"])["score"].max().reset_index()
-    chosen = best.loc[best.groupby("method")["score"].idxmax()].set_index("method")["base_lr"]
-    vectors = {
-        (m, L): v for (m, L, lr), v in candidates.items() if lr is None or lr == chosen.get(m, lr)
-    }
-    return vectors, training.assign(chosen_lr=training["method"].map(chosen))
+    tried = training.groupby("method")["base_lr"].unique()
+    effects: dict[tuple[str, float], float] = {}
+    for (m, _, lr), v in candidates.items():
+        if lr is not None and len(tried[m]) > 1:
+            effects[(m, lr)] = score(v)
+    chosen = {m: lrs[0] for m, lrs in tried.items()}
+    for m in chosen:
+        mine = {lr: e for (mm, lr), e in effects.items() if mm == m}
+        if mine:
+            chosen[m] = max(mine, key=mine.get)
+    vectors = {(m, L): v for (m, L, lr), v in candidates.items() if lr is None or lr == chosen[m]}
+    val = [effects.get((m, lr), math.nan) for m, lr in zip(training["method"], training["base_lr"])]
+    return vectors, training.assign(val_effect=val, chosen_lr=training["method"].map(chosen))
+
+
+def validation_effect(
+    model: Any,
+    unit: Any,
+    pairs: list,
+    strengths: list[float],
+    neutral: Any,
+    batch_size: int,
+    level: float = 0.2,
+    caches: dict | None = None,
+) -> float:
+    """Mean margin change on ``pairs`` at the strength where the vector (in strength
+    units) reaches KL ``level`` on the neutral text, interpolated as the report does;
+    at the largest strength when the sweep stays below ``level`` (a lower bound)."""
+    from steerlab.analysis.reliability import strength_at_kl
+    from steerlab.evaluation.damage import kl_damage
+    from steerlab.evaluation.likelihood_fast import likelihood_margin_fast
+
+    xs = np.array(sorted({0.0, *strengths}))
+    kl = kl_damage(model, unit, list(xs), neutral=neutral, batch_size=batch_size)
+    kl = kl.groupby("multiplier")["kl"].mean().reindex(xs).to_numpy()
+    items = likelihood_margin_fast(model, pairs, unit, list(xs), batch_size=batch_size,
+                                   progress=False, per_item=True, caches=caches)  # fmt: skip
+    margin = items.groupby("multiplier")["margin"].mean().reindex(xs).to_numpy()
+    target = strength_at_kl(xs, kl, level)
+    target = xs[-1] if math.isnan(target) else target
+    return float(np.interp(target, xs, margin) - margin[0])
 
 
 #: The ``layer`` value of prompting's rows (it has none; CSV columns stay integer).
@@ -518,19 +564,32 @@ def training_lines(cells: Path, args: argparse.Namespace) -> list[str]:
         "",
         "Validation score = margin(x+1) - margin(x-1) on the cell's validation pairs after each "
         "epoch (BiPO's best-epoch criterion; the best epoch's vector is kept); loss = mean "
-        "training loss of the epoch. `*`: the learning rate kept (highest best-epoch score).",
+        "training loss of the epoch. Where several learning rates were tried, the one whose "
+        "kept vector moved the validation margin most at KL 0.2 nats/token (`val effect`) "
+        "is kept (`*`).",
         "",
-        "| persona | seed | layer | method | lr | validation score per epoch | loss per epoch |",
-        "|---|---|---|---|---|---|---|",
+        "| persona | seed | layer | method | lr | val effect @ KL 0.2 | validation score per "
+        "epoch | loss per epoch |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     keys = ["persona", "seed", "layer", "method", "base_lr"]
     for key, g in ep.sort_values([*keys, "epoch"]).groupby(keys, sort=True):
         persona, seed, layer, method, lr = key
-        mark = "*" if "chosen_lr" in g and np.isclose(g["chosen_lr"].iloc[0], lr) else ""
+        several = (
+            "chosen_lr" in g
+            and ep.query("persona == @persona and seed == @seed and layer == @layer")[
+                "base_lr"
+            ].nunique()
+            > 1
+        )
+        mark = "*" if several and np.isclose(g["chosen_lr"].iloc[0], lr) else ""
+        eff = g["val_effect"].iloc[0] if "val_effect" in g else math.nan
+        eff_text = "-" if math.isnan(eff) else f"{eff:+.2f}"
         score = " / ".join(f"{x:.1f}" for x in g["score"])
         loss = " / ".join(f"{x:.3f}" for x in g["loss"])
         lines.append(
-            f"| {persona} | {seed} | {layer} | {method} | {lr:g}{mark} | {score} | {loss} |"
+            f"| {persona} | {seed} | {layer} | {method} | {lr:g}{mark} | {eff_text} | {score} "
+            f"| {loss} |"
         )
     return [*lines, ""]
 
