@@ -65,3 +65,58 @@ def test_pooled_curves_average_a_pair_over_its_seeds(fc):
     assert curve.n_items == 3  # 3 pairs, not 6 (pair, seed) items
     # effect at 0.2: seed 0 gives +2, seed 1 gives +6; each pair's curve is their mean
     np.testing.assert_allclose(curve.values[:, 1] - curve.values[:, 0], [4.0, 4.0, 4.0])
+
+
+def test_n_train_zero_takes_every_pair_left_after_validation_and_test(fc):
+    everything = argparse.Namespace(n_train=0, n_val=32, n_test=100, n_ood=100)
+    fit, val, test = fc.splits("corrigible-less-HHH", 0, everything)
+    assert (len(fit), len(val), len(test)) == (218, 32, 100)  # 268 + 82 pairs in all
+    assert not {id(p) for p in fit} & {id(p) for p in val + test}
+    explicit = argparse.Namespace(n_train=218, n_val=32, n_test=100, n_ood=100)
+    assert fc.splits("corrigible-less-HHH", 0, explicit) == (fit, val, test)
+
+
+def test_learning_rate_kept_is_the_one_with_the_best_validation_effect(fc):
+    # Two BiPO runs (lr 0.02 has the higher best-epoch score, as a longer vector would)
+    # and a CAA vector that does not train: the score function alone decides.
+    training = pd.DataFrame(
+        [
+            dict(method="bipo", base_lr=lr, kind="epoch", epoch=e, score=sc, loss=0.5)
+            for lr, scores in ((0.02, (20.0, 31.0)), (0.05, (10.0, 14.0)))
+            for e, sc in enumerate(scores)
+        ]
+    )
+    candidates = {("bipo", 14, 0.02): "v02", ("bipo", 14, 0.05): "v05", ("caa", 14, None): "c"}
+    effects = {"v02": 3.0, "v05": 5.0}
+    vectors, out = fc.choose_learning_rates(candidates, training, effects.__getitem__)
+    assert vectors == {("bipo", 14): "v05", ("caa", 14): "c"}
+    assert set(out["chosen_lr"]) == {0.05}
+    assert out.groupby("base_lr")["val_effect"].first().to_dict() == {0.02: 3.0, 0.05: 5.0}
+    # one learning rate: nothing to choose, nothing scored
+    one = training[training["base_lr"] == 0.02]
+    vectors, out = fc.choose_learning_rates(
+        {("bipo", 14, 0.02): "v02"}, one, lambda v: pytest.fail("scored")
+    )
+    assert vectors == {("bipo", 14): "v02"} and out["val_effect"].isna().all()
+
+
+def test_import_cells_renames_methods_and_replaces_earlier_imports(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from import_cells import import_cells
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    stem = "power-seeking_s0_L14"
+    (src / f"{stem}.done").write_text("{}")
+    pd.DataFrame({"method": ["bipo", "caa"], "kl": [0.1, 0.2]}).to_csv(src / f"{stem}.kl.csv")
+    dst.mkdir()
+    pd.DataFrame({"method": ["bipo"], "kl": [0.3]}).to_csv(dst / f"{stem}.kl.csv", index=False)
+    for _ in range(2):  # twice: the second import replaces the first
+        import_cells(src, dst, "_64p", ["power-seeking"], [0], [14], ["bipo", "caa"])
+    out = pd.read_csv(dst / f"{stem}.kl.csv")
+    assert sorted(out["method"]) == ["bipo", "bipo_64p", "caa_64p"]
+    assert out.set_index("method").loc["bipo", "kl"] == 0.3  # the destination's own rows stay
+    with pytest.raises(SystemExit, match="no such cell"):
+        import_cells(src, dst, "_64p", ["power-seeking"], [1], [14], ["bipo"])
