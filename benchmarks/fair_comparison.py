@@ -452,11 +452,44 @@ def aggregate(args: argparse.Namespace, cells: Path) -> dict[str, Any]:
                     args.n_boot,
                     0,
                 ),
+                "budget": _budget_differences(both, kl[kl["vector"].isin(full)], args.n_boot),
             }
         norms = _read(cells, f"{persona}_s*.norms.csv", args)
         per["norms"] = norms.groupby(["method", "layer"])[["norm", "typical"]].mean().reset_index()
         tables[persona] = per
     return tables
+
+
+#: Method-name suffix of vectors imported from the 64-pair grid (``import_cells.py``): the
+#: report pairs ``bipo`` with ``bipo_64p`` at the same layer (more training data, minus the
+#: grid's budget).
+BASELINE_SUFFIX = "_64p"
+
+
+def _budget_differences(items: pd.DataFrame, kl: pd.DataFrame, n_boot: int) -> pd.DataFrame:
+    """Per (method, layer) present both as itself and as ``method + BASELINE_SUFFIX``: its
+    effect at KL 0.2 minus the baseline's, paired over the same items (bootstrap CI)."""
+    from steerlab.analysis.calibrate import paired_comparison
+
+    rows = []
+    vectors = set(items["vector"])
+    for vec in sorted(vectors):
+        method, layer = str(vec).rsplit(" L", 1)
+        base = f"{method}{BASELINE_SUFFIX} L{layer}"
+        if method.endswith(BASELINE_SUFFIX) or base not in vectors:
+            continue
+        two = items[items["vector"].isin([vec, base])]
+        pc = paired_comparison(
+            two.assign(method=two["vector"]), kl[kl["vector"].isin([vec, base])], 0.2, n_boot, 0
+        )
+        if pc.empty:
+            continue
+        r = pc.iloc[0]
+        sign = 1.0 if r["leader"] == vec else -1.0
+        lo, hi = sorted((sign * r["low"] + 0.0, sign * r["high"] + 0.0))
+        rows.append(dict(method=method, layer=int(layer), difference=sign * r["difference"] + 0.0,
+                         low=lo, high=hi))  # fmt: skip
+    return pd.DataFrame(rows)
 
 
 def _prompt_table(items: pd.DataFrame, kl: pd.DataFrame, common: dict) -> pd.DataFrame:
@@ -666,6 +699,7 @@ def summary_markdown(tables: dict[str, Any], args: argparse.Namespace) -> str:
             ]
             lines.append(f"- {p}: leader at KL 0.2 **{leader}**; leader minus: " + "; ".join(parts))
         lines += _best_layer_lines(tables, cols, split)
+        lines += _budget_lines(tables, cols, split)
         lines.append("")
     return "\n".join(lines)
 
@@ -724,6 +758,28 @@ def _best_layer_lines(tables: dict[str, Any], personas: list[str], split: str) -
         if fewer:
             lines += ["", f"Left out (fewer than {most} seeds): {', '.join(fewer)}."]
     return lines
+
+
+def _budget_lines(tables: dict[str, Any], personas: list[str], split: str) -> list[str]:
+    """The same method at the same layer, trained on more pairs minus the 64-pair grid's."""
+    rows = []
+    for p in personas:
+        b = tables[p][split].get("budget")
+        if b is None or b.empty:
+            continue
+        for r in b.itertuples():
+            rows.append(f"| {p} | {r.method} | {r.layer} | {_fmt(r.difference, r.low, r.high)} |")
+    if not rows:
+        return []
+    return [
+        "",
+        f"{split}: effect at KL 0.2 of each vector minus the 64-pair grid's vector of the same "
+        f"method and layer (`{BASELINE_SUFFIX}`), paired over the same pairs and seeds",
+        "",
+        "| persona | method | layer | difference |",
+        "|---|---|---|---|",
+        *rows,
+    ]
 
 
 def to_jsonable(tables: dict[str, Any]) -> dict[str, Any]:

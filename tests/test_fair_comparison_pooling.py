@@ -120,3 +120,20 @@ def test_import_cells_renames_methods_and_replaces_earlier_imports(tmp_path):
     assert out.set_index("method").loc["bipo", "kl"] == 0.3  # the destination's own rows stay
     with pytest.raises(SystemExit, match="no such cell"):
         import_cells(src, dst, "_64p", ["power-seeking"], [1], [14], ["bipo"])
+
+
+def test_budget_difference_is_paired_and_signed_more_data_minus_grid(fc):
+    # Same KL curve (KL = 5 s^2: 0.2 at s = 0.2) for both vectors; per pair the effect at
+    # s = 0.2 is 10 * 0.2 * slope: slope 3 for the full-data vector, 1 + pair/10 for the
+    # grid's, so the difference per pair is 4 - 0.2 * pair (mean 3.8 over 3 pairs).
+    rows, kl = [], []
+    for vec, slope in (("bipo L14", lambda i: 3.0), ("bipo_64p L14", lambda i: 1.0 + i / 10)):
+        for s in (0.0, 0.1, 0.2, 0.4):
+            kl.append(dict(vector=vec, strength=s, kl=5 * s * s, item=0))
+            for i in range(3):
+                rows.append(dict(vector=vec, method=vec.split()[0], layer=14, item=f"p{i}",
+                                 strength=s, margin=10 * s * slope(i)))  # fmt: skip
+    out = fc._budget_differences(pd.DataFrame(rows), pd.DataFrame(kl), n_boot=200)
+    assert out[["method", "layer"]].values.tolist() == [["bipo", 14]]
+    np.testing.assert_allclose(out["difference"], [3.8])
+    assert out["low"].iloc[0] <= 3.8 <= out["high"].iloc[0] and out["low"].iloc[0] >= 3.6
