@@ -1,8 +1,10 @@
 """BiPO speed: the fast trainer vs two plain implementations, side by side, in one run.
 
 Prints JSON (and writes it with ``--out``): seconds per epoch of the fast trainer in fp32
-and under bf16 autocast, each against a FLOP floor for this machine (matmul FLOPs at the
-machine's best square-matmul rate in that precision); two baselines timed on the same
+and under bf16 autocast (the median of ``--epochs`` epochs of one run, each epoch listed),
+each against a FLOP floor for this machine (matmul FLOPs at the machine's best
+square-matmul rate in that precision; for fp32 the faster of two rates taken just before
+and just after the fp32 run, as the rate drifts on a shared host); two baselines timed on the same
 pairs over ``--baseline-steps`` steps and extrapolated to an epoch: the test suite's
 one-by-one plain code and a reference-style batched one (the step's chosen and rejected
 responses in one padded forward with the vector, one without for the reference,
@@ -18,6 +20,7 @@ import dataclasses
 import json
 import os
 import platform
+import statistics
 import subprocess
 import threading
 import time
@@ -30,7 +33,7 @@ import steerlab as sl
 from steerlab.activations.packed import pack_pairs
 from steerlab.data import load_pairs
 from steerlab.vectors.bipo import BiPOConfig, fit_bipo_run
-from steerlab.vectors.bipo.schedule import epoch_plan
+from steerlab.vectors.bipo.schedule import steps_per_epoch
 from tests.bipo_plain import batched_score, plain_bipo
 
 
@@ -102,12 +105,31 @@ def fast_flops(model, pairs, layer, cfg, reference_forward: bool = False) -> flo
 
 
 def timed_run(model, pairs, layer, cfg):
-    """One fast run (its cache built first); (run, seconds, peak RSS delta in MB)."""
+    """One fast run of ``cfg.epochs`` epochs (its cache built first): (run, seconds in all,
+    seconds of each epoch, peak RSS delta in MB). An epoch's time runs from the end of the
+    previous one (the first: from the end of the cache) to its last step."""
+    per_epoch = steps_per_epoch(len(pairs), cfg)
+    ends: list[float] = []
     with PeakRSS() as mem:
         t = time.perf_counter()
-        run = fit_bipo_run(model, pairs, layer=layer, config=cfg, progress=False)
+        run = fit_bipo_run(model, pairs, layer=layer, config=cfg, progress=False,
+                           on_step=lambda rec: ends.append(time.perf_counter()))  # fmt: skip
         total = time.perf_counter() - t
-    return run, total, mem.delta_mb
+    marks = [t + run.cache_seconds] + ends[per_epoch - 1 :: per_epoch]
+    epochs = [b - a for a, b in zip(marks, marks[1:])]
+    return run, total, epochs, mem.delta_mb
+
+
+def epoch_summary(run, total, epochs, mem) -> dict:
+    """Seconds per epoch: the median of the timed epochs (and each of them)."""
+    return {
+        "seconds_per_epoch": statistics.median(epochs),
+        "seconds_per_epoch_best": min(epochs),
+        "epoch_seconds": epochs,
+        "one_time_cache_seconds": run.cache_seconds,
+        "seconds_first_epoch_incl_cache": run.cache_seconds + epochs[0],
+        "peak_rss_delta_mb": mem,
+    }
 
 
 def baseline(model, pairs, layer, cfg, steps, score=None):
@@ -152,6 +174,7 @@ def main() -> None:
     ap.add_argument("--n-pairs", type=int, default=160)
     ap.add_argument("--layer", type=int, default=14)
     ap.add_argument("--device", default=None)
+    ap.add_argument("--epochs", type=int, default=3, help="epochs timed per fast run")
     ap.add_argument("--baseline-steps", type=int, default=8, help="0 skips the baselines")
     ap.add_argument("--n-heldout", type=int, default=100, help="test pairs of the margin check")
     ap.add_argument("--out", default=None, help="also write the JSON here")
@@ -160,8 +183,8 @@ def main() -> None:
     model = sl.load_model(args.model, device=args.device)
     data = load_pairs(args.behavior)
     pairs = list(data.train)[: args.n_pairs]
-    cfg = BiPOConfig(epochs=1, warmup_steps=2, lr=5e-3)
-    steps = len(epoch_plan([1] * len(pairs), cfg, 0))
+    cfg = BiPOConfig(epochs=args.epochs, warmup_steps=2, lr=5e-3)
+    steps = steps_per_epoch(len(pairs), cfg)
     out: dict = {
         "command": "python benchmarks/bipo_speed.py "
         + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None),
@@ -180,23 +203,19 @@ def main() -> None:
     with torch.no_grad():
         for p in pack_pairs(model, pairs[:4]):
             model.bridge(torch.tensor([p.prompt + p.matching], device=model.device))
-    run, total, mem = timed_run(model, pairs, args.layer, cfg)
-    out["fast"] = {
-        "seconds_per_epoch": total - run.cache_seconds,
-        "one_time_cache_seconds": run.cache_seconds,
-        "seconds_first_epoch_incl_cache": total,
-        "cache_mb": run.cache_bytes / 2**20,
-        "peak_rss_delta_mb": mem,
-    }
+    # The fp32 floor's matmul rate is taken just before and just after the fp32 run, and
+    # the faster of the two kept: the rate drifts by 10-15% over minutes on a shared host.
+    rates32 = [matmul_gflops(model.device)]
+    run, *timing = timed_run(model, pairs, args.layer, cfg)
+    rates32.append(matmul_gflops(model.device))
+    out["fast"] = {**epoch_summary(run, *timing), "cache_mb": run.cache_bytes / 2**20}
     cfg16 = dataclasses.replace(cfg, autocast_bf16=True)
-    run16, total16, mem16 = timed_run(model, pairs, args.layer, cfg16)
+    run16, *timing16 = timed_run(model, pairs, args.layer, cfg16)
     out["fast_bf16_autocast"] = {
-        "seconds_per_epoch": total16 - run16.cache_seconds,
-        "one_time_cache_seconds": run16.cache_seconds,
+        **epoch_summary(run16, *timing16),
         "max_loss_diff_vs_fp32": max(
             abs(a["loss"] - b["loss"]) for a, b in zip(run.steps, run16.steps)
         ),
-        "peak_rss_delta_mb": mem16,
     }
     fast_losses = [s["loss"] for s in run.steps]
     for name, score in (("plain", None), ("batched_reference_style", batched_score)):
@@ -216,17 +235,21 @@ def main() -> None:
             "peak_rss_delta_mb": mem_b,
         }
     floors = {}
-    for label, dtype, ref, secs in (
-        ("fp32", torch.float32, False, out["fast"]["seconds_per_epoch"]),
-        ("bf16", torch.bfloat16, True, out["fast_bf16_autocast"]["seconds_per_epoch"]),
+    for label, dtype, ref, key, rates in (
+        ("fp32", torch.float32, False, "fast", rates32),
+        ("bf16", torch.bfloat16, True, "fast_bf16_autocast", None),
     ):
-        gflops = matmul_gflops(model.device, dtype=dtype)
+        rates = rates or [matmul_gflops(model.device, dtype=dtype)]
+        gflops = max(rates)
         flops = fast_flops(model, pairs, args.layer, cfg, reference_forward=ref)
+        floor = flops / 1e9 / gflops
         floors[label] = {
             "epoch_gflop": flops / 1e9,
             "machine_matmul_gflops": gflops,
-            "floor_seconds_per_epoch": flops / 1e9 / gflops,
-            "fast_over_floor": secs / (flops / 1e9 / gflops),
+            "matmul_gflops_measured": rates,
+            "floor_seconds_per_epoch": floor,
+            "fast_over_floor": out[key]["seconds_per_epoch"] / floor,
+            "fast_over_floor_best_epoch": out[key]["seconds_per_epoch_best"] / floor,
         }
     out["flop_floor"] = floors
     test = list(data.test)[: args.n_heldout]

@@ -115,3 +115,25 @@ def test_adding_above_the_last_block_is_refused(tiny_model_4l):
     with pytest.raises(ConfigError, match="Nothing runs above layer 3"):
         upper_hidden(model, resid, batch, model.n_layers - 1, adds)
     assert upper_hidden(model, resid, batch, model.n_layers - 1).shape[0] == batch.tgt_tok.numel()
+
+
+def test_pads_are_never_computed_and_at_selects_the_same_outputs(tiny_model_4l):
+    """``lengths`` runs only the real tokens and ``at`` only the read positions of the last
+    block: both equal the padded full forward there, and a NaN at a pad cannot reach
+    them (in the padded forward it does, through the pads' keys and values)."""
+    model = tiny_model_4l
+    fb = fast_blocks(model)
+    batch = _batch(model, seed=4)
+    assert int(batch.lengths.min()) < batch.ids.shape[1]  # the batch is padded
+    resid = lower_residuals(model, batch, 0).clone()
+    adds = {2: torch.randn(3, 1, model.d_model)}
+    at = (batch.tgt_row, batch.tgt_pos)
+    args = (batch.position_ids, batch.allowed, 1, adds)
+    with torch.no_grad():
+        full = fb.forward(resid, *args)[at]
+        compact = fb.forward(resid, *args, lengths=batch.lengths, at=at)
+        torch.testing.assert_close(compact, full, rtol=1e-5, atol=1e-5)
+        pads = torch.arange(resid.shape[1])[None, :] >= batch.lengths[:, None]
+        resid[pads] = float("nan")
+        assert torch.isfinite(fb.forward(resid, *args, lengths=batch.lengths, at=at)).all()
+        assert not torch.isfinite(fb.forward(resid, *args)[at]).all()

@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from steerlab.activations.batch import length_sorted_batches
 from steerlab.activations.capture import capture
+from steerlab.activations.gathered import gathered_logprobs, plain_gathered_logprobs
 from steerlab.activations.prompts import encode_pair
 from steerlab.errors import ConfigError, EmptyInputError
 from steerlab.models.chat import EncodedText
@@ -286,10 +286,15 @@ def lower_residuals(
 def token_logprobs_from_hidden(
     model: SteerlabModel, hidden: Float[Tensor, "n_tok d_model"], tokens: Tensor
 ) -> Float[Tensor, " n_tok"]:
+    """Log-probs of ``tokens`` at ``hidden`` through the model's linear unembedding: the
+    one-matmul-backward :func:`~steerlab.activations.gathered.gathered_logprobs` in fp32
+    without autocast, the plain composition otherwise."""
     lin = unembed_linear(model)
     assert lin is not None
-    logits = F.linear(hidden, lin.weight, lin.bias)
-    return logits.float().log_softmax(-1).gather(1, tokens[:, None]).squeeze(1)
+    fp32 = hidden.dtype == lin.weight.dtype == torch.float32
+    if fp32 and not torch.is_autocast_enabled(hidden.device.type):
+        return gathered_logprobs(hidden, lin.weight, lin.bias, tokens)
+    return plain_gathered_logprobs(hidden, lin.weight, lin.bias, tokens)
 
 
 def _bridge_hooks(model: SteerlabModel, adds: Mapping[HookSite, Tensor]) -> list:
@@ -323,14 +328,15 @@ def upper_hidden(
         and all(s.kind == "resid_post" for s in adds)
         and fast.applies(start, int(resid.shape[1]))
     ):
-        hidden = fast.forward(
+        return fast.forward(
             resid,
             batch.position_ids,
             batch.allowed,
             start,
             {s.layer: delta for s, delta in adds.items()},
+            lengths=batch.lengths,
+            at=(batch.tgt_row, batch.tgt_pos),
         )
-        return hidden[batch.tgt_row, batch.tgt_pos]
     mask = batch.attention_mask(resid.dtype if resid.is_floating_point() else model.dtype)
     with ExitStack() as stack:
         stack.enter_context(final_hidden_only(model))

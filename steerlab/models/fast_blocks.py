@@ -7,7 +7,10 @@ computation on the model's own weights (read at call time, so a temporary cast o
 applies) with fused attention (``scaled_dot_product_attention``, grouped-query heads
 without copies) and nothing else: about 1.25x faster forward + backward on the embedded
 model, equal within float rounding (tested against the bridge on every supported
-architecture of the tiny matrix).
+architecture of the tiny matrix). Given the rows' lengths it runs every token-wise matmul
+on the real tokens only (padding exists only inside attention, where it is masked), and
+given the positions that will be read it runs the last block's output projection and MLP
+there only.
 
 It is used only where it is exact: a supported architecture (:data:`SUPPORTED`: SiLU
 gated MLP, RMSNorm, rotary positions over the whole head, no logit soft-capping), no
@@ -114,12 +117,26 @@ class FastBlocks:
         allowed: Bool[Tensor, "batch pos pos"],
         start: int,
         adds: Mapping[int, Tensor] | None = None,
-    ) -> Float[Tensor, "batch pos d_model"]:
+        *,
+        lengths: Int[Tensor, " batch"] | None = None,
+        at: tuple[Tensor, Tensor] | None = None,
+    ) -> Float[Tensor, "..."]:
         """Blocks ``start..`` on the residual ``x`` entering block ``start``, then the final
         norm. ``allowed[b, i, j]``: query ``i`` may attend to key ``j``; ``adds[layer]`` is
-        added to the residual after that block (broadcast, cast to its dtype)."""
-        x = self.run(x, position_ids, allowed, start, len(self.blocks), adds)
-        return _rms(x, self.norm)
+        added to the residual after that block (broadcast against ``[batch, pos, d_model]``,
+        cast to its dtype).
+
+        ``lengths``: right-padded rows, row ``b`` real up to ``lengths[b]``: the pads are
+        never computed (every token-wise matmul runs on real tokens only; attention sees
+        zeros at the pads, which ``allowed`` masks). ``at = (rows, pos)``: return only
+        those positions (``[n, d_model]``), and the last block's output projection and
+        MLP run only there. Without ``at``: ``[batch, pos, d_model]`` (zeros at pads).
+        """
+        grid = _Grid.of(x, lengths)
+        out = self._run(grid, grid.pack(x), position_ids, allowed, start, len(self.blocks),
+                        adds or {}, at)  # fmt: skip
+        out = _rms(out, self.norm)
+        return out if at is not None else grid.unpack(out)
 
     def residual(
         self,
@@ -130,40 +147,98 @@ class FastBlocks:
     ) -> Float[Tensor, "batch pos d_model"]:
         """``resid_post`` of ``layer``: the embedding, then blocks ``0..layer``."""
         x = self.embed(ids)
-        return self.run(x, position_ids, allowed, 0, layer + 1)
+        grid = _Grid.of(x, None)
+        return grid.unpack(self._run(grid, grid.pack(x), position_ids, allowed, 0, layer + 1, {}))
 
-    def run(
+    def _run(
         self,
-        x: Float[Tensor, "batch pos d_model"],
+        grid: "_Grid",
+        x: Float[Tensor, "tok d_model"],
         position_ids: Int[Tensor, "batch pos"],
         allowed: Bool[Tensor, "batch pos pos"],
         start: int,
         stop: int,
-        adds: Mapping[int, Tensor] | None = None,
-    ) -> Float[Tensor, "batch pos d_model"]:
-        """The residual after blocks ``start..stop-1``, without the final norm."""
-        adds = adds or {}
-        b, t, d = x.shape
+        adds: Mapping[int, Tensor],
+        at: tuple[Tensor, Tensor] | None = None,
+    ) -> Float[Tensor, "out d_model"]:
+        """Blocks ``start..stop-1`` on the tokens of ``grid`` (no final norm); with ``at``,
+        the last block's output only at those positions."""
+        n = x.shape[0]
         cos, sin = self.rotary(x, position_ids)
-        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        cos, sin = grid.pack(cos).unsqueeze(1), grid.pack(sin).unsqueeze(1)
         mask = allowed.unsqueeze(1)
         hq, hk, hd = self.n_heads, self.n_kv_heads, self.head_dim
+        where = (grid.rows, grid.pos)
         for i in range(start, stop):
             blk = self.blocks[i]
             h = _rms(x, blk.ln1)
-            q = _lin(h, blk.q).view(b, t, hq, hd).transpose(1, 2)
-            k = _lin(h, blk.k).view(b, t, hk, hd).transpose(1, 2)
-            v = _lin(h, blk.v).view(b, t, hk, hd).transpose(1, 2)
-            q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+            q = _rotate(_lin(h, blk.q).view(n, hq, hd), cos, sin)
+            k = _rotate(_lin(h, blk.k).view(n, hk, hd), cos, sin)
+            v = _lin(h, blk.v).view(n, hk, hd)
+            q, k, v = (grid.unpack(t).transpose(1, 2) for t in (q, k, v))
             a = F.scaled_dot_product_attention(
                 q, k, v.to(q.dtype), attn_mask=mask, scale=self.scaling, enable_gqa=hq != hk
             )
-            x = x + _lin(a.transpose(1, 2).reshape(b, t, hq * hd), blk.o)
+            a = grid.pack(a.transpose(1, 2)).reshape(n, hq * hd)
+            if at is not None and i == stop - 1:  # only these outputs are read
+                sel = grid.index(*at)
+                x, a, where = x[sel], a[sel], at
+            x = x + _lin(a, blk.o)
             h = _rms(x, blk.ln2)
             x = x + _lin(F.silu(_lin(h, blk.gate)) * _lin(h, blk.up), blk.down)
             if i in adds:
-                x = x + adds[i].to(x.dtype)
+                x = x + grid.at(adds[i], *where).to(x.dtype)
         return x
+
+
+@dataclass(frozen=True, eq=False)
+class _Grid:
+    """The ``[batch, pos]`` grid of a right-padded batch and the tokens computed on it:
+    all of them (``flat`` None) or the real ones (``flat``: row-major flat indices)."""
+
+    batch: int
+    width: int
+    rows: Int[Tensor, " tok"]
+    pos: Int[Tensor, " tok"]
+    flat: Int[Tensor, " tok"] | None
+    starts: Int[Tensor, " batch"]  # index of each row's first token
+
+    @classmethod
+    def of(cls, x: Tensor, lengths: Tensor | None) -> "_Grid":
+        b, t = int(x.shape[0]), int(x.shape[1])
+        dev = x.device
+        if lengths is None or bool((lengths.to(dev) >= t).all()):
+            rows = torch.arange(b, device=dev).repeat_interleave(t)
+            pos = torch.arange(t, device=dev).repeat(b)
+            starts = torch.arange(b, device=dev) * t
+            return cls(b, t, rows, pos, None, starts)
+        lengths = lengths.to(dev)
+        real = torch.arange(t, device=dev)[None, :] < lengths[:, None]
+        flat = real.reshape(-1).nonzero().squeeze(1)
+        starts = torch.cumsum(lengths, 0) - lengths
+        return cls(b, t, flat // t, flat % t, flat, starts)
+
+    def pack(self, y: Tensor) -> Tensor:
+        """``[batch, pos, ...]`` -> ``[tok, ...]``."""
+        y = y.reshape(self.batch * self.width, *y.shape[2:])
+        return y if self.flat is None else y.index_select(0, self.flat)
+
+    def unpack(self, y: Tensor) -> Tensor:
+        """``[tok, ...]`` -> ``[batch, pos, ...]``, zeros where no token was computed."""
+        if self.flat is not None:
+            full = y.new_zeros(self.batch * self.width, *y.shape[1:])
+            y = full.index_copy(0, self.flat, y)
+        return y.view(self.batch, self.width, *y.shape[1:])
+
+    def index(self, rows: Tensor, pos: Tensor) -> Tensor:
+        """Token indices of grid positions ``(rows, pos)`` (real positions only)."""
+        return self.starts[rows.to(self.starts.device)] + pos.to(self.starts.device)
+
+    def at(self, delta: Tensor, rows: Tensor, pos: Tensor) -> Tensor:
+        """``delta`` broadcast against ``[batch, pos, d]``, at positions ``(rows, pos)``."""
+        d = delta.shape[-1]
+        full = torch.broadcast_to(delta, (self.batch, self.width, d))
+        return full[rows.to(delta.device), pos.to(delta.device)]
 
 
 def _component(module: Any) -> Any:
