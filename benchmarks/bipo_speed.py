@@ -70,6 +70,24 @@ class PeakRSS:
         return (self.peak - self.base) / 2**20
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux), else the platform's processor string."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def git_commit() -> str:
+    """The checkout's commit (``-dirty`` when it has uncommitted changes)."""
+    cmd = ["git", "describe", "--always", "--dirty"]
+    here = Path(__file__).parent
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=here).stdout.strip()
+
+
 def matmul_gflops(
     device: torch.device, n: int = 1536, reps: int = 5, trials: int = 5, dtype=torch.float32
 ) -> float:
@@ -180,6 +198,7 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args()
     torch.manual_seed(0)
+    started = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     model = sl.load_model(args.model, device=args.device)
     data = load_pairs(args.behavior)
     pairs = list(data.train)[: args.n_pairs]
@@ -189,6 +208,9 @@ def main() -> None:
         "command": "python benchmarks/bipo_speed.py "
         + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None),
         "machine": f"{platform.node()} {platform.processor() or platform.machine()}",
+        "cpu": cpu_model(),
+        "code": git_commit(),
+        "uptime_at_start": started,
         "device": str(model.device),
         "threads": torch.get_num_threads(),
         "model": model.model_id,

@@ -10,7 +10,8 @@ model, equal within float rounding (tested against the bridge on every supported
 architecture of the tiny matrix). Given the rows' lengths it runs every token-wise matmul
 on the real tokens only (padding exists only inside attention, where it is masked), and
 given the positions that will be read it runs the last block's output projection and MLP
-there only.
+there only (together 0.97x the time of a padded BiPO epoch on the embedded model,
+in-process A/B, 5 rounds).
 
 It is used only where it is exact: a supported architecture (:data:`SUPPORTED`: SiLU
 gated MLP, RMSNorm, rotary positions over the whole head, no logit soft-capping), no
