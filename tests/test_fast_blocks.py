@@ -137,3 +137,15 @@ def test_pads_are_never_computed_and_at_selects_the_same_outputs(tiny_model_4l):
         resid[pads] = float("nan")
         assert torch.isfinite(fb.forward(resid, *args, lengths=batch.lengths, at=at)).all()
         assert not torch.isfinite(fb.forward(resid, *args)[at]).all()
+
+
+def test_reading_a_pad_position_is_refused(tiny_model_4l):
+    model = tiny_model_4l
+    batch = _batch(model, seed=4)
+    resid = lower_residuals(model, batch, 0)
+    row = int(batch.lengths.argmin())
+    pad = int(batch.lengths[row])  # the first pad of the shortest row
+    at = (torch.tensor([0, row]), torch.tensor([0, pad]))
+    with pytest.raises(ConfigError, match=f"row {row}, position {pad}, which is not a real"):
+        fast_blocks(model).forward(resid, batch.position_ids, batch.allowed, 1,
+                                   lengths=batch.lengths, at=at)  # fmt: skip

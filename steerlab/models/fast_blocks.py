@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from steerlab.errors import ConfigError
 from steerlab.models.model import SteerlabModel
 
 #: Hugging Face ``model_type`` values whose decoder blocks :class:`FastBlocks` computes.
@@ -203,6 +204,7 @@ class _Grid:
     pos: Int[Tensor, " tok"]
     flat: Int[Tensor, " tok"] | None
     starts: Int[Tensor, " batch"]  # index of each row's first token
+    lengths: Int[Tensor, " batch"]  # real tokens per row
 
     @classmethod
     def of(cls, x: Tensor, lengths: Tensor | None) -> "_Grid":
@@ -212,12 +214,12 @@ class _Grid:
             rows = torch.arange(b, device=dev).repeat_interleave(t)
             pos = torch.arange(t, device=dev).repeat(b)
             starts = torch.arange(b, device=dev) * t
-            return cls(b, t, rows, pos, None, starts)
+            return cls(b, t, rows, pos, None, starts, torch.full((b,), t, device=dev))
         lengths = lengths.to(dev)
         real = torch.arange(t, device=dev)[None, :] < lengths[:, None]
         flat = real.reshape(-1).nonzero().squeeze(1)
         starts = torch.cumsum(lengths, 0) - lengths
-        return cls(b, t, flat // t, flat % t, flat, starts)
+        return cls(b, t, flat // t, flat % t, flat, starts, lengths)
 
     def pack(self, y: Tensor) -> Tensor:
         """``[batch, pos, ...]`` -> ``[tok, ...]``."""
@@ -232,8 +234,19 @@ class _Grid:
         return y.view(self.batch, self.width, *y.shape[1:])
 
     def index(self, rows: Tensor, pos: Tensor) -> Tensor:
-        """Token indices of grid positions ``(rows, pos)`` (real positions only)."""
-        return self.starts[rows.to(self.starts.device)] + pos.to(self.starts.device)
+        """Token indices of grid positions ``(rows, pos)``; a ConfigError for a position
+        that is not a real token (a pad, or outside the grid)."""
+        rows, pos = rows.to(self.starts.device), pos.to(self.starts.device)
+        bad = (rows < 0) | (rows >= self.batch) | (pos < 0)
+        bad |= pos >= self.lengths[rows.clamp(0, self.batch - 1)]
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0, 0])
+            raise ConfigError(
+                f"at= asks for row {int(rows[i])}, position {int(pos[i])}, which is not a real "
+                f"token (rows have lengths {self.lengths.tolist()} in a batch of {self.batch}). "
+                "Fix: read only positions below each row's length."
+            )
+        return self.starts[rows] + pos
 
     def at(self, delta: Tensor, rows: Tensor, pos: Tensor) -> Tensor:
         """``delta`` broadcast against ``[batch, pos, d]``, at positions ``(rows, pos)``."""
