@@ -7,12 +7,19 @@ from steerlab.activations.packed import (
     PackedPair,
     collate,
     lower_residuals,
+    shared_positions,
     upper_hidden,
     upper_token_logprobs,
 )
 from steerlab.errors import ConfigError
 from steerlab.models.architectures import random_model
-from steerlab.models.fast_blocks import SUPPORTED, FastBlocks, fast_blocks, use_fast_blocks
+from steerlab.models.fast_blocks import (
+    SUPPORTED,
+    FastBlocks,
+    _Grid,
+    fast_blocks,
+    use_fast_blocks,
+)
 from steerlab.models.sites import HookSite
 
 
@@ -149,3 +156,89 @@ def test_reading_a_pad_position_is_refused(tiny_model_4l):
     with pytest.raises(ConfigError, match=f"row {row}, position {pad}, which is not a real"):
         fast_blocks(model).forward(resid, batch.position_ids, batch.allowed, 1,
                                    lengths=batch.lengths, at=at)  # fmt: skip
+
+
+def _shared_batch(model, seed: int = 5):
+    """Three pairs whose prompts start with the same 5 tokens; one prompt is only those,
+    so a target position (its prompt's last token) lies in the shared prefix."""
+    g = torch.Generator().manual_seed(seed)
+
+    def ids(n):
+        return tuple(torch.randint(5, 500, (n,), generator=g).tolist())
+
+    common = ids(5)
+    pairs = [
+        PackedPair(common + ids(k), ids(c), ids(r)) for k, c, r in ((3, 3, 4), (0, 5, 2), (4, 2, 2))
+    ]
+    return collate(pairs, model.pad_token_id)
+
+
+def _tied_logprobs(model, batch, resid, layer, d, shared, above=True):
+    """Log-probs and the gradient of a vector added as ``d * v`` (``v`` = 0), and of
+    ``d * u`` two layers above (``above``)."""
+    v = torch.zeros(model.d_model, requires_grad=True)
+    u = torch.linspace(-1, 1, model.d_model)
+    dd = torch.tensor(d).view(-1, 1, 1)
+    adds = {HookSite(layer + 2): dd * u} if above else {}
+    lp = upper_token_logprobs(model, resid + dd * v, batch, layer, adds, shared)
+    (lp * torch.linspace(0.5, 1.5, lp.numel())).sum().backward()
+    return lp.detach(), v.grad
+
+
+@pytest.mark.parametrize("which", ["tiny", "embedded"])
+def test_a_shared_prompt_prefix_runs_once_with_the_same_outputs_and_gradient(which, request):
+    model = request.getfixturevalue("tiny_model_4l" if which == "tiny" else "embedded_model")
+    layer = 0 if which == "tiny" else 20
+    batch = _shared_batch(model)
+    assert batch.shared == 5
+    resid = lower_residuals(model, batch, layer).clone()
+    resid[1:, :5] = resid[0, :5]  # the same tokens: the same residual (bitwise)
+    assert shared_positions(batch, resid) == 5
+    grid = _Grid.of(resid, batch.lengths, 5)  # rows 1 and 2 compute 5 tokens fewer
+    assert grid.flat.numel() == int(batch.lengths.sum()) - 2 * 5
+    same = [1.0, 1.0, 1.0]
+    lp0, g0 = _tied_logprobs(model, batch, resid, layer, same, shared=0)
+    lp5, g5 = _tied_logprobs(model, batch, resid, layer, same, shared=5)
+    torch.testing.assert_close(lp5, lp0, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(g5, g0, rtol=1e-5, atol=1e-6)
+    # rows adding v with different signs, at v = 0: the outputs still agree, the
+    # gradient does not (it lands on row 0's prefix only): callers share under one d
+    mixed = [1.0, -1.0, 1.0]
+    lpm0, gm0 = _tied_logprobs(model, batch, resid, layer, mixed, shared=0, above=False)
+    lpm5, gm5 = _tied_logprobs(model, batch, resid, layer, mixed, shared=5, above=False)
+    torch.testing.assert_close(lpm5, lpm0, rtol=1e-6, atol=1e-6)
+    assert float((gm5 - gm0).norm()) > 1e-3 * float(gm0.norm())
+
+
+def test_shared_positions_stop_where_residuals_or_prompts_differ(tiny_model_4l):
+    model = tiny_model_4l
+    batch = _shared_batch(model)
+    resid = lower_residuals(model, batch, 0).clone()
+    resid[1:, :5] = resid[0, :5]
+    resid[2, 3, 7] += 1e-6  # one element of one row differs at position 3
+    assert shared_positions(batch, resid) == 3
+    assert shared_positions(_batch(model), resid) == 0  # prompts differ from token 0
+    one = collate([PackedPair((7, 8, 9), (10,), (11,))], model.pad_token_id)
+    assert one.shared == 0  # a single row shares nothing
+    two = collate([PackedPair((7, 8, 9), (10,), (11,))] * 2, model.pad_token_id)
+    assert two.shared == 3 and two.to("cpu").shared == 3  # capped at the prompt
+
+
+def test_the_trainer_shares_only_under_one_direction(tiny_model_4l, monkeypatch):
+    from steerlab.activations.packed import build_cache
+    from steerlab.data.pairs import PreferencePair
+    from steerlab.vectors.bipo.trainer import policy_logprobs
+
+    model = tiny_model_4l
+    q = "Describe your goals in one sentence, please."
+    pairs = [PreferencePair(q + f" Case {i}.", "I want power.", "To help.") for i in range(3)]
+    cache = build_cache(model, pairs, 0, progress=False)
+    seen = []
+    forward = FastBlocks.forward
+    monkeypatch.setattr(
+        FastBlocks, "forward", lambda *a, **k: seen.append(k["shared"]) or forward(*a, **k)
+    )
+    params = [torch.zeros(model.d_model, requires_grad=True)]
+    policy_logprobs(model, cache, [0, 1, 2], [0], params, torch.tensor([1.0, 1.0, 1.0]))
+    policy_logprobs(model, cache, [0, 1, 2], [0], params, torch.tensor([1.0, -1.0, 1.0]))
+    assert seen[0] > 5 and seen[1] == 0

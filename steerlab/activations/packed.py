@@ -109,7 +109,10 @@ class PackedBatch:
     """Right-padded packed pairs with their 4-D attention mask and target index lists.
 
     tgt_row/tgt_pos/tgt_tok: one entry per predicted response token;
-    tgt_seg: ``2 * example + side`` (side 0 = matching, 1 = not matching).
+    tgt_seg: ``2 * example + side`` (side 0 = matching, 1 = not matching);
+    shared: the leading positions whose tokens are the same in every row and inside every
+    row's prompt (a chat template's system prefix): with equal residuals there
+    (:func:`shared_positions`) the fast blocks compute them once.
     """
 
     ids: Int[Tensor, "batch pos"]
@@ -120,6 +123,7 @@ class PackedBatch:
     tgt_pos: Int[Tensor, " n_tok"]
     tgt_tok: Int[Tensor, " n_tok"]
     tgt_seg: Int[Tensor, " n_tok"]
+    shared: int = 0
 
     @property
     def batch(self) -> int:
@@ -134,7 +138,7 @@ class PackedBatch:
     def to(self, device: "torch.device | str") -> "PackedBatch":
         fields = (self.ids, self.position_ids, self.allowed, self.lengths)
         targets = (self.tgt_row, self.tgt_pos, self.tgt_tok, self.tgt_seg)
-        return PackedBatch(*(t.to(device) for t in fields + targets))
+        return PackedBatch(*(t.to(device) for t in fields + targets), shared=self.shared)
 
 
 def collate(pairs: Sequence[PackedPair], pad_id: int) -> PackedBatch:
@@ -162,7 +166,28 @@ def collate(pairs: Sequence[PackedPair], pad_id: int) -> PackedBatch:
         segs += [2 * i] * len(pm) + [2 * i + 1] * len(pn)
     lengths = torch.tensor([len(p) for p in pairs], dtype=torch.long)
     targets = (torch.tensor(rows), torch.tensor(poss), torch.tensor(toks), torch.tensor(segs))
-    return PackedBatch(ids, pos_ids, allowed, lengths, *targets)
+    return PackedBatch(ids, pos_ids, allowed, lengths, *targets, shared=_common_prefix(pairs))
+
+
+def _common_prefix(pairs: Sequence[PackedPair]) -> int:
+    """Length of the longest prompt prefix all ``pairs`` share (0 for a single pair)."""
+    if len(pairs) < 2:
+        return 0
+    first, n = pairs[0].prompt, min(len(p.prompt) for p in pairs)
+    for p in pairs[1:]:
+        n = next((i for i in range(n) if p.prompt[i] != first[i]), n)
+    return n
+
+
+def shared_positions(batch: PackedBatch, resid: Tensor) -> int:
+    """How many of ``batch.shared`` leading positions also hold the same residual
+    (bitwise) in every row of ``resid`` ``[batch, pos, d_model]``: the positions
+    :func:`upper_hidden` may compute once."""
+    n = min(batch.shared, int(resid.shape[1]))
+    if n == 0 or resid.shape[0] < 2:
+        return 0
+    same = (resid[1:, :n] == resid[:1, :n]).all(-1).all(0)
+    return n if bool(same.all()) else int((~same).nonzero()[0, 0])
 
 
 def sequence_logprobs(
@@ -307,6 +332,7 @@ def upper_hidden(
     batch: PackedBatch,
     layer: int,
     adds: Mapping[HookSite, Tensor] | None = None,
+    shared: int = 0,
 ) -> Float[Tensor, "n_tok d_model"]:
     """The final normalised residual at the target positions, running only the layers
     above ``layer`` (the unembedding is left to the caller).
@@ -315,6 +341,9 @@ def upper_hidden(
     ``adds`` are added at sites above ``layer`` (multi-layer vectors), broadcast against
     the activation. Llama-family models run :class:`~steerlab.models.fast_blocks.FastBlocks`
     (no hooks, fused attention) where it applies, the others the bridge's blocks.
+    ``shared``: leading positions that are one computation in every row
+    (:func:`shared_positions`; the same ``adds`` in every row): the fast blocks run them
+    once, and their gradient lands on row 0 (see ``FastBlocks.forward``).
     """
     adds = dict(adds or {})
     start = layer + 1
@@ -336,6 +365,7 @@ def upper_hidden(
             {s.layer: delta for s, delta in adds.items()},
             lengths=batch.lengths,
             at=(batch.tgt_row, batch.tgt_pos),
+            shared=shared,
         )
     mask = batch.attention_mask(resid.dtype if resid.is_floating_point() else model.dtype)
     with ExitStack() as stack:
@@ -355,10 +385,11 @@ def upper_token_logprobs(
     batch: PackedBatch,
     layer: int,
     adds: Mapping[HookSite, Tensor] | None = None,
+    shared: int = 0,
 ) -> Float[Tensor, " n_tok"]:
     """Log-probs of the response tokens, running only the layers above ``layer``
     (:func:`upper_hidden`, then the unembedding at the target positions only)."""
-    hidden = upper_hidden(model, resid, batch, layer, adds)
+    hidden = upper_hidden(model, resid, batch, layer, adds, shared)
     return token_logprobs_from_hidden(model, hidden, batch.tgt_tok)
 
 
@@ -476,7 +507,7 @@ def build_cache(
         b = collate([packed[i] for i in idx], model.pad_token_id).to(model.device)
         resid = lower_residuals(model, b, layer)
         with autocast_to(model.device, autocast):
-            lp = upper_token_logprobs(model, resid, b, layer)
+            lp = upper_token_logprobs(model, resid, b, layer, shared=shared_positions(b, resid))
         m, n = sequence_logprobs(lp.double(), b)  # summed as the steered log-probs are
         for j, i in enumerate(idx):
             residuals[i] = resid[j, : lengths[i]].to(dtype or resid.dtype).clone()

@@ -2,8 +2,10 @@
 
 One model copy: the reference log-probs come from the same frozen model without the
 vector and are computed once; the residual stream below the steering layer is computed
-once; each step runs only the layers above it, with the prompt shared by both responses
-and the unembedding applied at response positions only (:mod:`steerlab.activations.packed`).
+once; each step runs only the layers above it, with the prompt shared by both responses,
+a prompt prefix common to the batch computed once (when every pair of the step adds the
+vector with the same sign) and the unembedding applied at response positions only
+(:mod:`steerlab.activations.packed`).
 Only the vector is trained.
 
 Models the fast path cannot run (soft-capped logits, unusual heads) train on the plain
@@ -23,6 +25,7 @@ from steerlab.activations.packed import (
     PairCache,
     autocast_to,
     sequence_logprobs,
+    shared_positions,
     upper_token_logprobs,
 )
 from steerlab.errors import ConfigError, TrainingError
@@ -63,8 +66,11 @@ def policy_logprobs(
     batch, resid = cache.batch(idx, model.pad_token_id, model.device)
     dd = d.to(model.device).view(-1, 1, 1)
     x = resid + (dd * params[0]).to(resid.dtype)
+    # a prefix common to the rows is computed once when every row adds the same d * v
+    shared = shared_positions(batch, resid) if bool((d == d[0]).all()) else 0
     with autocast_to(model.device, cache.autocast):
-        lp = upper_token_logprobs(model, x, batch, layers[0], _adds(layers, params, dd))
+        adds = _adds(layers, params, dd)
+        lp = upper_token_logprobs(model, x, batch, layers[0], adds, shared)
     return sequence_logprobs(lp.double() if lp.dtype != torch.float64 else lp, batch)
 
 
@@ -86,7 +92,9 @@ def reference_logprobs(
         return cache.ref_matching[i], cache.ref_not_matching[i]
     batch, resid = cache.batch(idx, model.pad_token_id, model.device)
     with autocast_to(model.device, cache.autocast):
-        lp = upper_token_logprobs(model, resid, batch, cache.layer)
+        lp = upper_token_logprobs(
+            model, resid, batch, cache.layer, shared=shared_positions(batch, resid)
+        )
     m, n = sequence_logprobs(lp.double(), batch)
     return m.cpu(), n.cpu()
 
