@@ -134,7 +134,14 @@ def test_pair_logprob_changes_at_strengths(tiny_model, vec):
     assert len(summary) == 3 and (summary["n"] == len(SMALL_PAIRS)).all()
 
 
-def test_fast_kl_equals_the_plain_path(tiny_model_4l, neutral):
+def test_fast_kl_equals_the_plain_path(tiny_model_4l, neutral, monkeypatch):
+    from steerlab.models.fast_blocks import FastBlocks
+
+    shared = []  # the chat template's common prefix runs once per batch
+    forward = FastBlocks.forward
+    monkeypatch.setattr(
+        FastBlocks, "forward", lambda *a, **k: shared.append(k.get("shared", 0)) or forward(*a, **k)
+    )
     g = torch.Generator().manual_seed(2)
     one = SteeringVector.from_tensor(torch.randn(64, generator=g), 1, method="caa")
     top = SteeringVector.from_tensor(torch.randn(64, generator=g), 3, method="pca")
@@ -146,6 +153,7 @@ def test_fast_kl_equals_the_plain_path(tiny_model_4l, neutral):
     fast = kl_damage(tiny_model_4l, [one, top, two], fast=True, **kw)
     plain = kl_damage(tiny_model_4l, [one, top, two], fast=False, **kw)
     assert fast["kl"].to_numpy() == pytest.approx(plain["kl"].to_numpy(), rel=1e-4, abs=1e-7)
+    assert max(shared) > 0  # (0 in one-row batches)
     assert (fast["n_tokens"] == plain["n_tokens"]).all()
     assert fast.drop(columns="kl").equals(plain.drop(columns="kl"))
     attn = SteeringVector.from_tensor(torch.ones(64), 1, kind="attn_out", method="caa")

@@ -25,7 +25,14 @@ def vec_at(model, sites, scale=4.0, seed=0, method="caa") -> SteeringVector:
     return SteeringVector(dirs, Provenance(method=method, behavior="toy"))
 
 
-def test_fast_items_equal_the_plain_items(tiny_model_4l):
+def test_fast_items_equal_the_plain_items(tiny_model_4l, monkeypatch):
+    from steerlab.models.fast_blocks import FastBlocks
+
+    shared = []  # the chat template's common prefix runs once per batch
+    forward = FastBlocks.forward
+    monkeypatch.setattr(
+        FastBlocks, "forward", lambda *a, **k: shared.append(k.get("shared", 0)) or forward(*a, **k)
+    )
     m = tiny_model_4l
     one = vec_at(m, [HookSite(1)], seed=0)
     two = vec_at(m, [HookSite(1), HookSite(2)], seed=1, method="bipo")
@@ -42,6 +49,7 @@ def test_fast_items_equal_the_plain_items(tiny_model_4l):
     pd.testing.assert_frame_equal(fast[key], plain[key])
     assert list(fast["layer"]) == list(plain["layer"])
     np.testing.assert_allclose(fast[COLUMNS], plain[COLUMNS], rtol=1e-4, atol=1e-4)
+    assert max(shared) > 0  # (0 in one-row batches)
     steered = fast[fast["multiplier"] != 0]
     base = fast[fast["multiplier"] == 0]["margin"].to_numpy()[: len(PAIRS)]
     assert not np.allclose(steered["margin"].to_numpy()[: len(PAIRS)], base)

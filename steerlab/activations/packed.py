@@ -110,9 +110,10 @@ class PackedBatch:
 
     tgt_row/tgt_pos/tgt_tok: one entry per predicted response token;
     tgt_seg: ``2 * example + side`` (side 0 = matching, 1 = not matching);
-    shared: the leading positions whose tokens are the same in every row and inside every
-    row's prompt (a chat template's system prefix): with equal residuals there
-    (:func:`shared_positions`) the fast blocks compute them once.
+    shared: the leading positions whose tokens are the same in every row and attend only
+    causally among themselves (inside every pair's prompt; a chat template's system
+    prefix): with equal residuals there (:func:`shared_positions`) the fast blocks compute
+    them once.
     """
 
     ids: Int[Tensor, "batch pos"]
@@ -171,11 +172,16 @@ def collate(pairs: Sequence[PackedPair], pad_id: int) -> PackedBatch:
 
 def _common_prefix(pairs: Sequence[PackedPair]) -> int:
     """Length of the longest prompt prefix all ``pairs`` share (0 for a single pair)."""
-    if len(pairs) < 2:
+    return common_prefix([p.prompt for p in pairs])
+
+
+def common_prefix(rows: Sequence[Sequence[int]]) -> int:
+    """Length of the longest prefix all ``rows`` share (0 for a single row)."""
+    if len(rows) < 2:
         return 0
-    first, n = pairs[0].prompt, min(len(p.prompt) for p in pairs)
-    for p in pairs[1:]:
-        n = next((i for i in range(n) if p.prompt[i] != first[i]), n)
+    first, n = rows[0], min(len(r) for r in rows)
+    for r in rows[1:]:
+        n = next((i for i in range(n) if r[i] != first[i]), n)
     return n
 
 
@@ -407,14 +413,19 @@ def steered_upper_hidden(
     resid: Float[Tensor, "batch pos d_model"],
     batch: PackedBatch,
     deltas: Mapping[HookSite, Tensor],
+    shared: int = 0,
 ) -> Float[Tensor, "n_tok d_model"]:
     """:func:`upper_hidden` of a steering given as per-site ``deltas`` (``resid_post``
     sites, e.g. ``Steering.deltas(model)``): ``resid`` is the unsteered residual after the
-    lowest site's layer; its delta is added there, the others above it."""
+    lowest site's layer; its delta is added there, the others above it. ``shared``
+    (:func:`shared_positions` of ``resid``) applies only when every delta is one vector
+    for all rows (``[d_model]``)."""
     sites = sorted(deltas)
     low = sites[0]
     adds = {s: deltas[s] for s in sites[1:]}
-    return upper_hidden(model, resid + deltas[low].to(resid.dtype), batch, low.layer, adds)
+    shared = shared if all(d.dim() == 1 for d in deltas.values()) else 0
+    x = resid + deltas[low].to(resid.dtype)
+    return upper_hidden(model, x, batch, low.layer, adds, shared)
 
 
 def full_token_logprobs(

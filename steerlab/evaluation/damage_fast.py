@@ -28,8 +28,10 @@ from torch import Tensor
 from steerlab.activations.batch import length_sorted_batches
 from steerlab.activations.packed import (
     PackedBatch,
+    common_prefix,
     final_hidden_only,
     lower_residuals,
+    shared_positions,
     steered_upper_hidden,
     unembed_linear,
 )
@@ -78,6 +80,7 @@ def plain_batch(encoded: Sequence[EncodedText], pad_id: int) -> PackedBatch:
         torch.tensor(poss, dtype=torch.long),
         torch.zeros(n_tok, dtype=torch.long),
         torch.zeros(n_tok, dtype=torch.long),
+        shared=common_prefix([e.ids for e in encoded]),
     )
 
 
@@ -119,8 +122,10 @@ def fast_kl_runner(
             work = [(layer, b, ref) for layer in sorted(by_layer) for b, ref in zip(batches, refs)]
             for layer, batch, ref in progress_bar(work, desc="KL damage (fast)", enabled=progress):
                 resid = lower_residuals(model, batch, layer)
+                shared = shared_positions(batch, resid)  # a common system prefix: once
                 for c, deltas in by_layer[layer]:
-                    lp = _logprobs(model, steered_upper_hidden(model, resid, batch, deltas))
+                    hidden = steered_upper_hidden(model, resid, batch, deltas, shared)
+                    lp = _logprobs(model, hidden)
                     totals[c] += float(token_kl(lp, ref).double().sum())
         return kl_frame(conds, totals, n_tokens)
 

@@ -29,6 +29,7 @@ from steerlab.activations.packed import (
     PairCache,
     build_cache,
     sequence_logprobs,
+    shared_positions,
     steered_upper_hidden,
     supports_fast_unembed,
     token_logprobs_from_hidden,
@@ -70,7 +71,8 @@ def _steered_logprobs(
     lp_n = torch.zeros(n, dtype=torch.float64)
     for idx in length_sorted_batches(cache.lengths, batch_size):
         batch, resid = cache.batch(idx, model.pad_token_id, model.device)
-        hidden = steered_upper_hidden(model, resid, batch, deltas)
+        shared = shared_positions(batch, resid)  # a common system prefix: once per batch
+        hidden = steered_upper_hidden(model, resid, batch, deltas, shared)
         lp = token_logprobs_from_hidden(model, hidden, batch.tgt_tok)
         m, nm = sequence_logprobs(lp.double(), batch)
         lp_m[idx], lp_n[idx] = m.cpu(), nm.cpu()

@@ -1,0 +1,128 @@
+"""A prompt prefix common to a batch computed once: in-process A/B, prints JSON.
+
+Three fast paths run with the shared prefix on and off, in turn, ``--rounds`` times over
+the same work in one process (so machine drift hits both alike): BiPO training steps
+(fp32, the power-seeking pairs at layer 14, every third step of the first epoch's plan),
+the fast likelihood margin and the fast KL damage (two random vectors x three
+multipliers). Reports each variant's seconds per round, the median ratio on/off, and the
+largest difference of the results (losses, margins, KL) between the two.
+
+    python benchmarks/shared_prefix.py --out benchmarks/results/shared_prefix.json
+"""
+
+import argparse
+import json
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import _env  # noqa: F401  (set-up: data root, offline, sys.path)
+import numpy as np
+import torch
+
+import steerlab as sl
+import steerlab.evaluation.damage_fast as damage_fast
+import steerlab.evaluation.likelihood_fast as likelihood_fast
+import steerlab.vectors.bipo.trainer as trainer_mod
+from steerlab.activations.packed import build_cache, shared_positions
+from steerlab.data import load_pairs
+from steerlab.data.neutral import load_neutral_set
+from steerlab.vectors.bipo import BiPOConfig
+from steerlab.vectors.bipo.schedule import epoch_plan
+from steerlab.vectors.vector import SteeringVector
+
+MODULES = (trainer_mod, likelihood_fast, damage_fast)
+
+
+def sharing(on: bool) -> None:
+    """Turn the shared prefix on or off in every fast path at once."""
+    for mod in MODULES:
+        mod.shared_positions = shared_positions if on else (lambda *a, **k: 0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="embedded")
+    ap.add_argument("--behavior", default="power-seeking")
+    ap.add_argument("--n-pairs", type=int, default=160, help="BiPO training pairs")
+    ap.add_argument("--n-eval", type=int, default=48, help="test pairs of the margin")
+    ap.add_argument("--n-neutral", type=int, default=32, help="prompts of the KL damage")
+    ap.add_argument("--layer", type=int, default=14)
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    started = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    torch.manual_seed(0)
+    model = sl.load_model(args.model)
+    data = load_pairs(args.behavior)
+    cfg = BiPOConfig(epochs=1, warmup_steps=2, lr=5e-3)
+    cache = build_cache(model, list(data.train)[: args.n_pairs], args.layer, progress=False)
+    steps = epoch_plan(cache.lengths, cfg, 0)[::3]
+    g = torch.Generator().manual_seed(0)
+    vecs = [
+        SteeringVector.from_tensor(
+            torch.randn(model.d_model, generator=g) * 4, layer, method="caa"
+        )  # fmt: skip
+        for layer in (args.layer - 4, args.layer)
+    ]
+    mults = (-1.0, 1.0, 2.0)
+    pairs = list(data.test)[: args.n_eval]
+    caches: dict = {}
+    likelihood_fast.likelihood_margin_fast(model, pairs, vecs, [1.0], caches=caches,
+                                           progress=False)  # fmt: skip
+    kl_run = damage_fast.fast_kl_runner(model, load_neutral_set(n=args.n_neutral), 8, False)
+
+    def bipo() -> list[float]:
+        tr = trainer_mod.BiPOTrainer(model, cache, [args.layer], cfg)
+        return [tr.step(s)["loss"] for s in steps]
+
+    def margin() -> list[float]:
+        out = likelihood_fast.likelihood_margin_fast(
+            model, pairs, vecs, mults, caches=caches, progress=False, per_item=True
+        )
+        return out["margin"].tolist()
+
+    def kl() -> list[float]:
+        return kl_run(vecs, mults)["kl"].tolist()
+
+    work = {"bipo_steps": bipo, "likelihood_margin_fast": margin, "kl_damage_fast": kl}
+    for fn in work.values():  # warm-up, both variants
+        for on in (False, True):
+            sharing(on)
+            fn()
+    times: dict = {k: {"off": [], "on": []} for k in work}
+    results: dict = {k: {} for k in work}
+    for _ in range(args.rounds):
+        for name, fn in work.items():
+            for label, on in (("off", False), ("on", True)):
+                sharing(on)
+                t = time.perf_counter()
+                results[name][label] = fn()
+                times[name][label].append(time.perf_counter() - t)
+    sharing(True)
+    out: dict = {
+        "command": "python benchmarks/shared_prefix.py "
+        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None),
+        "uptime_at_start": started,
+        "threads": torch.get_num_threads(),
+        "bipo_steps_timed": len(steps),
+    }
+    for name in work:
+        a, b = np.array(results[name]["off"]), np.array(results[name]["on"])
+        out[name] = {
+            "seconds_off": times[name]["off"],
+            "seconds_on": times[name]["on"],
+            "on_over_off_median": statistics.median(times[name]["on"])
+            / statistics.median(times[name]["off"]),
+            "max_abs_diff": float(np.abs(a - b).max()),
+        }
+    out["uptime_at_end"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    text = json.dumps(out, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
