@@ -1,6 +1,6 @@
 """A prompt prefix common to a batch computed once: in-process A/B, prints JSON.
 
-Three fast paths run with the shared prefix on and off, in turn, ``--rounds`` times over
+Three fast paths run with the shared prefix on and off (``use_shared_prefix``), in turn, ``--rounds`` times over
 the same work in one process (so machine drift hits both alike): BiPO training steps
 (fp32, the power-seeking pairs at layer 14, every third step of the first epoch's plan),
 the fast likelihood margin and the fast KL damage (two random vectors x three
@@ -25,20 +25,12 @@ import steerlab as sl
 import steerlab.evaluation.damage_fast as damage_fast
 import steerlab.evaluation.likelihood_fast as likelihood_fast
 import steerlab.vectors.bipo.trainer as trainer_mod
-from steerlab.activations.packed import build_cache, shared_positions
+from steerlab.activations.packed import build_cache, use_shared_prefix
 from steerlab.data import load_pairs
 from steerlab.data.neutral import load_neutral_set
 from steerlab.vectors.bipo import BiPOConfig
 from steerlab.vectors.bipo.schedule import epoch_plan
 from steerlab.vectors.vector import SteeringVector
-
-MODULES = (trainer_mod, likelihood_fast, damage_fast)
-
-
-def sharing(on: bool) -> None:
-    """Turn the shared prefix on or off in every fast path at once."""
-    for mod in MODULES:
-        mod.shared_positions = shared_positions if on else (lambda *a, **k: 0)
 
 
 def main() -> None:
@@ -89,18 +81,17 @@ def main() -> None:
     work = {"bipo_steps": bipo, "likelihood_margin_fast": margin, "kl_damage_fast": kl}
     for fn in work.values():  # warm-up, both variants
         for on in (False, True):
-            sharing(on)
-            fn()
+            with use_shared_prefix(on):
+                fn()
     times: dict = {k: {"off": [], "on": []} for k in work}
     results: dict = {k: {} for k in work}
     for _ in range(args.rounds):
         for name, fn in work.items():
             for label, on in (("off", False), ("on", True)):
-                sharing(on)
-                t = time.perf_counter()
-                results[name][label] = fn()
-                times[name][label].append(time.perf_counter() - t)
-    sharing(True)
+                with use_shared_prefix(on):
+                    t = time.perf_counter()
+                    results[name][label] = fn()
+                    times[name][label].append(time.perf_counter() - t)
     out: dict = {
         "command": "python benchmarks/shared_prefix.py "
         + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None),

@@ -10,6 +10,7 @@ from steerlab.activations.packed import (
     shared_positions,
     upper_hidden,
     upper_token_logprobs,
+    use_shared_prefix,
 )
 from steerlab.errors import ConfigError
 from steerlab.models.architectures import random_model
@@ -65,9 +66,10 @@ def test_equals_the_bridge_forward_and_gradient(arch, monkeypatch):
         with use_fast_blocks(False):
             want = lower_residuals(model, batch, layer)
         scale = float(want.abs().max())  # float rounding of a different attention kernel
-        torch.testing.assert_close(
-            lower_residuals(model, batch, layer), want, rtol=1e-4, atol=1e-5 * scale
-        )
+        got = lower_residuals(model, batch, layer)
+        real = torch.arange(got.shape[1])[None, :] < batch.lengths[:, None]
+        torch.testing.assert_close(got[real], want[real], rtol=1e-4, atol=1e-5 * scale)
+        assert not got[~real].any()  # the fast blocks never compute the pads
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "qwen3", "gemma2", "phi3", "olmo2"])
@@ -105,8 +107,10 @@ def test_embedded_model_parity(embedded_model):
     model = embedded_model
     batch = _batch(model, seed=3)
     resid = lower_residuals(model, batch, 20)
+    real = torch.arange(resid.shape[1])[None, :] < batch.lengths[:, None]
     with use_fast_blocks(False):
-        torch.testing.assert_close(lower_residuals(model, batch, 20), resid, rtol=1e-4, atol=1e-4)
+        want = lower_residuals(model, batch, 20)
+    torch.testing.assert_close(resid[real], want[real], rtol=1e-4, atol=1e-4)
     adds = {HookSite(25): torch.randn(3, 1, model.d_model)}
     lp_f, g_f = _logprobs_and_grad(model, batch, resid, 20, adds, fast=True)
     lp_b, g_b = _logprobs_and_grad(model, batch, resid, 20, adds, fast=False)
@@ -191,9 +195,13 @@ def test_a_shared_prompt_prefix_runs_once_with_the_same_outputs_and_gradient(whi
     layer = 0 if which == "tiny" else 20
     batch = _shared_batch(model)
     assert batch.shared == 5
-    resid = lower_residuals(model, batch, layer).clone()
-    resid[1:, :5] = resid[0, :5]  # the same tokens: the same residual (bitwise)
-    assert shared_positions(batch, resid) == 5
+    resid = lower_residuals(model, batch, layer)  # the common prefix computed once
+    with use_shared_prefix(False):
+        assert shared_positions(batch, resid) == 0
+        each = lower_residuals(model, batch, layer)  # in every row
+    real = torch.arange(resid.shape[1])[None, :] < batch.lengths[:, None]
+    torch.testing.assert_close(resid[real], each[real], rtol=1e-6, atol=1e-6)
+    assert shared_positions(batch, resid) == 5  # row 0's prefix copied to every row
     grid = _Grid.of(resid, batch.lengths, 5)  # rows 1 and 2 compute 5 tokens fewer
     assert grid.flat.numel() == int(batch.lengths.sum()) - 2 * 5
     same = [1.0, 1.0, 1.0]

@@ -23,6 +23,7 @@ layer and the unsteered (reference) log-probs of both responses.
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,8 @@ from steerlab.models.fast_blocks import fast_blocks
 from steerlab.models.model import SteerlabModel
 from steerlab.models.sites import HookSite
 from steerlab.utils.progress import progress_bar
+
+_share: ContextVar[bool] = ContextVar("steerlab_shared_prefix", default=True)
 
 # --- packing ------------------------------------------------------------------------------
 
@@ -185,11 +188,23 @@ def common_prefix(rows: Sequence[Sequence[int]]) -> int:
     return n
 
 
+@contextmanager
+def use_shared_prefix(enabled: bool) -> Iterator[None]:
+    """Meanwhile, let the fast paths compute a batch's common prefix once (True, the
+    default) or in every row (False: A/B checks, debugging). Results are equal either
+    way (tested); only the time differs."""
+    token = _share.set(enabled)
+    try:
+        yield
+    finally:
+        _share.reset(token)
+
+
 def shared_positions(batch: PackedBatch, resid: Tensor) -> int:
     """How many of ``batch.shared`` leading positions also hold the same residual
     (bitwise) in every row of ``resid`` ``[batch, pos, d_model]``: the positions
-    :func:`upper_hidden` may compute once."""
-    n = min(batch.shared, int(resid.shape[1]))
+    :func:`upper_hidden` may compute once (0 under ``use_shared_prefix(False)``)."""
+    n = min(batch.shared, int(resid.shape[1])) if _share.get() else 0
     if n == 0 or resid.shape[0] < 2:
         return 0
     same = (resid[1:, :n] == resid[:1, :n]).all(-1).all(0)
@@ -299,11 +314,15 @@ def low_precision_weights(
 def lower_residuals(
     model: SteerlabModel, batch: PackedBatch, layer: int
 ) -> Float[Tensor, "batch pos d_model"]:
-    """``resid_post`` of ``layer`` for a packed batch, without any vector (no grad)."""
+    """``resid_post`` of ``layer`` for a packed batch, without any vector (no grad).
+    Where the fast blocks run, pads are not computed (zeros) and the batch's common
+    prefix (``batch.shared``) is computed once."""
     fast = fast_blocks(model)
     if fast is not None and fast.applies(0, int(batch.ids.shape[1]), stop=layer + 1):
+        shared = batch.shared if _share.get() else 0
         with torch.no_grad():
-            return fast.residual(batch.ids, batch.position_ids, batch.allowed, layer)
+            return fast.residual(batch.ids, batch.position_ids, batch.allowed, layer,
+                                 lengths=batch.lengths, shared=shared)  # fmt: skip
     site = HookSite(layer, "resid_post")
     stop = layer + 1 if layer + 1 < model.n_layers else None
     mask = batch.attention_mask(model.dtype)

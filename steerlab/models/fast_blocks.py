@@ -157,10 +157,15 @@ class FastBlocks:
         position_ids: Int[Tensor, "batch pos"],
         allowed: Bool[Tensor, "batch pos pos"],
         layer: int,
+        *,
+        lengths: Int[Tensor, " batch"] | None = None,
+        shared: int = 0,
     ) -> Float[Tensor, "batch pos d_model"]:
-        """``resid_post`` of ``layer``: the embedding, then blocks ``0..layer``."""
+        """``resid_post`` of ``layer``: the embedding, then blocks ``0..layer``.
+        ``lengths`` and ``shared`` as in :meth:`forward` (zeros at pads; the ``shared``
+        leading tokens, equal in every row, computed once and copied to every row)."""
         x = self.embed(ids)
-        grid = _Grid.of(x, None)
+        grid = _Grid.of(x, lengths, shared)
         return grid.unpack(self._run(grid, grid.pack(x), position_ids, allowed, 0, layer + 1, {}))
 
     def _run(
