@@ -3,8 +3,9 @@
 Three fast paths run with the shared prefix on and off (``use_shared_prefix``), in turn, ``--rounds`` times over
 the same work in one process (so machine drift hits both alike): BiPO training steps
 (fp32, the power-seeking pairs at layer 14, every third step of the first epoch's plan),
-the fast likelihood margin and the fast KL damage (two random vectors x three
-multipliers). Reports each variant's seconds per round, the median ratio on/off, and the
+RePS training steps (every other one of those; each pair in both directions, so the
+prefix is shared within each sign), the fast likelihood margin and the fast KL damage
+(two random vectors x three multipliers). Reports each variant's seconds per round, the median ratio on/off, and the
 largest difference of the results (losses, margins, KL) between the two.
 
     python benchmarks/shared_prefix.py --out benchmarks/results/shared_prefix.json
@@ -29,6 +30,8 @@ from steerlab.activations.packed import build_cache, use_shared_prefix
 from steerlab.data import load_pairs
 from steerlab.data.neutral import load_neutral_set
 from steerlab.vectors.bipo import BiPOConfig
+from steerlab.vectors.bipo.config import RePSConfig
+from steerlab.vectors.bipo.reps import RePSTrainer
 from steerlab.vectors.bipo.schedule import epoch_plan
 from steerlab.vectors.vector import SteeringVector
 
@@ -69,6 +72,12 @@ def main() -> None:
         tr = trainer_mod.BiPOTrainer(model, cache, [args.layer], cfg)
         return [tr.step(s)["loss"] for s in steps]
 
+    reps_cfg = RePSConfig(epochs=1, warmup_steps=2, lr=5e-3)  # both signs in every step
+
+    def reps() -> list[float]:
+        tr = RePSTrainer(model, cache, [args.layer], reps_cfg)
+        return [tr.step(s)["loss"] for s in steps[::2]]
+
     def margin() -> list[float]:
         out = likelihood_fast.likelihood_margin_fast(
             model, pairs, vecs, mults, caches=caches, progress=False, per_item=True
@@ -78,7 +87,12 @@ def main() -> None:
     def kl() -> list[float]:
         return kl_run(vecs, mults)["kl"].tolist()
 
-    work = {"bipo_steps": bipo, "likelihood_margin_fast": margin, "kl_damage_fast": kl}
+    work = {
+        "bipo_steps": bipo,
+        "reps_steps": reps,
+        "likelihood_margin_fast": margin,
+        "kl_damage_fast": kl,
+    }
     for fn in work.values():  # warm-up, both variants
         for on in (False, True):
             with use_shared_prefix(on):

@@ -8,6 +8,7 @@ from steerlab.activations.packed import (
     collate,
     lower_residuals,
     shared_positions,
+    sign_leaders,
     upper_hidden,
     upper_token_logprobs,
     use_shared_prefix,
@@ -177,14 +178,14 @@ def _shared_batch(model, seed: int = 5):
     return collate(pairs, model.pad_token_id)
 
 
-def _tied_logprobs(model, batch, resid, layer, d, shared, above=True):
+def _tied_logprobs(model, batch, resid, layer, d, shared, above=True, leaders=None):
     """Log-probs and the gradient of a vector added as ``d * v`` (``v`` = 0), and of
     ``d * u`` two layers above (``above``)."""
     v = torch.zeros(model.d_model, requires_grad=True)
     u = torch.linspace(-1, 1, model.d_model)
     dd = torch.tensor(d).view(-1, 1, 1)
     adds = {HookSite(layer + 2): dd * u} if above else {}
-    lp = upper_token_logprobs(model, resid + dd * v, batch, layer, adds, shared)
+    lp = upper_token_logprobs(model, resid + dd * v, batch, layer, adds, shared, leaders)
     (lp * torch.linspace(0.5, 1.5, lp.numel())).sum().backward()
     return lp.detach(), v.grad
 
@@ -209,13 +210,24 @@ def test_a_shared_prompt_prefix_runs_once_with_the_same_outputs_and_gradient(whi
     lp5, g5 = _tied_logprobs(model, batch, resid, layer, same, shared=5)
     torch.testing.assert_close(lp5, lp0, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(g5, g0, rtol=1e-5, atol=1e-6)
-    # rows adding v with different signs, at v = 0: the outputs still agree, the
-    # gradient does not (it lands on row 0's prefix only): callers share under one d
+    # rows adding v with different signs share within each sign (row 2 reads row 0's
+    # prefix, row 1 computes its own): outputs and gradient equal the unshared ones
     mixed = [1.0, -1.0, 1.0]
-    lpm0, gm0 = _tied_logprobs(model, batch, resid, layer, mixed, shared=0, above=False)
-    lpm5, gm5 = _tied_logprobs(model, batch, resid, layer, mixed, shared=5, above=False)
+    leaders = sign_leaders(torch.tensor(mixed))
+    assert leaders.tolist() == [0, 1, 0]
+    assert _Grid.of(resid, batch.lengths, 5, leaders).flat.numel() == int(batch.lengths.sum()) - 5
+    lpm0, gm0 = _tied_logprobs(model, batch, resid, layer, mixed, shared=0)
+    lpm5, gm5 = _tied_logprobs(model, batch, resid, layer, mixed, shared=5, leaders=leaders)
     torch.testing.assert_close(lpm5, lpm0, rtol=1e-6, atol=1e-6)
-    assert float((gm5 - gm0).norm()) > 1e-3 * float(gm0.norm())
+    torch.testing.assert_close(gm5, gm0, rtol=1e-5, atol=1e-6)
+    # sharing across signs (every row reading row 0), at v = 0: the outputs still agree,
+    # the gradient does not (it lands on row 0's prefix with row 0's sign)
+    lpw, gw = _tied_logprobs(model, batch, resid, layer, mixed, shared=5, above=False)
+    lpw0, gw0 = _tied_logprobs(model, batch, resid, layer, mixed, shared=0, above=False)
+    torch.testing.assert_close(lpw, lpw0, rtol=1e-6, atol=1e-6)
+    assert float((gw - gw0).norm()) > 1e-3 * float(gw0.norm())
+    with pytest.raises(ConfigError, match="a leader must be its own leader"):
+        _Grid.of(resid, batch.lengths, 5, torch.tensor([1, 2, 2]))
 
 
 def test_shared_positions_stop_where_residuals_or_prompts_differ(tiny_model_4l):
@@ -232,7 +244,7 @@ def test_shared_positions_stop_where_residuals_or_prompts_differ(tiny_model_4l):
     assert two.shared == 3 and two.to("cpu").shared == 3  # capped at the prompt
 
 
-def test_the_trainer_shares_only_under_one_direction(tiny_model_4l, monkeypatch):
+def test_the_trainer_shares_within_each_direction(tiny_model_4l, monkeypatch):
     from steerlab.activations.packed import build_cache
     from steerlab.data.pairs import PreferencePair
     from steerlab.vectors.bipo.trainer import policy_logprobs
@@ -243,10 +255,15 @@ def test_the_trainer_shares_only_under_one_direction(tiny_model_4l, monkeypatch)
     cache = build_cache(model, pairs, 0, progress=False)
     seen = []
     forward = FastBlocks.forward
-    monkeypatch.setattr(
-        FastBlocks, "forward", lambda *a, **k: seen.append(k["shared"]) or forward(*a, **k)
-    )
+
+    def spy(*a, **k):
+        seen.append((k["shared"], k["leaders"].tolist()))
+        return forward(*a, **k)
+
+    monkeypatch.setattr(FastBlocks, "forward", spy)
     params = [torch.zeros(model.d_model, requires_grad=True)]
     policy_logprobs(model, cache, [0, 1, 2], [0], params, torch.tensor([1.0, 1.0, 1.0]))
     policy_logprobs(model, cache, [0, 1, 2], [0], params, torch.tensor([1.0, -1.0, 1.0]))
-    assert seen[0] > 5 and seen[1] == 0
+    (n1, lead1), (n2, lead2) = seen
+    assert n1 > 5 and lead1 == [0, 0, 0]
+    assert n2 == n1 and lead2 == [0, 1, 0]  # rows 0 and 2 (d = +1) share; row 1 alone

@@ -200,15 +200,24 @@ def use_shared_prefix(enabled: bool) -> Iterator[None]:
         _share.reset(token)
 
 
-def shared_positions(batch: PackedBatch, resid: Tensor) -> int:
+def shared_positions(batch: PackedBatch, resid: Tensor, leaders: Tensor | None = None) -> int:
     """How many of ``batch.shared`` leading positions also hold the same residual
-    (bitwise) in every row of ``resid`` ``[batch, pos, d_model]``: the positions
-    :func:`upper_hidden` may compute once (0 under ``use_shared_prefix(False)``)."""
+    (bitwise) in every row of ``resid`` ``[batch, pos, d_model]`` as in its leader
+    (``leaders[b]``; default row 0): the positions :func:`upper_hidden` may compute once
+    per leader (0 under ``use_shared_prefix(False)``)."""
     n = min(batch.shared, int(resid.shape[1])) if _share.get() else 0
     if n == 0 or resid.shape[0] < 2:
         return 0
-    same = (resid[1:, :n] == resid[:1, :n]).all(-1).all(0)
+    lead = torch.zeros(resid.shape[0], dtype=torch.long) if leaders is None else leaders
+    same = (resid[:, :n] == resid[lead.to(resid.device), :n]).all(-1).all(0)
     return n if bool(same.all()) else int((~same).nonzero()[0, 0])
+
+
+def sign_leaders(d: Tensor) -> Tensor:
+    """For per-row coefficients ``d``: the first row with each row's value (the rows
+    that add ``d * v`` with the same ``d`` share a prefix, :func:`shared_positions`)."""
+    values = d.tolist()
+    return torch.tensor([values.index(x) for x in values], dtype=torch.long)
 
 
 def sequence_logprobs(
@@ -358,6 +367,7 @@ def upper_hidden(
     layer: int,
     adds: Mapping[HookSite, Tensor] | None = None,
     shared: int = 0,
+    leaders: Tensor | None = None,
 ) -> Float[Tensor, "n_tok d_model"]:
     """The final normalised residual at the target positions, running only the layers
     above ``layer`` (the unembedding is left to the caller).
@@ -366,9 +376,10 @@ def upper_hidden(
     ``adds`` are added at sites above ``layer`` (multi-layer vectors), broadcast against
     the activation. Llama-family models run :class:`~steerlab.models.fast_blocks.FastBlocks`
     (no hooks, fused attention) where it applies, the others the bridge's blocks.
-    ``shared``: leading positions that are one computation in every row
-    (:func:`shared_positions`; the same ``adds`` in every row): the fast blocks run them
-    once, and their gradient lands on row 0 (see ``FastBlocks.forward``).
+    ``shared``: leading positions that are one computation in every row and its leader
+    (``leaders``, default row 0; :func:`shared_positions`; the same ``adds`` in a row
+    and its leader): the fast blocks run them once per leader, and their gradient lands
+    on the leader (see ``FastBlocks.forward``).
     """
     adds = dict(adds or {})
     start = layer + 1
@@ -391,6 +402,7 @@ def upper_hidden(
             lengths=batch.lengths,
             at=(batch.tgt_row, batch.tgt_pos),
             shared=shared,
+            leaders=leaders,
         )
     mask = batch.attention_mask(resid.dtype if resid.is_floating_point() else model.dtype)
     with ExitStack() as stack:
@@ -411,10 +423,11 @@ def upper_token_logprobs(
     layer: int,
     adds: Mapping[HookSite, Tensor] | None = None,
     shared: int = 0,
+    leaders: Tensor | None = None,
 ) -> Float[Tensor, " n_tok"]:
     """Log-probs of the response tokens, running only the layers above ``layer``
     (:func:`upper_hidden`, then the unembedding at the target positions only)."""
-    hidden = upper_hidden(model, resid, batch, layer, adds, shared)
+    hidden = upper_hidden(model, resid, batch, layer, adds, shared, leaders)
     return token_logprobs_from_hidden(model, hidden, batch.tgt_tok)
 
 

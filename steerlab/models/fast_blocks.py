@@ -126,6 +126,7 @@ class FastBlocks:
         lengths: Int[Tensor, " batch"] | None = None,
         at: tuple[Tensor, Tensor] | None = None,
         shared: int = 0,
+        leaders: Int[Tensor, " batch"] | None = None,
     ) -> Float[Tensor, "..."]:
         """Blocks ``start..`` on the residual ``x`` entering block ``start``, then the final
         norm. ``allowed[b, i, j]``: query ``i`` may attend to key ``j``; ``adds[layer]`` is
@@ -138,14 +139,16 @@ class FastBlocks:
         those positions (``[n, d_model]``), and the last block's output projection and
         MLP run only there. Without ``at``: ``[batch, pos, d_model]`` (zeros at pads).
 
-        ``shared``: positions ``0..shared-1`` are one computation in every row (equal
-        residuals, position ids, attention among themselves and ``adds``, as a prompt
-        prefix common to the batch): they run once, on row 0, and the other rows' queries
-        read row 0's keys and values there. The outputs equal the unshared forward's;
-        the gradient reaching those positions lands on row 0's (summed over rows), which
-        is exact for a residual tied across rows such as ``cache + d * v`` with one ``d``.
+        ``shared``: positions ``0..shared-1`` of row ``b`` are the same computation as in
+        row ``leaders[b]`` (default: row 0 for all; equal residuals, position ids,
+        attention among themselves and ``adds``, as a prompt prefix common to the batch):
+        they run once, in the leader, and the other rows' queries read the leader's keys
+        and values there. The outputs equal the unshared forward's; the gradient reaching
+        those positions lands on the leader's (summed over its group), which is exact for
+        a residual tied within each group, such as ``cache + d * v`` with one ``d`` per
+        group. A leader must be its own leader.
         """
-        grid = _Grid.of(x, lengths, shared)
+        grid = _Grid.of(x, lengths, shared, leaders)
         out = self._run(grid, grid.pack(x), position_ids, allowed, start, len(self.blocks),
                         adds or {}, at)  # fmt: skip
         out = _rms(out, self.norm)
@@ -214,8 +217,8 @@ class _Grid:
     """The ``[batch, pos]`` grid of a right-padded batch and the tokens computed on it:
     all of them in row-major order (``flat`` and ``src`` None), or the real ones, each
     computed once (``flat``: the grid position of each token; ``src``: the token each grid
-    position reads, the extra token ``tok`` (zeros) at pads, row 0's token at the other
-    rows' shared positions)."""
+    position reads, the extra token ``tok`` (zeros) at pads, the leader's token at the
+    other rows' shared positions)."""
 
     batch: int
     width: int
@@ -226,23 +229,33 @@ class _Grid:
     lengths: Int[Tensor, " batch"]  # real tokens per row
 
     @classmethod
-    def of(cls, x: Tensor, lengths: Tensor | None, shared: int = 0) -> "_Grid":
+    def of(
+        cls, x: Tensor, lengths: Tensor | None, shared: int = 0, leaders: Tensor | None = None
+    ) -> "_Grid":
         b, t = int(x.shape[0]), int(x.shape[1])
         dev = x.device
         lengths = torch.full((b,), t, device=dev) if lengths is None else lengths.to(dev)
-        shared = min(int(shared), int(lengths.min())) if b > 1 else 0
+        lead = torch.zeros(b, dtype=torch.long, device=dev) if leaders is None else leaders.to(dev)
+        if lead.shape != (b,) or bool((lead < 0).any() | (lead >= b).any()):
+            raise ConfigError(f"leaders= needs one row index per row, got {lead.tolist()}.")
+        if not bool((lead[lead] == lead).all()):
+            raise ConfigError(f"leaders={lead.tolist()}: a leader must be its own leader.")
+        follows = lead != torch.arange(b, device=dev)
+        shared = min(int(shared), int(lengths.min())) if bool(follows.any()) else 0
         if shared <= 0 and bool((lengths >= t).all()):
             rows = torch.arange(b, device=dev).repeat_interleave(t)
             pos = torch.arange(t, device=dev).repeat(b)
             return cls(b, t, rows, pos, None, None, lengths.clamp(max=t))
         own = torch.arange(t, device=dev)[None, :] < lengths[:, None]
-        own[1:, : max(shared, 0)] = False  # rows 1.. read row 0's shared tokens
+        if shared > 0:
+            own[follows, :shared] = False  # followers read their leader's shared tokens
         flat = own.reshape(-1).nonzero().squeeze(1)
         n = int(flat.numel())
         src = torch.full((b * t,), n, dtype=torch.long, device=dev)
         src[flat] = torch.arange(n, device=dev)
-        if shared > 0:  # row 0's tokens come first in row-major order
-            src.view(b, t)[1:, :shared] = torch.arange(shared, device=dev)
+        if shared > 0:  # leaders own their shared positions: copy their token indices
+            grid = src.view(b, t)
+            grid[follows, :shared] = grid[lead[follows], :shared]
         return cls(b, t, flat // t, flat % t, flat, src, lengths)
 
     def pack(self, y: Tensor) -> Tensor:
@@ -251,8 +264,8 @@ class _Grid:
         return y if self.flat is None else y.index_select(0, self.flat)
 
     def unpack(self, y: Tensor) -> Tensor:
-        """``[tok, ...]`` -> ``[batch, pos, ...]``: zeros at pads, row 0's values at the
-        other rows' shared positions (whose gradient then lands on row 0's tokens)."""
+        """``[tok, ...]`` -> ``[batch, pos, ...]``: zeros at pads, the leader's values at
+        the other rows' shared positions (whose gradient then lands on the leader's)."""
         if self.src is not None:
             y = torch.cat((y, y.new_zeros(1, *y.shape[1:]))).index_select(0, self.src)
         return y.view(self.batch, self.width, *y.shape[1:])

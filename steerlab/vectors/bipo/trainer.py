@@ -3,8 +3,8 @@
 One model copy: the reference log-probs come from the same frozen model without the
 vector and are computed once; the residual stream below the steering layer is computed
 once; each step runs only the layers above it, with the prompt shared by both responses,
-a prompt prefix common to the batch computed once (when every pair of the step adds the
-vector with the same sign) and the unembedding applied at response positions only
+a prompt prefix common to the batch computed once per sign of the vector (the pairs of
+one sign share it) and the unembedding applied at response positions only
 (:mod:`steerlab.activations.packed`).
 Only the vector is trained.
 
@@ -26,6 +26,7 @@ from steerlab.activations.packed import (
     autocast_to,
     sequence_logprobs,
     shared_positions,
+    sign_leaders,
     upper_token_logprobs,
 )
 from steerlab.errors import ConfigError, TrainingError
@@ -66,11 +67,12 @@ def policy_logprobs(
     batch, resid = cache.batch(idx, model.pad_token_id, model.device)
     dd = d.to(model.device).view(-1, 1, 1)
     x = resid + (dd * params[0]).to(resid.dtype)
-    # a prefix common to the rows is computed once when every row adds the same d * v
-    shared = shared_positions(batch, resid) if bool((d == d[0]).all()) else 0
+    # a prefix common to the rows is computed once per group of rows adding the same d * v
+    leaders = sign_leaders(d)
+    shared = shared_positions(batch, resid, leaders)
     with autocast_to(model.device, cache.autocast):
         adds = _adds(layers, params, dd)
-        lp = upper_token_logprobs(model, x, batch, layers[0], adds, shared)
+        lp = upper_token_logprobs(model, x, batch, layers[0], adds, shared, leaders)
     return sequence_logprobs(lp.double() if lp.dtype != torch.float64 else lp, batch)
 
 
