@@ -12,9 +12,10 @@ on the real tokens only (padding exists only inside attention, where it is maske
 given the positions that will be read it runs the last block's output projection and MLP
 there only (together 0.97x the time of a padded BiPO epoch on the embedded model,
 in-process A/B, 5 rounds). Given ``shared``, a prefix common to every row (a chat
-template's system prompt) runs once (0.89-0.93x the time of BiPO steps on the embedded
-model's power-seeking pairs, whose 18-token system prefix is 11% of the tokens; 0.88x
-the fast margin and KL damage: ``benchmarks/shared_prefix.py``).
+template's system prompt) runs once per group of rows (``leaders``) (0.89-0.93x the
+time of BiPO steps and 0.93x of RePS steps on the embedded model's power-seeking pairs,
+whose 18-token system prefix is 11% of the tokens; 0.87-0.89x the fast margin and KL
+damage: ``benchmarks/shared_prefix.py``).
 
 It is used only where it is exact: a supported architecture (:data:`SUPPORTED`: SiLU
 gated MLP, RMSNorm, rotary positions over the whole head, no logit soft-capping), no
