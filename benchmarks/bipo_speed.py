@@ -17,7 +17,6 @@ bootstrap CI of the per-pair difference, both vectors scored in fp32).
 
 import argparse
 import dataclasses
-import json
 import os
 import platform
 import statistics
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import _env  # noqa: F401  (set-up: data root, offline, sys.path)
 import torch
+from _report import emit, uptime
 
 import steerlab as sl
 from steerlab.activations.packed import pack_pairs
@@ -245,7 +245,7 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args()
     torch.manual_seed(0)
-    started = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    started = uptime()
     model = sl.load_model(args.model, device=args.device)
     data = load_pairs(args.behavior)
     pairs = list(data.train)[: args.n_pairs]
@@ -332,11 +332,7 @@ def main() -> None:
     out["flop_floor"] = floors
     test = list(data.test)[: args.n_heldout]
     out["bf16_margin_check"] = margin_check(model, run.vector, run16.vector, test)
-    out["uptime_at_end"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit(out, args.out)
 
 
 if __name__ == "__main__":

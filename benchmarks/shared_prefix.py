@@ -12,15 +12,13 @@ largest difference of the results (losses, margins, KL) between the two.
 """
 
 import argparse
-import json
 import statistics
-import subprocess
 import time
-from pathlib import Path
 
 import _env  # noqa: F401  (set-up: data root, offline, sys.path)
 import numpy as np
 import torch
+from _report import emit, uptime
 
 import steerlab as sl
 import steerlab.evaluation.damage_fast as damage_fast
@@ -47,7 +45,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    started = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    started = uptime()
     torch.manual_seed(0)
     model = sl.load_model(args.model)
     data = load_pairs(args.behavior)
@@ -122,11 +120,7 @@ def main() -> None:
             / statistics.median(times[name]["off"]),
             "max_abs_diff": float(np.abs(a - b).max()),
         }
-    out["uptime_at_end"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit(out, args.out)
 
 
 if __name__ == "__main__":

@@ -228,6 +228,10 @@ def test_a_shared_prompt_prefix_runs_once_with_the_same_outputs_and_gradient(whi
     assert float((gw - gw0).norm()) > 1e-3 * float(gw0.norm())
     with pytest.raises(ConfigError, match="a leader must be its own leader"):
         _Grid.of(resid, batch.lengths, 5, torch.tensor([1, 2, 2]))
+    with pytest.raises(ConfigError, match="one row index per row"):
+        _Grid.of(resid, batch.lengths, 5, torch.tensor([0, 0]))
+    with pytest.raises(ConfigError, match="one row index per row"):
+        _Grid.of(resid, batch.lengths, 5, torch.tensor([0, 3, 0]))
 
 
 def test_shared_positions_stop_where_residuals_or_prompts_differ(tiny_model_4l):

@@ -170,12 +170,9 @@ def collate(pairs: Sequence[PackedPair], pad_id: int) -> PackedBatch:
         segs += [2 * i] * len(pm) + [2 * i + 1] * len(pn)
     lengths = torch.tensor([len(p) for p in pairs], dtype=torch.long)
     targets = (torch.tensor(rows), torch.tensor(poss), torch.tensor(toks), torch.tensor(segs))
-    return PackedBatch(ids, pos_ids, allowed, lengths, *targets, shared=_common_prefix(pairs))
-
-
-def _common_prefix(pairs: Sequence[PackedPair]) -> int:
-    """Length of the longest prompt prefix all ``pairs`` share (0 for a single pair)."""
-    return common_prefix([p.prompt for p in pairs])
+    return PackedBatch(
+        ids, pos_ids, allowed, lengths, *targets, shared=common_prefix([p.prompt for p in pairs])
+    )
 
 
 def common_prefix(rows: Sequence[Sequence[int]]) -> int:
