@@ -130,7 +130,12 @@ class Performed:
     call of a run (tokens computed once: real tokens only, a prompt prefix common to the
     batch once; the last block's output projection and MLP only at the positions read)
     plus the unembedding at those positions; forward and input-gradient backward. Only
-    the training steps' forwards count (with gradients), not the cache's."""
+    the training steps' forwards count (with gradients), not the cache's.
+
+    :meth:`attention_flops` counts the attention products apart: query-key and
+    attention-value over the allowed (query, key) pairs of the queries computed (a row
+    that reads a shared prefix computes no queries there), in every upper block, forward
+    and the four backward products (3x the forward's FLOPs)."""
 
     def __init__(self, model, layer: int) -> None:
         self.fb = fast_blocks(model)
@@ -140,19 +145,29 @@ class Performed:
         self.p_last_qkv = sum(lin.weight.numel() for lin in (last.q, last.k, last.v))
         self.unembed = model.d_model * model.d_vocab
         self.calls: list[tuple[int, int]] = []  # (tokens computed, positions read)
+        self.pairs = 0  # allowed (query, key) pairs of the computed queries, per block
 
     def __enter__(self) -> "Performed":
         original = self.original = FastBlocks.forward
 
-        def counted(fb, x, *args, lengths=None, at=None, shared=0, **kw):
+        def counted(fb, x, position_ids, allowed, *args, lengths=None, at=None, shared=0,
+                    leaders=None, **kw):  # fmt: skip
+            kw.update(lengths=lengths, at=at, shared=shared, leaders=leaders)
             if not torch.is_grad_enabled():  # the cache's reference forwards: not an epoch's
-                return original(fb, x, *args, lengths=lengths, at=at, shared=shared, **kw)
+                return original(fb, x, position_ids, allowed, *args, **kw)
             b, t = int(x.shape[0]), int(x.shape[1])
-            n = int(lengths.clamp(max=t).sum()) if lengths is not None else b * t
-            first = int(lengths.min()) if lengths is not None else t
-            n -= (b - 1) * min(int(shared), first) if b > 1 and shared > 0 else 0
+            lens = torch.full((b,), t) if lengths is None else lengths.cpu().clamp(max=t)
+            lead = torch.zeros(b, dtype=torch.long) if leaders is None else leaders.cpu()
+            follows = lead != torch.arange(b)
+            sh = min(int(shared), int(lens.min())) if bool(follows.any()) else 0
+            real = torch.arange(t)[None, :] < lens[:, None]
+            queries = real.clone()
+            queries[follows, :sh] = False
+            n = int(queries.sum())
             self.calls.append((n, int(at[0].numel()) if at is not None else n))
-            return original(fb, x, *args, lengths=lengths, at=at, shared=shared, **kw)
+            pairs = allowed.cpu() & queries[:, :, None] & real[:, None, :]
+            self.pairs += int(pairs.sum())
+            return original(fb, x, position_ids, allowed, *args, **kw)
 
         FastBlocks.forward = counted
         return self
@@ -167,6 +182,12 @@ class Performed:
             total += 2 * (self.p_last_qkv * n + (self.p_block[-1] - self.p_last_qkv) * read)
             total += 2 * self.unembed * read
         return passes * total
+
+    def attention_flops(self) -> float:
+        """Forward (2 products) and backward (4) of the attention, 2 FLOPs per
+        multiply-add, over every upper block."""
+        width = self.fb.n_heads * self.fb.head_dim
+        return 6 * 2 * width * self.pairs * len(self.p_block)
 
 
 def timed_run(model, pairs, layer, cfg):
@@ -323,11 +344,16 @@ def main() -> None:
         }
         if label == "fp32":  # the matmuls the fast path actually ran (fewer: see Performed)
             ran = performed.flops() / cfg.epochs
+            att = performed.attention_flops() / cfg.epochs
             floors[label]["performed"] = {
                 "epoch_gflop": ran / 1e9,
                 "floor_seconds_per_epoch": ran / 1e9 / gflops,
                 "fast_over_floor": out[key]["seconds_per_epoch"] / (ran / 1e9 / gflops),
                 "forward_calls": len(performed.calls),
+                "attention_epoch_gflop": att / 1e9,
+                "floor_with_attention_seconds_per_epoch": (ran + att) / 1e9 / gflops,
+                "fast_over_floor_with_attention": out[key]["seconds_per_epoch"]
+                / ((ran + att) / 1e9 / gflops),
             }
     out["flop_floor"] = floors
     test = list(data.test)[: args.n_heldout]
