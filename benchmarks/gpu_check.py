@@ -17,6 +17,7 @@ Random weights make the numbers about time and memory only. The pairs are synthe
 
     python benchmarks/gpu_check.py                 # on a GPU -> benchmarks/results/gpu_check.json
     python benchmarks/gpu_check.py --tiny          # the same code on the CPU, tiny shape
+    python benchmarks/gpu_check.py --tiny --dtype bfloat16   # ... in the GPU's precision
 """
 
 import argparse
@@ -105,13 +106,18 @@ def random_vector(model: sl.SteerlabModel, layer: int, rel_norm: float, seed: in
 
 
 def bipo_section(model, pairs, layer, batch_size, plain_steps, epochs, meter) -> dict:
-    cfg = BiPOConfig(epochs=1, batch_size=batch_size, warmup_steps=10, lr=5e-4)
+    # a bf16 model trains under bf16 autocast, as BiPO's default does on a bf16 GPU (on a
+    # CPU the default is off: stated here so that --tiny --dtype bfloat16 runs the GPU's path)
+    bf16 = model.dtype == torch.bfloat16
+    cfg = BiPOConfig(epochs=1, batch_size=batch_size, warmup_steps=10, lr=5e-4,
+                     autocast_bf16=True if bf16 else None)  # fmt: skip
     run, seconds, peak = meter.run(
         lambda: fit_bipo_run(model, pairs, layer=layer, config=cfg, progress=False)
     )
     epoch = seconds - run.cache_seconds
     fast = {
         "engine": run.engine,
+        "autocast_bf16": bf16,
         "n_pairs": len(pairs),
         "steps": len(run.steps),
         "cache_seconds": run.cache_seconds,
@@ -182,6 +188,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tiny", action="store_true", help="CPU, tiny shape (the test runs this)")
     ap.add_argument("--device", default=None, help="default: cuda (cpu with --tiny)")
+    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default=None,
+                    help="model weights; default bfloat16 (float32 with --tiny)")  # fmt: skip
     ap.add_argument("--n-pairs", type=int, default=None, help="default 642 (16 with --tiny)")
     ap.add_argument("--layer", type=int, default=None, help="default 15 (0 with --tiny)")
     ap.add_argument("--batch-size", type=int, default=4, help="BiPO pairs per step")
@@ -196,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     device = torch.device(args.device or ("cpu" if tiny else "cuda"))
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("gpu_check: no CUDA device here; run it on a GPU, or with --tiny.")
-    dtype = torch.float32 if tiny else torch.bfloat16
+    dtype = getattr(torch, args.dtype or ("float32" if tiny else "bfloat16"))
     shape = SHAPE_TINY if tiny else SHAPE_7B
     n_pairs = args.n_pairs or (16 if tiny else 642)
     layer = args.layer if args.layer is not None else (0 if tiny else 15)

@@ -5,21 +5,28 @@ import json
 import math
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_gpu_check_runs_in_tiny_mode(tmp_path):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_gpu_check_runs_in_tiny_mode(tmp_path, dtype):
+    """fp32 (the default with --tiny) and bf16 weights with bf16 autocast: the precision
+    and BiPO mode the GPU run uses."""
     spec = importlib.util.spec_from_file_location(
         "steerlab_bench_gpu_check", ROOT / "benchmarks" / "gpu_check.py"
     )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     out_path = tmp_path / "gpu_check.json"
-    out = mod.main(["--tiny", "--n-pairs", "8", "--out", str(out_path)])
+    out = mod.main(["--tiny", "--n-pairs", "8", "--dtype", dtype, "--out", str(out_path)])
     assert json.loads(out_path.read_text()) == json.loads(json.dumps(out))
     assert out["mode"] == "tiny" and out["device"] == "cpu" and out["parameters"] > 0
+    assert out["dtype"] == dtype
     fast, plain = out["bipo"]["fast"], out["bipo"]["plain"]
     assert fast["engine"] == "fast" and fast["steps"] == 2 and fast["step_seconds"] > 0
+    assert fast["autocast_bf16"] == (dtype == "bfloat16")
     assert fast["first_loss"] == math.log(2)
     assert fast["extrapolated_20_epochs_seconds"] > fast["epoch_seconds"]
     assert plain["steps"] == 2 and plain["step_seconds"] > 0
