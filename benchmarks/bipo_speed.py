@@ -32,7 +32,7 @@ from _report import emit, uptime
 import steerlab as sl
 from steerlab.activations.packed import pack_pairs
 from steerlab.data import load_pairs
-from steerlab.models.fast_blocks import FastBlocks, fast_blocks
+from steerlab.models.fast_blocks import FastBlocks, _Grid, fast_blocks
 from steerlab.vectors.bipo import BiPOConfig, fit_bipo_run
 from steerlab.vectors.bipo.schedule import steps_per_epoch
 from tests.bipo_plain import batched_score, plain_bipo
@@ -155,17 +155,13 @@ class Performed:
             kw.update(lengths=lengths, at=at, shared=shared, leaders=leaders)
             if not torch.is_grad_enabled():  # the cache's reference forwards: not an epoch's
                 return original(fb, x, position_ids, allowed, *args, **kw)
-            b, t = int(x.shape[0]), int(x.shape[1])
-            lens = torch.full((b,), t) if lengths is None else lengths.cpu().clamp(max=t)
-            lead = torch.zeros(b, dtype=torch.long) if leaders is None else leaders.cpu()
-            follows = lead != torch.arange(b)
-            sh = min(int(shared), int(lens.min())) if bool(follows.any()) else 0
-            real = torch.arange(t)[None, :] < lens[:, None]
-            queries = real.clone()
-            queries[follows, :sh] = False
-            n = int(queries.sum())
+            grid = _Grid.of(x, lengths, shared, leaders)  # the tokens the forward computes
+            b, t, n = grid.batch, grid.width, int(grid.rows.numel())
             self.calls.append((n, int(at[0].numel()) if at is not None else n))
-            pairs = allowed.cpu() & queries[:, :, None] & real[:, None, :]
+            queries = torch.zeros(b, t, dtype=torch.bool, device=x.device)
+            queries[grid.rows, grid.pos] = True
+            real = torch.arange(t, device=x.device)[None, :] < grid.lengths[:, None]
+            pairs = allowed.to(x.device) & queries[:, :, None] & real[:, None, :]
             self.pairs += int(pairs.sum())
             return original(fb, x, position_ids, allowed, *args, **kw)
 
