@@ -246,3 +246,35 @@ def test_output_path_checks_create_nothing(tmp_path):
     new = tmp_path / "new" / "dir"
     assert _common.check_out_dir(new) == new and _common.check_out_file(new / "x.csv")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+
+
+def test_pipe_reader_gone_tells_a_closed_pipe():
+    import os
+
+    r, w = os.pipe()
+    try:
+        assert not _common.pipe_reader_gone(w)
+        os.close(r)
+        assert _common.pipe_reader_gone(w)
+    finally:
+        os.close(w)
+
+
+@pytest.mark.parametrize("stdout_gone", [True, False])
+def test_broken_pipe_is_quiet_only_when_stdout_has_gone(monkeypatch, stdout_gone):
+    """``steerlab ... | head``: once ``head`` has gone, no 'error: Broken pipe'; a broken
+    pipe elsewhere (a socket to a judge server) is still reported."""
+    demo = _common.new_app("demo")
+
+    @demo.command()
+    def write() -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    @demo.command()
+    def other() -> None:  # a second command keeps `write` a sub-command
+        pass
+
+    monkeypatch.setattr(_common, "_stdout_gone", lambda: stdout_gone)
+    r = CliRunner().invoke(demo, ["write"])
+    assert r.exit_code == 1
+    assert ("error: Broken pipe" in r.output) is not stdout_gone

@@ -7,6 +7,9 @@ can substitute an already loaded model (or a loader that fails) in one place.
 """
 
 import json
+import os
+import select
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +38,34 @@ def one_line(text: str) -> str:
 
 def _exit_with(message: str) -> NoReturn:
     typer.echo(f"error: {one_line(message)}", err=True)
+    raise typer.Exit(code=1)
+
+
+def pipe_reader_gone(fd: int) -> bool:
+    """True when ``fd`` is a pipe whose reading end has been closed (``steerlab ... |
+    head`` after ``head`` exited). False where that cannot be told (no ``poll``)."""
+    if not hasattr(select, "poll"):  # pragma: no cover - Windows
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
+
+
+def _stdout_gone() -> bool:
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (tests capture it)
+        return False
+    return pipe_reader_gone(fd)
+
+
+def _quiet_exit() -> NoReturn:
+    """Stop without a message: the reader of stdout has gone, as after ``| head``. Later
+    writes (Python flushes stdout at exit) go to /dev/null instead of failing again."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):  # not a real file: nothing to flush into
+        pass
     raise typer.Exit(code=1)
 
 
@@ -91,6 +122,8 @@ class CliGroup(TyperGroup):
         except SteerlabError as exc:
             _exit_with(str(exc))
         except OSError as exc:
+            if isinstance(exc, BrokenPipeError) and _stdout_gone():
+                _quiet_exit()
             where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
             _exit_with(f"{exc.strerror or exc}{where}")
 
