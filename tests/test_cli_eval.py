@@ -68,3 +68,38 @@ def test_cli_registers_and_saves_results(cli, tiny_model, tmp_path):
     assert r.exit_code == 0, r.output
     assert len(out.read_text().splitlines()) == 2
     assert "judge_score" in (tmp_path / "open.summary.csv").read_text()
+
+
+@pytest.mark.parametrize("kind", ["likelihood", "ab"])
+def test_eval_prints_means_and_paired_changes_with_cis(cli, tiny_model, tmp_path, kind):
+    from steerlab.data import load_pairs
+    from steerlab.evaluation import ab_probability, likelihood_margin
+
+    vec = big_vector(tiny_model, scale=3.0)
+    vec_path = vec.save(tmp_path / "v.safetensors")
+    table, items = tmp_path / "table.csv", tmp_path / "items.csv"
+    r = cli("eval", kind, "-v", str(vec_path), "--n-test", "6", "--multipliers=-1,1",
+            "--table-out", str(table), "--items-out", str(items), "--no-progress")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "change vs x0" in r.output and "one seed" in r.output and "bootstrap" in r.output
+    got = pd.read_csv(table)
+    assert sorted(got["multiplier"].unique()) == [-1.0, 0.0, 1.0]  # x0 added
+    assert (got["low"] <= got["mean"]).all() and (got["mean"] <= got["high"]).all()
+    assert (got[got["multiplier"] == 0.0]["change"] == 0.0).all()
+    # the numbers are the plain evaluation's (the likelihood goes through the fast path)
+    split = load_pairs("power-seeking").split(n_test=6, seed=0)
+    if kind == "likelihood":
+        plain = likelihood_margin(tiny_model, split.test, vec, [-1, 0, 1], per_item=True,
+                                  progress=False)  # fmt: skip
+        col = "margin"
+    else:
+        plain = ab_probability(tiny_model, split.test_ab, vec, [-1, 0, 1], per_item=True,
+                               progress=False)  # fmt: skip
+        col = "p_matching"
+    mine = pd.read_csv(items)
+    assert len(mine) == len(plain) == 18
+    assert mine[col].to_numpy() == pytest.approx(plain[col].to_numpy(), abs=1e-4)
+    row = got[(got["metric"] == col) & (got["multiplier"] == 1.0)].iloc[0]
+    per_item = plain[plain["multiplier"] == 1.0][col].to_numpy() - plain[
+        plain["multiplier"] == 0.0][col].to_numpy()  # fmt: skip
+    assert row["change"] == pytest.approx(per_item.mean(), abs=1e-4)

@@ -41,13 +41,16 @@ def evaluate(
 ) -> tuple[Any, Any]:
     """Load the vectors, the model and the first ``n_test`` items of the behavior's test
     split; return the (summary, per-item) frames of ``ab_probability`` (``kind='ab'``,
-    on ``test_ab``) or ``likelihood_margin`` (``kind='likelihood'``, on ``test``)."""
+    on ``test_ab``) or the likelihood margin (``kind='likelihood'``, on ``test``; through
+    ``likelihood_margin_fast``, which falls back to ``likelihood_margin`` where its cached
+    residuals do not apply). Multiplier 0 is added when vectors are given: the changes
+    are measured against it."""
     from steerlab.data import load_pairs
     from steerlab.evaluation import (
         AB_METRICS,
         LIKELIHOOD_METRICS,
         ab_probability,
-        likelihood_margin,
+        likelihood_margin_fast,
         summarize,
     )
 
@@ -55,63 +58,91 @@ def evaluate(
     data = load_pairs(_common.check_behavior(run.behavior), seed=run.seed)
     m = _common.load_model(run.model, run.device)
     _common.check_vectors(m, vecs, run.force_other_model)
+    mults = sorted({0.0, *multipliers}) if vecs else list(multipliers)
     kw: dict[str, Any] = {"batch_size": run.batch_size, "progress": run.progress}
     split = data.split(n_test=n_test, seed=run.seed)
     if kind == "ab":
-        frame = ab_probability(m, split.test_ab, vecs or None, multipliers, per_item=True, **kw)
+        frame = ab_probability(m, split.test_ab, vecs or None, mults, per_item=True, **kw)
         return summarize(frame, AB_METRICS), frame
-    frame = likelihood_margin(m, split.test, vecs or None, multipliers, per_item=True, **kw)
+    frame = likelihood_margin_fast(m, split.test, vecs or None, mults, per_item=True, **kw)
     return summarize(frame, LIKELIHOOD_METRICS), frame
 
 
-def _print_eval(summary: Any, metric: str, title: str) -> None:
+def _ci(mean: float, low: float, high: float, fmt: str) -> str:
+    if mean != mean:
+        return "-"
+    return f"{mean:{fmt}} [{low:{fmt}}, {high:{fmt}}]"
+
+
+def _print_eval(table: Any, title: str) -> None:
+    """``table``: one metric's rows of :func:`~steerlab.analysis.effects.paired_changes`."""
     from rich.table import Table
 
-    sub = summary[summary["metric"] == metric]
-    mults = sorted(sub["multiplier"].unique())
-    table = Table(title=title)
-    table.add_column("vector (method:behavior:layer)")
-    for mult in mults:
-        table.add_column(f"x{mult:g}", justify="right")
-    for label, group in sub.groupby("vector", sort=False):
-        cells = []
-        for mult in mults:
-            row = group[group["multiplier"] == mult]
-            value, sem = float(row["value"].iloc[0]), float(row["sem"].iloc[0])
-            cells.append(f"{value:.3f}" + (f" ± {sem:.3f}" if sem == sem else ""))
-        table.add_row(str(label), *cells)
-    _common.console().print(table)
+    out = Table(title=title, caption=(
+        "95% percentile bootstrap CIs over the items (2000 resamples); the change is "
+        "paired: each item against itself at x0."
+    ))  # fmt: skip
+    out.add_column("vector", overflow="fold")
+    out.add_column("x", justify="right")
+    out.add_column("mean [95% CI]", justify="right")
+    out.add_column("change vs x0 [95% CI]", justify="right")
+    unit = table["mean"].dropna().between(0.0, 1.0).all()  # probabilities, shares
+    fmt = ".3f" if unit else ".2f"
+    last = None
+    for r in table.itertuples(index=False):
+        change = "x0" if r.multiplier == 0 else _ci(r.change, r.change_low, r.change_high,
+                                                     "+" + fmt)  # fmt: skip
+        label = "" if r.vector == last else str(r.vector)
+        out.add_row(label, f"{r.multiplier:g}", _ci(r.mean, r.low, r.high, fmt), change)
+        last = r.vector
+    _common.console().print(out)
 
 
 def _run_eval(kind: str, metric: str, vector: list[Path] | None, multipliers: str,
               n_test: int | None, out: Path | None, items_out: Path | None,
-              run: RunSettings) -> None:  # fmt: skip
+              table_out: Path | None, run: RunSettings) -> None:  # fmt: skip
+    from steerlab.analysis.effects import paired_changes
     from steerlab.evaluation import AB_METRICS, LIKELIHOOD_METRICS
 
     valid = AB_METRICS if kind == "ab" else LIKELIHOOD_METRICS
     if metric not in valid:
         raise typer.BadParameter(f"--metric {metric!r}: choose one of {', '.join(valid)}.")
     mults = _common.parse_multipliers(multipliers)
-    for path, flag in ((out, "--out"), (items_out, "--items-out")):
+    for path, flag in ((out, "--out"), (items_out, "--items-out"), (table_out, "--table-out")):
         if path is not None:
             _common.check_out_file(path, flag)
     t0 = time.perf_counter()
     summary, items = evaluate(kind, vector, mults, n_test, run)
+    table = paired_changes(items, valid, seed=run.seed)
     what = "A/B items" if kind == "ab" else "test pairs"
     n, secs = int(summary["n"].max()), time.perf_counter() - t0
-    _print_eval(summary, metric, f"{metric} on {n} {run.behavior} {what} ({secs:.1f}s)")
+    title = f"{metric} on {n} {run.behavior} {what}, one seed ({secs:.1f}s)"
+    _print_eval(table[table["metric"] == metric], title)
     console = _common.console()
-    for path, frame, name in ((out, summary, "results"), (items_out, items, "per-item results")):
+    for path, frame, name in (
+        (out, summary, "results"),
+        (items_out, items, "per-item results"),
+        (table_out, table, "means and changes with CIs"),
+    ):
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             frame.to_csv(path, index=False)
             console.print(f"{name}: {path}")
 
 
-_MULTS = typer.Option("-2,-1,0,1,2", help="Comma-separated multipliers: --multipliers=-2,-1,0,1,2.")
+_MULTS = typer.Option(
+    "-2,-1,0,1,2",
+    help="Comma-separated multipliers: --multipliers=-2,-1,0,1,2 (0 is added: the changes "
+    "are measured against it).",
+)
 _N_TEST = _common.count_option(None, "--n-test", help="Use the first N test items (default all).")
 _CSV = typer.Option(None, "--out", help="Write the tidy results (CSV).")
 _ITEMS = typer.Option(None, "--items-out", help="Write per-item results (CSV).")
+_TABLE = typer.Option(
+    None,
+    "--table-out",
+    help="Write every metric's means and changes versus x0 with 95% CIs (CSV).",
+)
 _SETTINGS = tuple(f.name for f in fields(RunSettings))  # what RunSettings takes of the options
 
 
@@ -134,6 +165,7 @@ def _metric_command(kind: str, doc: str, metric: Any, *, seed: bool) -> Any:
             n_test=(int | None, _N_TEST),
             out=(Path | None, _CSV),
             items_out=(Path | None, _ITEMS),
+            table_out=(Path | None, _TABLE),
             metric=(str, metric),
             model=(str, MODEL),
             device=(str | None, DEVICE),
