@@ -3,7 +3,7 @@ layer sweeps (plan, cell store, sweep), combinations and transfer. Everything re
 data; figures live in :mod:`steerlab.viz`."""
 
 from steerlab.analysis.combine import CombinationResult, combination_table, combine
-from steerlab.analysis.effects import effect_sizes
+from steerlab.analysis.effects import effect_sizes, paired_changes
 from steerlab.analysis.matched_findings import sweep_matched
 from steerlab.analysis.projections import (
     LayerProjections,
@@ -39,6 +39,7 @@ __all__ = [
     "cross_layer",
     "effect_sizes",
     "load_released_bipo",
+    "paired_changes",
     "pca_by_layer",
     "pca_projection",
     "released_bipo_table",
