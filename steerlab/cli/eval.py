@@ -40,16 +40,16 @@ def evaluate(
     run: RunSettings,
 ) -> tuple[Any, Any]:
     """Load the vectors, the model and the first ``n_test`` items of the behavior's test
-    split; return the (summary, per-item) frames of ``ab_probability`` (``kind='ab'``,
-    on ``test_ab``) or the likelihood margin (``kind='likelihood'``, on ``test``; through
-    ``likelihood_margin_fast``, which falls back to ``likelihood_margin`` where its cached
-    residuals do not apply). Multiplier 0 is added when vectors are given: the changes
-    are measured against it."""
+    split; return the (summary, per-item) frames of the A/B probability (``kind='ab'``,
+    on ``test_ab``) or the likelihood margin (``kind='likelihood'``, on ``test``), both
+    through their fast paths (cached lower residuals; they fall back to the plain
+    functions where those do not apply). Multiplier 0 is added when vectors are given:
+    the changes are measured against it."""
     from steerlab.data import load_pairs
     from steerlab.evaluation import (
         AB_METRICS,
         LIKELIHOOD_METRICS,
-        ab_probability,
+        ab_probability_fast,
         likelihood_margin_fast,
         summarize,
     )
@@ -62,7 +62,7 @@ def evaluate(
     kw: dict[str, Any] = {"batch_size": run.batch_size, "progress": run.progress}
     split = data.split(n_test=n_test, seed=run.seed)
     if kind == "ab":
-        frame = ab_probability(m, split.test_ab, vecs or None, mults, per_item=True, **kw)
+        frame = ab_probability_fast(m, split.test_ab, vecs or None, mults, per_item=True, **kw)
         return summarize(frame, AB_METRICS), frame
     frame = likelihood_margin_fast(m, split.test, vecs or None, mults, per_item=True, **kw)
     return summarize(frame, LIKELIHOOD_METRICS), frame

@@ -7,6 +7,7 @@ from steerlab.evaluation.ab import (
     ab_scores,
     answer_logits,
 )
+from steerlab.evaluation.ab_fast import ab_probability_fast
 from steerlab.evaluation.likelihood import (
     LIKELIHOOD_METRICS,
     batch_response_logprobs,
@@ -44,6 +45,7 @@ __all__ = [
     "Condition",
     "Metric",
     "ab_probability",
+    "ab_probability_fast",
     "ab_scores",
     "answer_logits",
     "batch_response_logprobs",

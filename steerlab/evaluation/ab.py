@@ -6,7 +6,7 @@ logits of the ``A`` and ``B`` tokens at that position, read for the matching let
 behavioral probability). Steering towards the behavior should raise it.
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pandas as pd
@@ -61,6 +61,30 @@ def answer_logits(
     return out
 
 
+def scores_from_letters(
+    items: Sequence[Any],
+    logit_a: Float[Tensor, " n"],
+    logit_b: Float[Tensor, " n"],
+    lse: Float[Tensor, " n"],
+) -> dict[str, Any]:
+    """The per-item columns of :func:`ab_scores` from each item's logits of ``A`` and
+    ``B`` at the answer position and the logsumexp of all its logits there."""
+    p_a, p_b = (logit_a - lse).exp(), (logit_b - lse).exp()
+    pair = torch.softmax(torch.stack([logit_a, logit_b], 1), dim=-1)  # P(A), P(B) over A/B
+    is_a = torch.tensor([it.matching == "A" for it in items])
+    p_matching = torch.where(is_a, pair[:, 0], pair[:, 1])
+    diff = logit_a - logit_b
+    return {
+        "matching": [it.matching for it in items],
+        "p_matching": p_matching,
+        "matched": (p_matching > 0.5).float(),
+        "p_a": p_a,
+        "p_b": p_b,
+        "letter_mass": p_a + p_b,
+        "logit_diff": torch.where(is_a, diff, -diff),
+    }
+
+
 def ab_scores(
     model: SteerlabModel, items: Iterable[Any], batch_size: int = 16, *, progress: bool = False
 ) -> dict[str, Any]:
@@ -74,21 +98,9 @@ def ab_scores(
     item_list = list(items)
     lid = letter_token_ids(model)
     logits = answer_logits(model, item_list, batch_size, progress=progress)
-    logp = torch.log_softmax(logits, dim=-1)
-    p_a, p_b = logp[:, lid.a].exp(), logp[:, lid.b].exp()
-    pair = torch.softmax(logits[:, [lid.a, lid.b]], dim=-1)  # [n, 2]: P(A), P(B) over A/B
-    is_a = torch.tensor([it.matching == "A" for it in item_list])
-    p_matching = torch.where(is_a, pair[:, 0], pair[:, 1])
-    diff = logits[:, lid.a] - logits[:, lid.b]
-    return {
-        "matching": [it.matching for it in item_list],
-        "p_matching": p_matching,
-        "matched": (p_matching > 0.5).float(),
-        "p_a": p_a,
-        "p_b": p_b,
-        "letter_mass": p_a + p_b,
-        "logit_diff": torch.where(is_a, diff, -diff),
-    }
+    return scores_from_letters(
+        item_list, logits[:, lid.a], logits[:, lid.b], torch.logsumexp(logits, dim=-1)
+    )
 
 
 def ab_probability(

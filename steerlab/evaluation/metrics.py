@@ -19,6 +19,7 @@ from steerlab.data.convert import as_pairs
 from steerlab.data.pairs import BehaviorData, pairs_to_ab
 from steerlab.errors import EmptyInputError
 from steerlab.evaluation.ab import ab_probability
+from steerlab.evaluation.ab_fast import ab_probability_fast
 from steerlab.evaluation.likelihood import likelihood_margin
 from steerlab.evaluation.likelihood_fast import likelihood_margin_fast
 from steerlab.evaluation.multipliers import check_multipliers, vector_layer
@@ -71,6 +72,17 @@ METRICS.register(
 METRICS.register(
     "ab",
     Metric("ab", "ab", "p_matching", ab_probability, "P(matching letter) of held-out A/B items"),
+)
+METRICS.register(
+    "ab_fast",
+    Metric(
+        "ab_fast",
+        "ab",
+        "p_matching",
+        ab_probability_fast,
+        "the 'ab' numbers via cached lower residuals, read at the answer position only "
+        "(falls back to 'ab' where the fast path does not apply)",
+    ),
 )
 
 

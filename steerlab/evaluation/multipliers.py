@@ -161,16 +161,23 @@ def sweep_multipliers(
             if baseline is None:
                 baseline = _as_columns(score())
             cols = baseline
-        n = len(next(iter(cols.values())))
-        head = {
-            "vector": [cond.label] * n,
-            "method": [cond.method] * n,
-            "layer": pd.Series([cond.layer] * n, dtype=object),
-            "multiplier": np.full(n, cond.multiplier),
-            "item": np.arange(n),
-        }
-        frames.append(pd.DataFrame({**head, **cols}))
+        frames.append(condition_frame(cond, cols))
     return pd.concat(frames, ignore_index=True)
+
+
+def condition_frame(cond: Condition, raw: Mapping[str, Any]) -> pd.DataFrame:
+    """One condition's per-item rows: the :data:`CONDITION_COLUMNS`, ``item`` (the item's
+    index) and the scorer's columns ``raw`` (tensors, arrays or lists of one length)."""
+    cols = _as_columns(raw)
+    n = len(next(iter(cols.values())))
+    head = {
+        "vector": [cond.label] * n,
+        "method": [cond.method] * n,
+        "layer": pd.Series([cond.layer] * n, dtype=object),
+        "multiplier": np.full(n, cond.multiplier),
+        "item": np.arange(n),
+    }
+    return pd.DataFrame({**head, **cols})
 
 
 def _as_columns(raw: Mapping[str, Any]) -> dict[str, np.ndarray]:

@@ -137,7 +137,7 @@ def run_pipeline(
     import torch
 
     from steerlab.data import load_pairs
-    from steerlab.evaluation.ab import ab_probability
+    from steerlab.evaluation.ab_fast import ab_probability_fast
     from steerlab.evaluation.likelihood_fast import likelihood_margin_fast
 
     cfg = config
@@ -194,8 +194,9 @@ def run_pipeline(
                                        batch_size=cfg.batch_size, progress=False)  # fmt: skip
             frames.append(f.assign(evaluation="margin"))
         with stage("evaluate: A/B probability"):
-            f = ab_probability(model, list(ab), vec_list, cfg.multipliers,
-                               batch_size=cfg.batch_size, progress=False)  # fmt: skip
+            # The same, read at the answer position from cached lower residuals.
+            f = ab_probability_fast(model, list(ab), vec_list, cfg.multipliers,
+                                    batch_size=cfg.batch_size, progress=False)  # fmt: skip
             frames.append(f.assign(evaluation="ab"))
         matched = None
         if cfg.n_neutral > 0:
