@@ -44,3 +44,17 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "embedded_model" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture
+def shared_prefixes(monkeypatch):
+    """The ``shared=`` of every ``FastBlocks.forward`` call made while the test runs (a
+    batch's common prefix, the chat template's system turn, computed once when > 0)."""
+    from steerlab.models.fast_blocks import FastBlocks
+
+    seen: list[int] = []
+    forward = FastBlocks.forward
+    monkeypatch.setattr(
+        FastBlocks, "forward", lambda *a, **k: seen.append(k.get("shared", 0)) or forward(*a, **k)
+    )
+    return seen

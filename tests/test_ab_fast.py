@@ -3,24 +3,17 @@
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from steerlab.data.convert import pairs_to_ab
 from steerlab.errors import EmptyInputError
 from steerlab.evaluation import ab_probability, ab_probability_fast, fast_path_applies
 from steerlab.models.sites import HookSite
-from steerlab.vectors.vector import Provenance, SteeringVector
 from tests._data import SMALL_PAIRS
+from tests._vectors import vec_at
 
 ITEMS = list(pairs_to_ab(SMALL_PAIRS, seed=0))
 COLUMNS = ["p_matching", "matched", "p_a", "p_b", "letter_mass", "logit_diff"]
 KEY = ["vector", "method", "multiplier", "item", "matching"]
-
-
-def vec_at(model, sites, scale=4.0, seed=0, method="caa") -> SteeringVector:
-    g = torch.Generator().manual_seed(seed)
-    dirs = {s: torch.randn(model.d_model, generator=g) * scale for s in sites}
-    return SteeringVector(dirs, Provenance(method=method, behavior="toy"))
 
 
 def assert_same_items(fast, plain, atol=1e-5):
@@ -30,14 +23,8 @@ def assert_same_items(fast, plain, atol=1e-5):
     np.testing.assert_allclose(fast[COLUMNS], plain[COLUMNS], rtol=1e-4, atol=atol)
 
 
-def test_fast_items_equal_the_plain_items(tiny_model_4l, monkeypatch):
-    from steerlab.models.fast_blocks import FastBlocks
-
-    shared = []  # the chat template's common prefix runs once per batch
-    forward = FastBlocks.forward
-    monkeypatch.setattr(
-        FastBlocks, "forward", lambda *a, **k: shared.append(k.get("shared", 0)) or forward(*a, **k)
-    )
+def test_fast_items_equal_the_plain_items(tiny_model_4l, shared_prefixes):
+    shared = shared_prefixes  # the chat template's common prefix runs once per batch
     m = tiny_model_4l
     one = vec_at(m, [HookSite(1)], seed=0)
     two = vec_at(m, [HookSite(1), HookSite(2)], seed=1, method="bipo")

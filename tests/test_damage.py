@@ -134,14 +134,8 @@ def test_pair_logprob_changes_at_strengths(tiny_model, vec):
     assert len(summary) == 3 and (summary["n"] == len(SMALL_PAIRS)).all()
 
 
-def test_fast_kl_equals_the_plain_path(tiny_model_4l, neutral, monkeypatch):
-    from steerlab.models.fast_blocks import FastBlocks
-
-    shared = []  # the chat template's common prefix runs once per batch
-    forward = FastBlocks.forward
-    monkeypatch.setattr(
-        FastBlocks, "forward", lambda *a, **k: shared.append(k.get("shared", 0)) or forward(*a, **k)
-    )
+def test_fast_kl_equals_the_plain_path(tiny_model_4l, neutral, shared_prefixes):
+    shared = shared_prefixes  # the chat template's common prefix runs once per batch
     g = torch.Generator().manual_seed(2)
     one = SteeringVector.from_tensor(torch.randn(64, generator=g), 1, method="caa")
     top = SteeringVector.from_tensor(torch.randn(64, generator=g), 3, method="pca")

@@ -3,7 +3,6 @@
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from steerlab.errors import ConfigError, EmptyInputError
 from steerlab.evaluation import (
@@ -12,27 +11,15 @@ from steerlab.evaluation import (
     likelihood_margin_fast,
 )
 from steerlab.models.sites import HookSite
-from steerlab.vectors.vector import Provenance, SteeringVector
 from tests._data import SMALL_PAIRS
+from tests._vectors import vec_at
 
 PAIRS = SMALL_PAIRS[:4]
 COLUMNS = ["logp_matching", "logp_not_matching", "margin", "prefers_matching"]
 
 
-def vec_at(model, sites, scale=4.0, seed=0, method="caa") -> SteeringVector:
-    g = torch.Generator().manual_seed(seed)
-    dirs = {s: torch.randn(model.d_model, generator=g) * scale for s in sites}
-    return SteeringVector(dirs, Provenance(method=method, behavior="toy"))
-
-
-def test_fast_items_equal_the_plain_items(tiny_model_4l, monkeypatch):
-    from steerlab.models.fast_blocks import FastBlocks
-
-    shared = []  # the chat template's common prefix runs once per batch
-    forward = FastBlocks.forward
-    monkeypatch.setattr(
-        FastBlocks, "forward", lambda *a, **k: shared.append(k.get("shared", 0)) or forward(*a, **k)
-    )
+def test_fast_items_equal_the_plain_items(tiny_model_4l, shared_prefixes):
+    shared = shared_prefixes  # the chat template's common prefix runs once per batch
     m = tiny_model_4l
     one = vec_at(m, [HookSite(1)], seed=0)
     two = vec_at(m, [HookSite(1), HookSite(2)], seed=1, method="bipo")
