@@ -7,6 +7,7 @@ they share, with each objective's own (``--beta``, RePS's ``--gamma`` ...) after
 
 import inspect
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,14 +16,20 @@ import typer
 
 from steerlab.cli import _common
 from steerlab.cli._config import options, with_signature
+from steerlab.errors import ConfigError
 
 train_app = _common.new_app("Train steering vectors.")
 
 # Options both commands share (same flags, defaults and help).
 BEHAVIOR = typer.Option("power-seeking", help="Behavior (see steerlab.data.list_behaviors()).")
-N_TRAIN = _common.count_option(None, help="Use the first N training pairs (default all).")
+N_TRAIN = _common.count_option(
+    None, help="Fit on the first N training pairs (default: all but the --n-val after them)."
+)
 N_VAL = _common.count_option(
-    50, help="Held-out pairs for per-epoch validation (0: no validation).", minimum=0
+    50,
+    help="Training pairs held out (the ones after those fitted on) for per-epoch validation "
+    "and the choice of the best epoch; the test split is never used (0: no validation).",
+    minimum=0,
 )
 BATCH_SIZE = _common.count_option(4, help="Pairs per step.")
 WARMUP_STEPS = _common.count_option(100, help="Warm-up steps of the cosine schedule.", minimum=0)
@@ -149,8 +156,7 @@ def _train(
     layers = _common.check_layers(model, _common.parse_layers(layer, "--layer"), "--layer")
     _common.check_out_dir(out)
     data = load_pairs(_common.check_behavior(behavior))
-    train = data.train[:n_train] if n_train else data.train
-    val = data.test[:n_val] if n_val else None
+    train, val = fit_and_validation(data.train, n_train, n_val)
     m = _common.load_model(model, device)
     run = bipo.fit_bipo_run(
         m,
@@ -158,7 +164,7 @@ def _train(
         layer=layers[0] if len(layers) == 1 else None,
         layers=layers if len(layers) > 1 else None,
         config=cfg,
-        val_pairs=val,
+        val_pairs=val or None,
         out_dir=out,
         resume=resume,
         behavior=behavior,
@@ -174,6 +180,24 @@ def _train(
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     typer.echo(json.dumps(summary, indent=2))
+
+
+def fit_and_validation(
+    pairs: Sequence[Any], n_train: int | None, n_val: int
+) -> tuple[list[Any], list[Any]]:
+    """(pairs to fit on, validation pairs), both from the training split: the first
+    ``n_train`` (default: all but the last ``n_val``) and the ``n_val`` after them. The
+    best epoch is chosen on the validation pairs, so they must not be test pairs that
+    ``steerlab eval`` later reports on."""
+    pairs = list(pairs)
+    n_fit = len(pairs) - n_val if n_train is None else n_train
+    if n_fit < 1 or n_fit + n_val > len(pairs):
+        raise ConfigError(
+            f"--n-train {n_train if n_train is not None else 'all'} and --n-val {n_val} need "
+            f"{max(n_fit, 1) + n_val} training pairs; this behavior has {len(pairs)}. Lower "
+            "--n-train or --n-val (validation pairs come from the training split)."
+        )
+    return pairs[:n_fit], pairs[n_fit : n_fit + n_val]
 
 
 _BIPO = _Objective(
