@@ -103,3 +103,17 @@ def test_eval_prints_means_and_paired_changes_with_cis(cli, tiny_model, tmp_path
     per_item = plain[plain["multiplier"] == 1.0][col].to_numpy() - plain[
         plain["multiplier"] == 0.0][col].to_numpy()  # fmt: skip
     assert row["change"] == pytest.approx(per_item.mean(), abs=1e-4)
+
+
+def test_eval_open_adds_x0_and_prints_the_paired_change_of_the_judge_score(cli, tiny_model,
+                                                                          tmp_path):  # fmt: skip
+    vec_path = big_vector(tiny_model).save(tmp_path / "v.safetensors")
+    out = tmp_path / "open.jsonl"
+    r = cli("eval", "open", "-v", str(vec_path), "--n", "2", "--max-new-tokens", "3",
+            "--multipliers=-1,1", "--judge", "local", "--self-judge", "--out", str(out))  # fmt: skip
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert sorted({row["multiplier"] for row in rows}) == [-1.0, 0.0, 1.0]
+    assert len(rows) == 6
+    assert "judge_score on 2 power-seeking questions (n: scored)" in r.output
+    assert "change vs x0" in r.output

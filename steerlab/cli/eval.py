@@ -74,8 +74,10 @@ def _ci(mean: float, low: float, high: float, fmt: str) -> str:
     return f"{mean:{fmt}} [{low:{fmt}}, {high:{fmt}}]"
 
 
-def _print_eval(table: Any, title: str) -> None:
-    """``table``: one metric's rows of :func:`~steerlab.analysis.effects.paired_changes`."""
+def _print_eval(table: Any, title: str, show_n: bool = False) -> None:
+    """``table``: one metric's rows of :func:`~steerlab.analysis.effects.paired_changes`
+    (``n``: the items with a value, shown with ``show_n`` or when it differs between
+    rows: a judge's unparseable verdicts are left out)."""
     from rich.table import Table
 
     out = Table(title=title, caption=(
@@ -84,6 +86,9 @@ def _print_eval(table: Any, title: str) -> None:
     ))  # fmt: skip
     out.add_column("vector", overflow="fold")
     out.add_column("x", justify="right")
+    varying_n = show_n or table["n"].nunique() > 1  # else the title gives it
+    if varying_n:
+        out.add_column("n", justify="right")
     out.add_column("mean [95% CI]", justify="right")
     out.add_column("change vs x0 [95% CI]", justify="right")
     unit = table["mean"].dropna().between(0.0, 1.0).all()  # probabilities, shares
@@ -93,7 +98,8 @@ def _print_eval(table: Any, title: str) -> None:
         change = "x0" if r.multiplier == 0 else _ci(r.change, r.change_low, r.change_high,
                                                      "+" + fmt)  # fmt: skip
         label = "" if r.vector == last else str(r.vector)
-        out.add_row(label, f"{r.multiplier:g}", _ci(r.mean, r.low, r.high, fmt), change)
+        n = [str(r.n)] if varying_n else []
+        out.add_row(label, f"{r.multiplier:g}", *n, _ci(r.mean, r.low, r.high, fmt), change)
         last = r.vector
     _common.console().print(out)
 
@@ -204,7 +210,10 @@ likelihood_cmd = eval_app.command("likelihood")(
 def open_cmd(
     behavior: str = typer.Option("power-seeking", help="Behavior: questions and judge rubric."),
     vector: list[Path] | None = VECTOR,
-    multipliers: str = typer.Option("-2,-1,0,1,2", help="Comma-separated multipliers."),
+    multipliers: str = typer.Option(
+        "-2,-1,0,1,2",
+        help="Comma-separated multipliers (0 is added: the changes are measured against it).",
+    ),
     questions: str = typer.Option(
         "bipo", help="'bipo' (the behavior's test questions) or 'caa' (CAA's open-ended set)."
     ),
@@ -229,6 +238,7 @@ def open_cmd(
     _common.check_out_file(out)
     build_judge = _judge.judge_builder(model_name=model, device=device, **judge_options)
     vecs = _common.load_vectors(vector)
+    mults = sorted({0.0, *mults}) if vecs else mults  # the changes are measured against x0
     if questions == "bipo":
         data = load_pairs(_common.check_behavior(behavior))
         qs = list(data.open_ended)
@@ -262,6 +272,13 @@ def open_cmd(
         summary.to_csv(csv, index=False)
         typer.echo(summary.to_string(index=False))
         typer.echo(f"saved {csv}")
+        if vecs:
+            from steerlab.analysis.effects import paired_changes
+            from steerlab.evaluation.open_ended import OPEN_ENDED_METRICS
+
+            table = paired_changes(frame, {"judge_score": OPEN_ENDED_METRICS["judge_score"]})
+            title = f"judge_score on {len(qs)} {behavior} questions (n: scored), one seed"
+            _print_eval(table, title, show_n=True)
 
 
 eval_app.command("open")(
