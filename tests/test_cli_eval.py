@@ -82,6 +82,7 @@ def test_eval_prints_means_and_paired_changes_with_cis(cli, tiny_model, tmp_path
             "--table-out", str(table), "--items-out", str(items), "--no-progress")  # fmt: skip
     assert r.exit_code == 0, r.output
     assert "change vs x0" in r.output and "one seed" in r.output and "bootstrap" in r.output
+    assert "n < 20: too few items" in " ".join(r.output.split())  # 6 items
     got = pd.read_csv(table)
     assert sorted(got["multiplier"].unique()) == [-1.0, 0.0, 1.0]  # x0 added
     assert (got["low"] <= got["mean"]).all() and (got["mean"] <= got["high"]).all()

@@ -80,10 +80,15 @@ def _print_eval(table: Any, title: str, show_n: bool = False) -> None:
     rows: a judge's unparseable verdicts are left out)."""
     from rich.table import Table
 
-    out = Table(title=title, caption=(
+    from steerlab.analysis.matched import MIN_ITEMS
+
+    caption = (
         "95% percentile bootstrap CIs over the items (2000 resamples); the change is "
         "paired: each item against itself at x0."
-    ))  # fmt: skip
+    )
+    if table["n"].min() < MIN_ITEMS:
+        caption += f" Rows with n < {MIN_ITEMS}: too few items for these CIs to hold."
+    out = Table(title=title, caption=caption)
     out.add_column("vector", overflow="fold")
     out.add_column("x", justify="right")
     varying_n = show_n or table["n"].nunique() > 1  # else the title gives it
