@@ -4,7 +4,7 @@
   frame (point values, no uncertainty).
 - :func:`paired_changes`: from a per-item frame, each condition's mean with a bootstrap CI
   and its change versus the same vector at multiplier 0 on the same items, with a paired
-  bootstrap CI (what ``steerlab eval likelihood|ab`` prints).
+  bootstrap CI (what ``steerlab eval likelihood|ab|open`` prints).
 """
 
 from collections.abc import Mapping, Sequence
