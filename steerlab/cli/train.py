@@ -206,7 +206,8 @@ _BIPO = _Objective(
     doc="Train a BiPO vector; writes vector.safetensors, train_log.jsonl, checkpoint.pt.",
     label="BiPO",
     epochs_help="Epochs (paper: 20 for personas).",
-    lr_help="AdamW learning rate.",
+    lr_help="AdamW learning rate (the paper's 5e-4 goes with 20 epochs; for short runs "
+    "`steerlab calibrate` chooses the rate on validation pairs).",
     direction_help="'bi' (BiPO) or 'uni' (ablation: d=+1).",
     own={"beta": (float, typer.Option(0.1, help="BiPO beta."))},
 )
