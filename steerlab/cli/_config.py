@@ -9,6 +9,7 @@ to a command written as a function (the judge options of ``eval open``).
 """
 
 import inspect
+import re
 import typing
 from dataclasses import MISSING, fields
 from typing import Any
@@ -80,12 +81,29 @@ def extend(func: Any, *, before: str | None = None, **spec: tuple[Any, Any]) -> 
 
 
 def _doc_of(cls: Any, name: str) -> str:
-    """The ``name: text`` line of a dataclass docstring (how SweepConfig documents fields)."""
-    for line in (cls.__doc__ or "").splitlines():
-        line = line.strip()
-        if line.startswith(f"{name}:"):
-            return line.split(":", 1)[1].strip()
+    """The ``name: text`` entry of a dataclass docstring (how SweepConfig documents
+    fields): its first line and the more-indented lines that continue it, joined, with
+    Sphinx roles and literals reduced to plain text for the terminal."""
+    lines = (cls.__doc__ or "").splitlines()
+    for i, line in enumerate(lines):
+        text = line.strip()
+        if not text.startswith(f"{name}:"):
+            continue
+        indent = len(line) - len(line.lstrip())
+        parts = [text.split(":", 1)[1].strip()]
+        for more in lines[i + 1 :]:
+            if not more.strip() or len(more) - len(more.lstrip()) <= indent:
+                break
+            parts.append(more.strip())
+        return _plain(" ".join(parts))
     return ""
+
+
+def _plain(text: str) -> str:
+    """``:func:`~a.b.c``` -> ``c``, ``:data:`a.b``` -> ``a.b``, double backquotes dropped."""
+    text = re.sub(r":\w+:`~[\w.]*?(\w+)`", r"\1", text)
+    text = re.sub(r":\w+:`([^`]+)`", r"\1", text)
+    return text.replace("``", "")
 
 
 def with_signature(func: Any, params: list[inspect.Parameter]) -> Any:
