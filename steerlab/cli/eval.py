@@ -7,6 +7,7 @@ resumable answers and optionally judges them.
 """
 
 import time
+from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,7 @@ def evaluate(
     data = load_pairs(_common.check_behavior(run.behavior), seed=run.seed)
     m = _common.load_model(run.model, run.device)
     _common.check_vectors(m, vecs, run.force_other_model)
-    mults = sorted({0.0, *multipliers}) if vecs else list(multipliers)
+    mults = _with_x0(multipliers, vecs)
     kw: dict[str, Any] = {"batch_size": run.batch_size, "progress": run.progress}
     split = data.split(n_test=n_test, seed=run.seed)
     if kind == "ab":
@@ -66,6 +67,11 @@ def evaluate(
         return summarize(frame, AB_METRICS), frame
     frame = likelihood_margin_fast(m, split.test, vecs or None, mults, per_item=True, **kw)
     return summarize(frame, LIKELIHOOD_METRICS), frame
+
+
+def _with_x0(multipliers: Sequence[float], vectors: Sequence[Any] | None) -> list[float]:
+    """The multipliers with 0 added when there are vectors: changes are measured against it."""
+    return sorted({0.0, *multipliers}) if vectors else list(multipliers)
 
 
 def _ci(mean: float, low: float, high: float, fmt: str) -> str:
@@ -243,7 +249,7 @@ def open_cmd(
     _common.check_out_file(out)
     build_judge = _judge.judge_builder(model_name=model, device=device, **judge_options)
     vecs = _common.load_vectors(vector)
-    mults = sorted({0.0, *mults}) if vecs else mults  # the changes are measured against x0
+    mults = _with_x0(mults, vecs)
     if questions == "bipo":
         data = load_pairs(_common.check_behavior(behavior))
         qs = list(data.open_ended)
