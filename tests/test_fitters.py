@@ -195,3 +195,24 @@ def test_caa_warns_when_the_matching_letter_is_unbalanced():
     assert warn_letter_imbalance(balanced) == 0.0
     with pytest.warns(UserWarning, match=r"\(A\) in 2 and \(B\) in 1: 33%"):
         assert warn_letter_imbalance(balanced[:3]) == pytest.approx(1 / 3)
+
+
+# --- provenance: the behavior a vector is for -----------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["caa", "freeform", "pca"])
+def test_vector_records_the_datasets_name_as_its_behavior(tiny_model, method):
+    """A vector fitted on ``load_pairs(...)``'s split (or a slice of it) is named after
+    that behavior; an explicit ``behavior=`` wins; plain lists stay ``'unknown'``."""
+    from steerlab.data import PairDataset
+    from steerlab.evaluation.multipliers import vector_label
+
+    named = PairDataset(tuple(PAIRS), "power-seeking", split="train")
+    vec = fit(method, tiny_model, named[:4], [1], progress=False)
+    assert vec.provenance.behavior == "power-seeking"
+    assert vector_label(vec) == f"{method}:power-seeking:L1"
+    given_name = fit(method, tiny_model, named, [1], behavior="mine", progress=False)
+    assert given_name.provenance.behavior == "mine"
+    assert fit(method, tiny_model, list(PAIRS), [1], progress=False).provenance.behavior == (
+        "unknown"
+    )

@@ -1,7 +1,8 @@
 """Turn what a user passes (pairs, tuples, A/B items) into the values a stage reads.
 
 - :func:`as_pairs`: preference pairs (A/B items become pairs, tuples are converted);
-- :func:`as_ab_items`: A/B items (free-form pairs get a balanced, seeded A/B order).
+- :func:`as_ab_items`: A/B items (free-form pairs get a balanced, seeded A/B order);
+- :func:`behavior_of`: the behavior a vector fitted on some data is for.
 """
 
 from collections.abc import Iterable
@@ -32,4 +33,14 @@ def as_ab_items(data: Iterable[Any], seed: int = 0) -> list[Any]:
     return list(pairs_to_ab(pairs, seed=seed))
 
 
-__all__ = ["as_ab_items", "as_pairs"]
+def behavior_of(data: Any, behavior: str | None = None) -> str:
+    """``behavior`` when given, else the name of the dataset ``data`` (a
+    :class:`~steerlab.data.pairs.PairDataset` or slice of one, from ``load_pairs``), else
+    ``"unknown"``: what a fitted vector records as its behavior."""
+    if behavior:
+        return behavior
+    name = getattr(data, "name", None)
+    return name if isinstance(name, str) and name.strip() else "unknown"
+
+
+__all__ = ["as_ab_items", "as_pairs", "behavior_of"]

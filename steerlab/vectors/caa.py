@@ -39,7 +39,7 @@ def fit_caa(
     data: Iterable[Any],
     layers: Sequence[int],
     *,
-    behavior: str = "unknown",
+    behavior: str | None = None,
     batch_size: int = 16,
     seed: int = 0,
     progress: bool = True,

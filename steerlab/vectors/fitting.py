@@ -18,7 +18,7 @@ from torch import Tensor
 from steerlab._registry import Registry
 from steerlab.activations.collect import collect
 from steerlab.activations.stored import ContrastiveActivations
-from steerlab.data.convert import as_ab_items, as_pairs
+from steerlab.data.convert import as_ab_items, as_pairs, behavior_of
 from steerlab.errors import ConfigError, EmptyInputError
 from steerlab.models.sites import HookSite
 from steerlab.vectors.vector import Provenance, SteeringVector
@@ -155,7 +155,7 @@ def fit_from_activations(
     layers: Sequence[int],
     *,
     positions: str | None = None,
-    behavior: str = "unknown",
+    behavior: str | None = None,
     batch_size: int = 16,
     seed: int = 0,
     progress: bool = True,
@@ -164,8 +164,10 @@ def fit_from_activations(
     collection at ``positions`` (default: the methods' own, which must agree).
 
     A/B items are read at ``'answer_letter'`` (free-form pairs get a seeded A/B order),
-    preference pairs at every other position.
+    preference pairs at every other position. ``behavior`` defaults to the dataset's name
+    (:func:`~steerlab.data.convert.behavior_of`).
     """
+    behavior = behavior_of(data, behavior)
     specs = {m: METHODS.get(m) for m in dict.fromkeys(methods)}
     pos = positions or next(iter(specs.values())).positions
     for m, spec in specs.items():
@@ -200,7 +202,7 @@ def fit_vectors(
     methods: Sequence[str],
     layers: Sequence[int],
     *,
-    behavior: str = "unknown",
+    behavior: str | None = None,
     seed: int = 0,
     batch_size: int = 16,
     progress: bool = False,

@@ -17,7 +17,7 @@ def fit_freeform(
     data: Iterable[Any],
     layers: Sequence[int],
     *,
-    behavior: str = "unknown",
+    behavior: str | None = None,
     batch_size: int = 16,
     progress: bool = True,
     **_: Any,

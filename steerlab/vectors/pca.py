@@ -17,7 +17,7 @@ def fit_pca(
     data: Iterable[Any],
     layers: Sequence[int],
     *,
-    behavior: str = "unknown",
+    behavior: str | None = None,
     positions: str = "response_mean",
     batch_size: int = 16,
     seed: int = 0,

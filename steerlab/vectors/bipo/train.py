@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from steerlab.activations.packed import build_cache, low_precision_weights
+from steerlab.data.convert import behavior_of
 from steerlab.errors import ConfigError, EmptyInputError
 from steerlab.models.model import SteerlabModel
 from steerlab.models.sites import HookSite
@@ -126,7 +127,7 @@ def fit_bipo_run(
     chosen = _check_layers(model, layer, layers)
     which = _choose_engine(model, engine, chosen[0])
     build = build_cache if which == "fast" else build_plain_cache
-    behavior = behavior or getattr(pairs, "name", None) or "unknown"
+    behavior = behavior_of(pairs, behavior)
     out = Path(out_dir) if out_dir is not None else None
     if resume and out is None:
         raise ConfigError("resume=True needs out_dir= (where the checkpoint is).")
