@@ -78,3 +78,33 @@ def test_non_finite_items_and_missing_zero():
 def test_refuses_frames_without_items():
     with pytest.raises(ConfigError, match="item"):
         paired_changes(frame({("v", 0.0): np.ones(3)}).drop(columns="item"), METRICS)
+
+
+def test_strength_frames_are_grouped_by_strength():
+    """With a ``strength`` column the conditions are strengths (a two-site vector has
+    multiplier NaN there), the change is versus strength 0 and the column is kept."""
+    items = items_with_effect(n=40).rename(columns={"multiplier": "strength"})
+    items.insert(3, "multiplier", np.where(items["strength"] == 0.0, 0.0, np.nan))
+    out = paired_changes(items, METRICS)
+    cols = list(PAIRED_COLUMNS)
+    assert list(out.columns) == [*cols[:4], "strength", *cols[4:]]
+    assert list(out["strength"]) == [-1.0, 0.0, 1.0]
+    row = out[out["strength"] == 1.0].iloc[0]
+    assert np.isnan(row["multiplier"]) and row["n"] == 40
+    assert row.change_low < 0.5 < row.change_high
+
+
+def test_a_real_strength_frame(tiny_model_4l):
+    from steerlab.evaluation import LIKELIHOOD_METRICS, likelihood_margin_fast
+    from steerlab.models.sites import HookSite
+    from tests._data import SMALL_PAIRS
+    from tests._vectors import vec_at
+
+    two = vec_at(tiny_model_4l, [HookSite(1), HookSite(2)], scale=0.5)
+    items = likelihood_margin_fast(tiny_model_4l, SMALL_PAIRS, [two], strengths=[0, 0.1],
+                                   per_item=True, progress=False)  # fmt: skip
+    out = paired_changes(items, LIKELIHOOD_METRICS).set_index(["strength", "metric"])
+    steered = items[items["strength"] == 0.1].set_index("item")["margin"]
+    base = items[items["strength"] == 0.0].set_index("item")["margin"]
+    assert out.loc[(0.1, "margin"), "change"] == pytest.approx((steered - base).mean())
+    assert out.loc[(0.1, "margin"), "n"] == len(SMALL_PAIRS)

@@ -109,6 +109,11 @@ def paired_changes(
     spread is ~40 nats, the effect of a vector often under 1). Items whose value is not
     finite in either condition are left out of that condition's numbers (``n`` says how
     many were used). Without a multiplier-0 row for a vector its changes are NaN.
+
+    A frame evaluated at ``strengths=`` (it has a ``strength`` column) is grouped by
+    strength instead, the change taken versus strength 0, and the output keeps
+    ``strength`` after ``multiplier`` (a vector whose sites need different multipliers
+    for one strength has multiplier NaN there).
     """
     need = {*CONDITION_COLUMNS, "item", *metrics.values()}
     missing = sorted(need - set(items.columns))
@@ -124,11 +129,15 @@ def paired_changes(
             idx_cache[n] = bootstrap_indices(n, n_boot, seed)
         return bootstrap_ci(values, idx_cache[n], level)
 
+    key = "strength" if "strength" in items.columns else "multiplier"
+    columns = list(PAIRED_COLUMNS)
+    if key == "strength":
+        columns.insert(columns.index("multiplier") + 1, "strength")
     rows = []
     for _, group in items.groupby("vector", sort=False):
-        base = group[group["multiplier"] == 0.0].drop_duplicates("item").set_index("item")
-        for _, cond in group.groupby("multiplier", sort=True):
-            head = {k: cond[k].iloc[0] for k in CONDITION_COLUMNS}
+        base = group[group[key] == 0.0].drop_duplicates("item").set_index("item")
+        for _, cond in group.groupby(key, sort=True):
+            head = {k: cond[k].iloc[0] for k in (*CONDITION_COLUMNS, key)}
             for metric, col in metrics.items():
                 vals = cond[col].to_numpy(dtype=float)
                 ok = np.isfinite(vals)
@@ -141,7 +150,7 @@ def paired_changes(
                     change = ci(vals[both] - ref[both])
                 stats = dict(zip(PAIRED_COLUMNS[-6:], (mean, low, high, *change)))
                 rows.append({**head, "metric": metric, "n": int(ok.sum()), **stats})
-    out = pd.DataFrame(rows, columns=list(PAIRED_COLUMNS))
+    out = pd.DataFrame(rows, columns=columns)
     out["layer"] = out["layer"].astype(object)
     return out
 
