@@ -106,6 +106,33 @@ def test_eval_prints_means_and_paired_changes_with_cis(cli, tiny_model, tmp_path
     assert row["change"] == pytest.approx(per_item.mean(), abs=1e-4)
 
 
+def test_eval_likelihood_at_matched_strengths(cli, tiny_model, tmp_path):
+    """``--strengths``: the vector evaluated in norm units (strength 0 added), the table
+    by strength, the numbers those of ``likelihood_margin(strengths=...)``."""
+    from steerlab.data import load_pairs
+    from steerlab.evaluation import likelihood_margin
+
+    vec_path = big_vector(tiny_model, scale=3.0).save(tmp_path / "v.safetensors")
+    table, items = tmp_path / "table.csv", tmp_path / "items.csv"
+    r = cli("eval", "likelihood", "-v", str(vec_path), "--n-test", "6", "--strengths=-0.2,0.2",
+            "--table-out", str(table), "--items-out", str(items), "--no-progress")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())
+    assert "matched strengths" in text and "itself at strength 0" in text and "|k v|" in text
+    got = pd.read_csv(table)
+    assert sorted(got["strength"].unique()) == [-0.2, 0.0, 0.2]
+    split = load_pairs("power-seeking").split(n_test=6, seed=0)
+    plain = likelihood_margin(tiny_model, split.test, big_vector(tiny_model, scale=3.0),
+                              strengths=[-0.2, 0, 0.2], per_item=True, progress=False)  # fmt: skip
+    mine = pd.read_csv(items)
+    assert list(mine["strength"]) == list(plain["strength"])
+    assert mine["margin"].to_numpy() == pytest.approx(plain["margin"].to_numpy(), abs=1e-4)
+    assert mine["multiplier"].to_numpy() == pytest.approx(plain["multiplier"].to_numpy())
+    row = got[(got["metric"] == "margin") & (got["strength"] == 0.2)].iloc[0]
+    at = plain.set_index(["strength", "item"])["margin"]
+    assert row["change"] == pytest.approx((at[0.2] - at[0.0]).mean(), abs=1e-4)
+
+
 def test_eval_open_adds_x0_and_prints_the_paired_change_of_the_judge_score(cli, tiny_model,
                                                                           tmp_path):  # fmt: skip
     vec_path = big_vector(tiny_model).save(tmp_path / "v.safetensors")

@@ -39,34 +39,45 @@ def evaluate(
     multipliers: list[float],
     n_test: int | None,
     run: RunSettings,
+    strengths: list[float] | None = None,
 ) -> tuple[Any, Any]:
     """Load the vectors, the model and the first ``n_test`` items of the behavior's test
     split; return the (summary, per-item) frames of the A/B probability (``kind='ab'``,
     on ``test_ab``) or the likelihood margin (``kind='likelihood'``, on ``test``), both
     through their fast paths (cached lower residuals; they fall back to the plain
     functions where those do not apply). Multiplier 0 is added when vectors are given:
-    the changes are measured against it."""
+    the changes are measured against it. With ``strengths`` the vectors are evaluated
+    at those strengths (|k v| / mean ||h|| at each site: matched norm) instead of
+    ``multipliers``; strength 0 is added likewise."""
     from steerlab.data import load_pairs
     from steerlab.evaluation import (
         AB_METRICS,
         LIKELIHOOD_METRICS,
         ab_probability_fast,
         likelihood_margin_fast,
-        summarize,
     )
+    from steerlab.evaluation.multipliers import DEFAULT_MULTIPLIERS, summarize
+    from steerlab.evaluation.strengths import summarize_strengths
 
     vecs = _common.load_vectors(vectors) or []
     data = load_pairs(_common.check_behavior(run.behavior), seed=run.seed)
     m = _common.load_model(run.model, run.device)
     _common.check_vectors(m, vecs, run.force_other_model)
-    mults = _with_x0(multipliers, vecs)
-    kw: dict[str, Any] = {"batch_size": run.batch_size, "progress": run.progress}
+    kw: dict[str, Any] = {"batch_size": run.batch_size, "progress": run.progress,
+                          "per_item": True}  # fmt: skip
+    mults: Any = DEFAULT_MULTIPLIERS  # the entry points' default: taken with strengths=
+    if strengths is None:
+        mults = _with_x0(multipliers, vecs)
+    else:
+        kw["strengths"] = _with_x0(strengths, vecs)
     split = data.split(n_test=n_test, seed=run.seed)
     if kind == "ab":
-        frame = ab_probability_fast(m, split.test_ab, vecs or None, mults, per_item=True, **kw)
-        return summarize(frame, AB_METRICS), frame
-    frame = likelihood_margin_fast(m, split.test, vecs or None, mults, per_item=True, **kw)
-    return summarize(frame, LIKELIHOOD_METRICS), frame
+        frame = ab_probability_fast(m, split.test_ab, vecs or None, mults, **kw)
+        metrics = AB_METRICS
+    else:
+        frame = likelihood_margin_fast(m, split.test, vecs or None, mults, **kw)
+        metrics = LIKELIHOOD_METRICS
+    return (summarize if strengths is None else summarize_strengths)(frame, metrics), frame
 
 
 def _with_x0(multipliers: Sequence[float], vectors: Sequence[Any] | None) -> list[float]:
@@ -88,52 +99,75 @@ def _print_eval(table: Any, title: str, show_n: bool = False) -> None:
 
     from steerlab.analysis.matched import MIN_ITEMS
 
+    by_strength = "strength" in table.columns
+    zero = "strength 0" if by_strength else "x0"
     caption = (
         "95% percentile bootstrap CIs over the items (2000 resamples); the change is "
-        "paired: each item against itself at x0."
+        f"paired: each item against itself at {zero}."
     )
+    if by_strength:
+        caption += (
+            " Strength: |k v| / mean ||h|| at the vector's site (matched norm); x: the "
+            "multiplier of the vector as saved ('-' where its sites need different ones)."
+        )
     if table["n"].min() < MIN_ITEMS:
         caption += f" Rows with n < {MIN_ITEMS}: too few items for these CIs to hold."
     out = Table(title=title, caption=caption)
     out.add_column("vector", overflow="fold")
+    if by_strength:
+        out.add_column("strength", justify="right")
     out.add_column("x", justify="right")
     varying_n = show_n or table["n"].nunique() > 1  # else the title gives it
     if varying_n:
         out.add_column("n", justify="right")
     out.add_column("mean [95% CI]", justify="right")
-    out.add_column("change vs x0 [95% CI]", justify="right")
+    out.add_column(f"change vs {zero} [95% CI]", justify="right")
     unit = table["mean"].dropna().between(0.0, 1.0).all()  # probabilities, shares
     fmt = ".3f" if unit else ".2f"
     last = None
     for r in table.itertuples(index=False):
-        change = "x0" if r.multiplier == 0 else _ci(r.change, r.change_low, r.change_high,
-                                                     "+" + fmt)  # fmt: skip
+        at_zero = (r.strength if by_strength else r.multiplier) == 0
+        change = zero if at_zero else _ci(r.change, r.change_low, r.change_high, "+" + fmt)
         label = "" if r.vector == last else str(r.vector)
+        cond = [f"{r.strength:g}"] if by_strength else []
+        cond.append("-" if r.multiplier != r.multiplier else f"{r.multiplier:.3g}")
         n = [str(r.n)] if varying_n else []
-        out.add_row(label, f"{r.multiplier:g}", *n, _ci(r.mean, r.low, r.high, fmt), change)
+        out.add_row(label, *cond, *n, _ci(r.mean, r.low, r.high, fmt), change)
         last = r.vector
     _common.console().print(out)
 
 
-def _run_eval(kind: str, metric: str, vector: list[Path] | None, multipliers: str,
-              n_test: int | None, out: Path | None, items_out: Path | None,
-              table_out: Path | None, run: RunSettings) -> None:  # fmt: skip
+def _run_eval(kind: str, metric: str, vector: list[Path] | None, multipliers: str | None,
+              strengths: str | None, n_test: int | None, out: Path | None,
+              items_out: Path | None, table_out: Path | None,
+              run: RunSettings) -> None:  # fmt: skip
     from steerlab.analysis.effects import paired_changes
     from steerlab.evaluation import AB_METRICS, LIKELIHOOD_METRICS
 
     valid = AB_METRICS if kind == "ab" else LIKELIHOOD_METRICS
     if metric not in valid:
         raise typer.BadParameter(f"--metric {metric!r}: choose one of {', '.join(valid)}.")
-    mults = _common.parse_multipliers(multipliers)
+    strength_list = None
+    if strengths is not None:
+        if multipliers is not None:
+            raise typer.BadParameter(
+                "Pass --multipliers or --strengths, not both (strengths are |k v| / mean "
+                "||h|| at the vector's site, e.g. --strengths=-0.1,0,0.1)."
+            )
+        strength_list = _common.parse_multipliers(strengths, flag="--strengths")
+        if not vector:
+            raise typer.BadParameter("--strengths scales vectors: give at least one --vector.")
+    mults = _common.parse_multipliers(multipliers or "-2,-1,0,1,2")
     for path, flag in ((out, "--out"), (items_out, "--items-out"), (table_out, "--table-out")):
         if path is not None:
             _common.check_out_file(path, flag)
     t0 = time.perf_counter()
-    summary, items = evaluate(kind, vector, mults, n_test, run)
+    summary, items = evaluate(kind, vector, mults, n_test, run, strength_list)
     table = paired_changes(items, valid, seed=run.seed)
     what = "A/B items" if kind == "ab" else "test pairs"
     n, secs = int(summary["n"].max()), time.perf_counter() - t0
-    title = f"{metric} on {n} {run.behavior} {what}, one seed ({secs:.1f}s)"
+    at = " at matched strengths" if strength_list is not None else ""
+    title = f"{metric} on {n} {run.behavior} {what}{at}, one seed ({secs:.1f}s)"
     _print_eval(table[table["metric"] == metric], title)
     console = _common.console()
     for path, frame, name in (
@@ -148,9 +182,15 @@ def _run_eval(kind: str, metric: str, vector: list[Path] | None, multipliers: st
 
 
 _MULTS = typer.Option(
-    "-2,-1,0,1,2",
-    help="Comma-separated multipliers: --multipliers=-2,-1,0,1,2 (0 is added: the changes "
-    "are measured against it).",
+    None,
+    help="Comma-separated multipliers: --multipliers=-2,-1,0,1,2 (the default; 0 is added: "
+    "the changes are measured against it).",
+)
+_STRENGTHS = typer.Option(
+    None,
+    help="Instead of multipliers, strengths |k v| / mean ||h|| at each vector's site "
+    "(matched norm: compare vectors this way), e.g. --strengths=-0.1,-0.05,0,0.05,0.1; "
+    "0 is added.",
 )
 _N_TEST = _common.count_option(None, "--n-test", help="Use the first N test items (default all).")
 _CSV = typer.Option(None, "--out", help="Write the tidy results (CSV).")
@@ -178,7 +218,8 @@ def _metric_command(kind: str, doc: str, metric: Any, *, seed: bool) -> Any:
         options(
             vector=(list[Path] | None, VECTOR),
             behavior=(str, BEHAVIOR),
-            multipliers=(str, _MULTS),
+            multipliers=(str | None, _MULTS),
+            strengths=(str | None, _STRENGTHS),
             n_test=(int | None, _N_TEST),
             out=(Path | None, _CSV),
             items_out=(Path | None, _ITEMS),
