@@ -79,11 +79,13 @@ def test_eval_prints_means_and_paired_changes_with_cis(cli, tiny_model, tmp_path
     vec_path = vec.save(tmp_path / "v.safetensors")
     table, items = tmp_path / "table.csv", tmp_path / "items.csv"
     r = cli("eval", kind, "-v", str(vec_path), "--n-test", "6", "--multipliers=-1,1",
-            "--table-out", str(table), "--items-out", str(items), "--no-progress")  # fmt: skip
+            "--table-out", str(table), "--items-out", str(items), "--no-progress",
+            "--n-neutral", "0")  # fmt: skip
     assert r.exit_code == 0, r.output
     assert "change vs x0" in r.output and "one seed" in r.output and "bootstrap" in r.output
     assert "n < 20: too few items" in " ".join(r.output.split())  # 6 items
     got = pd.read_csv(table)
+    assert "kl" not in got.columns and "KL" not in r.output  # --n-neutral 0: no damage
     assert sorted(got["multiplier"].unique()) == [-1.0, 0.0, 1.0]  # x0 added
     assert (got["low"] <= got["mean"]).all() and (got["mean"] <= got["high"]).all()
     assert (got[got["multiplier"] == 0.0]["change"] == 0.0).all()
@@ -108,14 +110,18 @@ def test_eval_prints_means_and_paired_changes_with_cis(cli, tiny_model, tmp_path
 
 def test_eval_likelihood_at_matched_strengths(cli, tiny_model, tmp_path):
     """``--strengths``: the vector evaluated in norm units (strength 0 added), the table
-    by strength, the numbers those of ``likelihood_margin(strengths=...)``."""
+    by strength, the numbers those of ``likelihood_margin(strengths=...)``, and the KL
+    damage of each strength that of ``kl_damage`` on the first ``--n-neutral`` texts."""
     from steerlab.data import load_pairs
+    from steerlab.data.neutral import load_neutral_set
     from steerlab.evaluation import likelihood_margin
+    from steerlab.evaluation.damage import kl_damage
 
     vec_path = big_vector(tiny_model, scale=3.0).save(tmp_path / "v.safetensors")
     table, items = tmp_path / "table.csv", tmp_path / "items.csv"
     r = cli("eval", "likelihood", "-v", str(vec_path), "--n-test", "6", "--strengths=-0.2,0.2",
-            "--table-out", str(table), "--items-out", str(items), "--no-progress")  # fmt: skip
+            "--table-out", str(table), "--items-out", str(items), "--no-progress",
+            "--n-neutral", "5")  # fmt: skip
     assert r.exit_code == 0, r.output
     text = " ".join(r.output.split())
     assert "matched strengths" in text and "itself at strength 0" in text and "|k v|" in text
@@ -131,6 +137,12 @@ def test_eval_likelihood_at_matched_strengths(cli, tiny_model, tmp_path):
     row = got[(got["metric"] == "margin") & (got["strength"] == 0.2)].iloc[0]
     at = plain.set_index(["strength", "item"])["margin"]
     assert row["change"] == pytest.approx((at[0.2] - at[0.0]).mean(), abs=1e-4)
+    assert "5 neutral texts" in text
+    kl = kl_damage(tiny_model, big_vector(tiny_model, scale=3.0), strengths=[-0.2, 0, 0.2],
+                   neutral=load_neutral_set(n=5)).set_index("strength")["kl"]  # fmt: skip
+    mine_kl = got[got["metric"] == "margin"].set_index("strength")["kl"]
+    assert mine_kl[0.0] == 0.0 and mine_kl[0.2] > 0 and mine_kl[-0.2] > 0
+    assert mine_kl.sort_index().to_numpy() == pytest.approx(kl.sort_index().to_numpy(), rel=1e-5)
 
 
 def test_eval_open_adds_x0_and_prints_the_paired_change_of_the_judge_score(cli, tiny_model,

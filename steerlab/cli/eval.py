@@ -40,7 +40,8 @@ def evaluate(
     n_test: int | None,
     run: RunSettings,
     strengths: list[float] | None = None,
-) -> tuple[Any, Any]:
+    n_neutral: int = 0,
+) -> tuple[Any, Any, Any]:
     """Load the vectors, the model and the first ``n_test`` items of the behavior's test
     split; return the (summary, per-item) frames of the A/B probability (``kind='ab'``,
     on ``test_ab``) or the likelihood margin (``kind='likelihood'``, on ``test``), both
@@ -48,7 +49,9 @@ def evaluate(
     functions where those do not apply). Multiplier 0 is added when vectors are given:
     the changes are measured against it. With ``strengths`` the vectors are evaluated
     at those strengths (|k v| / mean ||h|| at each site: matched norm) instead of
-    ``multipliers``; strength 0 is added likewise."""
+    ``multipliers``; strength 0 is added likewise. The third frame is the KL damage of
+    the same conditions on ``n_neutral`` neutral texts (``kl_damage``), None without
+    vectors or with ``n_neutral`` 0."""
     from steerlab.data import load_pairs
     from steerlab.evaluation import (
         AB_METRICS,
@@ -77,12 +80,26 @@ def evaluate(
     else:
         frame = likelihood_margin_fast(m, split.test, vecs or None, mults, **kw)
         metrics = LIKELIHOOD_METRICS
-    return (summarize if strengths is None else summarize_strengths)(frame, metrics), frame
+    summary = (summarize if strengths is None else summarize_strengths)(frame, metrics)
+    kl = None
+    if vecs and n_neutral > 0:
+        from steerlab.data.neutral import load_neutral_set
+        from steerlab.evaluation.damage import kl_damage
+
+        neutral = load_neutral_set(n=n_neutral)
+        kl = kl_damage(m, vecs, mults, strengths=kw.get("strengths"), neutral=neutral,
+                       batch_size=run.batch_size, progress=run.progress)  # fmt: skip
+        kl.attrs["n_texts"] = len(neutral)
+    return summary, frame, kl
 
 
 def _with_x0(multipliers: Sequence[float], vectors: Sequence[Any] | None) -> list[float]:
     """The multipliers with 0 added when there are vectors: changes are measured against it."""
     return sorted({0.0, *multipliers}) if vectors else list(multipliers)
+
+
+def _number(value: float, fmt: str) -> str:
+    return "-" if value != value else f"{value:{fmt}}"
 
 
 def _ci(mean: float, low: float, high: float, fmt: str) -> str:
@@ -91,10 +108,11 @@ def _ci(mean: float, low: float, high: float, fmt: str) -> str:
     return f"{mean:{fmt}} [{low:{fmt}}, {high:{fmt}}]"
 
 
-def _print_eval(table: Any, title: str, show_n: bool = False) -> None:
+def _print_eval(table: Any, title: str, show_n: bool = False, kl_note: str = "") -> None:
     """``table``: one metric's rows of :func:`~steerlab.analysis.effects.paired_changes`
     (``n``: the items with a value, shown with ``show_n`` or when it differs between
-    rows: a judge's unparseable verdicts are left out)."""
+    rows: a judge's unparseable verdicts are left out; a ``kl`` column, described by
+    ``kl_note``, is shown when there is one)."""
     from rich.table import Table
 
     from steerlab.analysis.matched import MIN_ITEMS
@@ -110,6 +128,8 @@ def _print_eval(table: Any, title: str, show_n: bool = False) -> None:
             " Strength: |k v| / mean ||h|| at the vector's site (matched norm); x: the "
             "multiplier of the vector as saved ('-' where its sites need different ones)."
         )
+    if kl_note:
+        caption += " " + kl_note
     if table["n"].min() < MIN_ITEMS:
         caption += f" Rows with n < {MIN_ITEMS}: too few items for these CIs to hold."
     out = Table(title=title, caption=caption)
@@ -122,6 +142,9 @@ def _print_eval(table: Any, title: str, show_n: bool = False) -> None:
         out.add_column("n", justify="right")
     out.add_column("mean [95% CI]", justify="right")
     out.add_column(f"change vs {zero} [95% CI]", justify="right")
+    with_kl = "kl" in table.columns
+    if with_kl:
+        out.add_column("KL", justify="right")
     unit = table["mean"].dropna().between(0.0, 1.0).all()  # probabilities, shares
     fmt = ".3f" if unit else ".2f"
     last = None
@@ -132,14 +155,15 @@ def _print_eval(table: Any, title: str, show_n: bool = False) -> None:
         cond = [f"{r.strength:g}"] if by_strength else []
         cond.append("-" if r.multiplier != r.multiplier else f"{r.multiplier:.3g}")
         n = [str(r.n)] if varying_n else []
-        out.add_row(label, *cond, *n, _ci(r.mean, r.low, r.high, fmt), change)
+        kl = [_number(r.kl, ".3f")] if with_kl else []
+        out.add_row(label, *cond, *n, _ci(r.mean, r.low, r.high, fmt), change, *kl)
         last = r.vector
     _common.console().print(out)
 
 
 def _run_eval(kind: str, metric: str, vector: list[Path] | None, multipliers: str | None,
               strengths: str | None, n_test: int | None, out: Path | None,
-              items_out: Path | None, table_out: Path | None,
+              items_out: Path | None, table_out: Path | None, n_neutral: int,
               run: RunSettings) -> None:  # fmt: skip
     from steerlab.analysis.effects import paired_changes
     from steerlab.evaluation import AB_METRICS, LIKELIHOOD_METRICS
@@ -162,13 +186,20 @@ def _run_eval(kind: str, metric: str, vector: list[Path] | None, multipliers: st
         if path is not None:
             _common.check_out_file(path, flag)
     t0 = time.perf_counter()
-    summary, items = evaluate(kind, vector, mults, n_test, run, strength_list)
+    summary, items, kl = evaluate(kind, vector, mults, n_test, run, strength_list, n_neutral)
     table = paired_changes(items, valid, seed=run.seed)
+    kl_note = ""
+    if kl is not None:
+        key = "multiplier" if strength_list is None else "strength"
+        table = table.merge(kl[["vector", key, "kl"]], on=["vector", key], how="left")
+        texts = kl.attrs["n_texts"]
+        kl_note = (f"KL: mean KL(steered || unsteered) in nats per token on {texts} neutral "
+                   "texts (damage; compare vectors at matched KL too).")  # fmt: skip
     what = "A/B items" if kind == "ab" else "test pairs"
     n, secs = int(summary["n"].max()), time.perf_counter() - t0
     at = " at matched strengths" if strength_list is not None else ""
     title = f"{metric} on {n} {run.behavior} {what}{at}, one seed ({secs:.1f}s)"
-    _print_eval(table[table["metric"] == metric], title)
+    _print_eval(table[table["metric"] == metric], title, kl_note=kl_note)
     console = _common.console()
     for path, frame, name in (
         (out, summary, "results"),
@@ -193,6 +224,13 @@ _STRENGTHS = typer.Option(
     "0 is added.",
 )
 _N_TEST = _common.count_option(None, "--n-test", help="Use the first N test items (default all).")
+_N_NEUTRAL = _common.count_option(
+    16,
+    "--n-neutral",
+    help="Neutral texts on which the KL damage of every vector and multiplier is measured "
+    "(a KL column; 0 skips it).",
+    minimum=0,
+)
 _CSV = typer.Option(None, "--out", help="Write the tidy results (CSV).")
 _ITEMS = typer.Option(None, "--items-out", help="Write per-item results (CSV).")
 _TABLE = typer.Option(
@@ -224,6 +262,7 @@ def _metric_command(kind: str, doc: str, metric: Any, *, seed: bool) -> Any:
             out=(Path | None, _CSV),
             items_out=(Path | None, _ITEMS),
             table_out=(Path | None, _TABLE),
+            n_neutral=(int, _N_NEUTRAL),
             metric=(str, metric),
             model=(str, MODEL),
             device=(str | None, DEVICE),
