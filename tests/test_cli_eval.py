@@ -157,3 +157,20 @@ def test_eval_open_adds_x0_and_prints_the_paired_change_of_the_judge_score(cli, 
     assert len(rows) == 6
     assert "judge_score on 2 power-seeking questions (n: scored)" in r.output
     assert "change vs x0" in r.output
+
+
+def test_eval_ab_at_matched_strengths(cli, tiny_model, tmp_path):
+    from steerlab.data import load_pairs
+    from steerlab.evaluation import ab_probability
+
+    vec = big_vector(tiny_model, scale=3.0)
+    vec_path, items = vec.save(tmp_path / "v.safetensors"), tmp_path / "items.csv"
+    r = cli("eval", "ab", "-v", str(vec_path), "--n-test", "6", "--strengths=0.3",
+            "--items-out", str(items), "--no-progress", "--n-neutral", "0")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    split = load_pairs("power-seeking").split(n_test=6, seed=0)
+    plain = ab_probability(tiny_model, split.test_ab, vec, strengths=[0, 0.3], per_item=True,
+                           progress=False)  # fmt: skip
+    mine = pd.read_csv(items)
+    assert list(mine["strength"]) == list(plain["strength"]) and set(mine["strength"]) == {0, 0.3}
+    assert mine["p_matching"].to_numpy() == pytest.approx(plain["p_matching"].to_numpy(), abs=1e-5)
