@@ -127,6 +127,10 @@ def test_calibrate_end_to_end_on_the_tiny_model(tiny_result, tmp_path):
         assert rec.strength == r.strength and rec.kl_cap == 5.0
         assert vec.layers == (r.layer,)
     assert res.findings() and all(isinstance(x, str) for x in res.findings())
+    # 8 test pairs: a warning first, differences given but no method named ahead
+    text = " ".join(res.findings())
+    assert res.findings()[0].startswith("Only 8 test pairs: below 20")
+    assert " beats " not in text and "cannot be told apart" not in text
     out = res.save(tmp_path / "cal")
     summary = json.loads((out / "summary.json").read_text())
     assert summary["behavior"] == "power-seeking" and summary["findings"]
@@ -289,3 +293,13 @@ def test_cli_calibrate_quick_with_a_substituted_model(tiny_model_4l, tmp_path, m
     assert summary["config"]["bipo_lrs"] == [5e-3, 2e-2]
     bad = CliRunner().invoke(app, ["calibrate", "--kl-levels", "a,b", "--out", str(tmp_path)])
     assert bad.exit_code == 1 and "comma-separated list of numbers" in bad.output
+
+
+def test_a_paired_difference_names_a_winner_only_on_enough_pairs():
+    from steerlab.analysis.calibrate_findings import _versus
+
+    assert "bipo beats caa by +1.00" in _versus("At 0.2", "bipo", "caa", 1.0, 0.5, 1.5, 20)
+    assert "caa beats bipo by +1.00" in _versus("At 0.2", "bipo", "caa", -1.0, -1.5, -0.5, 50)
+    assert "cannot be told apart" in _versus("At 0.2", "bipo", "caa", 1.0, -0.5, 1.5, 50)
+    few = _versus("At 0.2", "bipo", "caa", 1.0, 0.5, 1.5, 19)
+    assert "n = 19 test pairs is too few" in few and "beats" not in few

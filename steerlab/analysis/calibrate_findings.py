@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 
 from steerlab.analysis.calibrate import CalibrationResult
+from steerlab.analysis.matched import MIN_ITEMS
 
 
 def _ci(mean: float, lo: float, hi: float, fmt: str = "{:+.2f}") -> str:
@@ -69,9 +70,20 @@ def _at_norm(result: CalibrationResult) -> list[str]:
     ]
 
 
-def _versus(where: str, a: str, b: str, d: float, lo: float, hi: float) -> str:
+def _n_test(result: CalibrationResult) -> int:
+    """The number of test pairs the findings rest on."""
+    m = result.matched
+    return int(m["n_items"].max()) if not m.empty else int(result.config.n_test)
+
+
+def _versus(where: str, a: str, b: str, d: float, lo: float, hi: float, n: int) -> str:
     """The paired difference ``a - b`` (mean, CI) in words: who moves the margin more
-    (the CI excludes 0), or a tie."""
+    (the CI excludes 0), or a tie; no winner on fewer than ``MIN_ITEMS`` pairs."""
+    if n < MIN_ITEMS:
+        return (
+            f"{where}, {a} - {b} = {_ci(d, lo, hi)}; n = {n} test pairs is too few to say "
+            "which moves the margin more."
+        )
     if not _excludes_zero(lo, hi):
         return (
             f"{where}, {a} and {b} cannot be told apart (difference {_ci(d, lo, hi)}; the CI "
@@ -83,8 +95,9 @@ def _versus(where: str, a: str, b: str, d: float, lo: float, hi: float) -> str:
 
 
 def _comparison(result: CalibrationResult) -> list[str]:
+    n = _n_test(result)
     return [
-        _versus(f"At {r.kl:g} nats/token", r.leader, r.other, r.difference, r.low, r.high)
+        _versus(f"At {r.kl:g} nats/token", r.leader, r.other, r.difference, r.low, r.high, n)
         for r in result.comparison.itertuples()
     ]
 
@@ -134,13 +147,23 @@ def _prompting(result: CalibrationResult) -> list[str]:
                 f"({v.kl:.3f} nats/token) in its sweep: no matched comparison with prompting."
             )
         else:
-            out.append(_versus(where, v.method, "prompting", v.difference, v.low, v.high))
+            out.append(
+                _versus(where, v.method, "prompting", v.difference, v.low, v.high, _n_test(result))
+            )
     return out
 
 
 def findings(result: CalibrationResult) -> list[str]:
-    """Conclusions in plain language, from the matched comparison first."""
-    out = _at_cap(result) + _comparison(result) + _prompting(result)
+    """Conclusions in plain language, from the matched comparison first (on fewer than
+    ``MIN_ITEMS`` test pairs, led by a warning and naming no method ahead of another)."""
+    n = _n_test(result)
+    out = []
+    if n < MIN_ITEMS:
+        out.append(
+            f"Only {n} test pairs: below {MIN_ITEMS} these CIs do not hold and no method is "
+            "named ahead of another; rerun with more test pairs (--n-test) to compare."
+        )
+    out += _at_cap(result) + _comparison(result) + _prompting(result)
     out += _at_norm(result) + _per_method(result)
     rel = result.reliability
     if not rel.empty:
