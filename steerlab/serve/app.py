@@ -4,7 +4,8 @@ uvicorn serves the Starlette app of :mod:`steerlab.serve.routes`; one scheduler 
 (:mod:`steerlab.serve.scheduler`) owns the model and decodes every running request in
 one batched forward per step, each row with its own steering
 (:mod:`steerlab.steering.batched`). Routes: ``POST /v1/chat/completions`` (with the
-steerlab extension ``"steering": [{"vector": NAME, "multiplier": 4.0}]`` and real
+steerlab extension ``"steering": [{"vector": NAME, "multiplier": 4.0}]`` (or
+``"strength": 0.1``: :mod:`steerlab.serve.strengths`) and real
 token streaming), ``GET /v1/models``, ``GET /health`` and ``/v1/steering/vectors``
 (list, add, remove while running).
 
@@ -39,6 +40,7 @@ from steerlab.serve.routes import build_app
 from steerlab.serve.scheduler import Scheduler
 from steerlab.serve.schema import ServeLimits
 from steerlab.serve.store import VectorStore, load_vector_dir
+from steerlab.serve.strengths import measure_site_norms
 from steerlab.serve.text import render_messages
 from steerlab.vectors.vector import SteeringVector
 
@@ -87,6 +89,7 @@ class SteerlabServer:
         self.limits = limits or ServeLimits()
         self.config = config or ServeConfig()
         self.store = VectorStore(model, vectors, self.config, vector_dir)
+        self.site_norms = measure_site_norms(model)  # before the scheduler runs the model
         self.model_name = model_name or model.model_id
         self.quiet = quiet
         self.started = int(time.time())
@@ -238,6 +241,13 @@ def serve(
         f"batch {server.config.max_batch_size}, queue {server.config.max_queue})",
         flush=True,
     )
+    if server.site_norms.norms is None:
+        print(
+            f"warning: steering by strength is off ({server.site_norms.reason}); requests "
+            "must send multipliers.",
+            file=sys.stderr,
+            flush=True,
+        )
     if host not in (LOOPBACK, "localhost", "::1"):
         print(
             f"warning: listening on {host}: this server has no authentication.",

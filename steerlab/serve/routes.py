@@ -1,7 +1,8 @@
 """The HTTP routes of ``steerlab serve`` (a Starlette app; handlers never touch the model).
 
 - ``POST /v1/chat/completions``: OpenAI chat completions with the steerlab extension
-  ``"steering": [{"vector": NAME, "multiplier": 4.0}, ...]``; ``"stream": true`` sends
+  ``"steering": [{"vector": NAME, "multiplier": 4.0}, ...]`` (or ``"strength": 0.1`` /
+  ``"recommended"`` instead of the multiplier); ``"stream": true`` sends
   server-sent events as the tokens are generated, then ``data: [DONE]``.
 - ``GET /v1/models``, ``GET /health``.
 - ``GET /v1/steering/vectors`` (list), ``GET /v1/steering/vectors/{name}``,
@@ -30,6 +31,7 @@ from steerlab.serve.scheduler import Job, JobError, QueueFullError
 from steerlab.serve.schema import (
     ChatRequest,
     RequestError,
+    SteeringEntry,
     chunk_body,
     completion_body,
     error_body,
@@ -37,6 +39,7 @@ from steerlab.serve.schema import (
     parse_chat_request,
     parse_json_body,
 )
+from steerlab.serve.strengths import resolve_entry
 from steerlab.serve.text import TextStream, render_messages
 from steerlab.steering.batched import RowSpec
 from steerlab.steering.steer import Steering
@@ -122,7 +125,9 @@ class Handlers:
         self.server = server
 
     # --- chat ----------------------------------------------------------------------------
-    def _row_spec(self, req: ChatRequest) -> tuple[RowSpec, int]:
+    def _row_spec(self, req: ChatRequest) -> tuple[RowSpec, int, tuple[SteeringEntry, ...]]:
+        """The scheduler's row for ``req``, its prompt length and its steering entries
+        with their multipliers (strengths turned into multipliers)."""
         srv = self.server
         ids = srv.model.chat.encode_ids(render_messages(srv.model, req.messages))
         if len(ids) > srv.limits.max_prompt_tokens:
@@ -140,9 +145,17 @@ class Handlers:
                 param="max_tokens",
                 code="context_length_exceeded",
             )
-        terms = [e for e in req.steering if e.multiplier != 0.0]
-        vectors = srv.store.get_many([e.vector for e in terms])
-        steering = Steering(tuple(vectors), tuple(e.multiplier for e in terms)) if terms else None
+        vectors = srv.store.get_many([e.vector for e in req.steering])
+        entries = tuple(
+            resolve_entry(e, v, srv.site_norms, srv.model.n_layers, f"steering[{i}]")
+            for i, (e, v) in enumerate(zip(req.steering, vectors, strict=True))
+        )
+        terms = [(e, v) for e, v in zip(entries, vectors, strict=True) if e.multiplier != 0.0]
+        steering = (
+            Steering(tuple(v for _, v in terms), tuple(e.multiplier for e, _ in terms))
+            if terms
+            else None
+        )
         seed = req.seed if req.seed is not None else int(time.time_ns() % 2**31)
         spec = RowSpec(
             tuple(ids),
@@ -154,14 +167,14 @@ class Handlers:
             seed=seed,
             stop_at_eos=not req.ignore_eos,
         )
-        return spec, len(ids)
+        return spec, len(ids), entries
 
     async def chat(self, request: Request) -> Response:
         srv = self.server
         try:
             raw = await read_body(request, srv.limits.max_body_bytes, srv.config.body_timeout_s)
             req = parse_chat_request(parse_json_body(raw), srv.store.names(), srv.limits)
-            spec, n_prompt = self._row_spec(req)
+            spec, n_prompt, entries = self._row_spec(req)
         except RequestError as err:
             return _error(err)
         except ClientDisconnect:
@@ -198,7 +211,7 @@ class Handlers:
         text = relay.text
         body = completion_body(
             cid, srv.model_name, text.text, relay.finish, n_prompt, len(text.token_ids),
-            req.steering,
+            entries,
         )  # fmt: skip
         return _json(200, body)
 

@@ -38,6 +38,8 @@ class ServeLimits:
     default_max_tokens: max_tokens when the request sets none (default: the smaller of 128 and max_tokens).
     max_prompt_tokens: largest prompt in tokens after the chat template (1024 prefill in a few seconds on a CPU).
     max_multiplier: largest |multiplier| of a steering entry.
+    max_strength: largest |strength| of a steering entry (a share of the typical residual
+        norm at the vector's site; 1.0 adds as much as the residual stream holds).
     max_steering: most steering entries per request.
     max_body_bytes: largest request body.
     """
@@ -46,6 +48,7 @@ class ServeLimits:
     default_max_tokens: int | None = None
     max_prompt_tokens: int = 1024
     max_multiplier: float = 64.0
+    max_strength: float = 2.0
     max_steering: int = 8
     max_body_bytes: int = 1_000_000
 
@@ -61,10 +64,10 @@ class ServeLimits:
                 f"ServeLimits.default_max_tokens={self.default_max_tokens} exceeds "
                 f"max_tokens={self.max_tokens}; lower it or raise max_tokens."
             )
-        if not (isinstance(self.max_multiplier, (int, float)) and 0 < self.max_multiplier):
-            raise ConfigError(
-                f"ServeLimits.max_multiplier={self.max_multiplier!r}; it must be a number > 0."
-            )
+        for name in ("max_multiplier", "max_strength"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ConfigError(f"ServeLimits.{name}={value!r}; it must be a number > 0.")
         if self.max_body_bytes < 1024:
             raise ConfigError(f"ServeLimits.max_body_bytes={self.max_body_bytes}; use >= 1024.")
 
@@ -92,12 +95,27 @@ class RequestError(SteerlabError):
         return error_body(self.message, self.type, self.param, self.code)
 
 
+#: A steering entry's ``strength`` that means the vector's calibrated recommendation.
+RECOMMENDED = "recommended"
+
+
 @dataclass(frozen=True)
 class SteeringEntry:
-    """One steering term of a request: the vector's name and its multiplier."""
+    """One steering term of a request: the vector's name and its multiplier, or instead
+    a strength (a number, or ``"recommended"``) that the server turns into the multiplier
+    (``multiplier`` is NaN until then)."""
 
     vector: str
     multiplier: float
+    strength: float | str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """What the response echoes: the vector, the multiplier used, and the strength
+        when one was asked for."""
+        out: dict[str, Any] = {"vector": self.vector, "multiplier": self.multiplier}
+        if self.strength is not None:
+            out["strength"] = self.strength
+        return out
 
 
 @dataclass(frozen=True)
@@ -234,7 +252,8 @@ def _steering(
         raw = [raw]
     if not isinstance(raw, list):
         raise RequestError(
-            '\'steering\' must be a list of {"vector": NAME, "multiplier": NUMBER} objects.',
+            '\'steering\' must be a list of {"vector": NAME, "multiplier": NUMBER} (or '
+            '"strength": NUMBER) objects.',
             param="steering",
         )
     if len(raw) > limits.max_steering:
@@ -260,8 +279,13 @@ def _steering(
                 param=f"{where}.vector",
                 code="unknown_vector",
             )
+        if "strength" in entry:
+            out.append(_strength_entry(entry, name, where, limits))
+            continue
         if "multiplier" not in entry:
-            raise RequestError(f"{where} has no 'multiplier'.", param=f"{where}.multiplier")
+            raise RequestError(
+                f"{where} has no 'multiplier' (or 'strength').", param=f"{where}.multiplier"
+            )
         m = entry["multiplier"]
         if not _is_number(m) or not math.isfinite(m):
             raise RequestError(
@@ -276,6 +300,33 @@ def _steering(
             )
         out.append(SteeringEntry(name, float(m)))
     return tuple(out)
+
+
+def _strength_entry(
+    entry: dict[str, Any], name: str, where: str, limits: ServeLimits
+) -> SteeringEntry:
+    """A steering entry that gives ``strength`` (|k v| / mean ||h|| at the vector's site)."""
+    if "multiplier" in entry:
+        raise RequestError(
+            f"{where} has both 'multiplier' and 'strength'; send one of them.",
+            param=f"{where}.strength",
+        )
+    value = entry["strength"]
+    if value == RECOMMENDED:
+        return SteeringEntry(name, math.nan, RECOMMENDED)
+    if not _is_number(value) or not math.isfinite(value):
+        raise RequestError(
+            f"{where}.strength={value!r:.40} is not a finite number or {RECOMMENDED!r}; send "
+            "e.g. 0.1 (a tenth of the typical residual norm at the vector's site).",
+            param=f"{where}.strength",
+        )
+    if abs(value) > limits.max_strength:
+        raise RequestError(
+            f"{where}.strength={value!r} is too large; this server allows |strength| <= "
+            f"{limits.max_strength:g} (typical useful strengths are 0.05-0.4).",
+            param=f"{where}.strength",
+        )
+    return SteeringEntry(name, math.nan, float(value))
 
 
 def parse_chat_request(
@@ -391,7 +442,7 @@ def completion_body(
             "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
         },
-        "steering": [{"vector": s.vector, "multiplier": s.multiplier} for s in steering],
+        "steering": [s.as_dict() for s in steering],
     }
 
 
