@@ -85,7 +85,7 @@ def test_recommended_strength_and_zero(served, tiny_model, vectors):
     ("entry", "words"),
     [
         ({"vector": "big", "strength": 0.1, "multiplier": 1.0}, "both 'multiplier' and"),
-        ({"vector": "big", "strength": "lots"}, "not a finite number or 'recommended'"),
+        ({"vector": "big", "strength": "lots"}, "not a finite number; send 'recommended' or"),
         ({"vector": "big", "strength": math.inf}, "not a finite number"),
         ({"vector": "big", "strength": 5.0}, "|strength| <= 2"),
         ({"vector": "big", "strength": "recommended"}, "no recommended strength"),

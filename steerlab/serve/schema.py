@@ -286,20 +286,25 @@ def _steering(
             raise RequestError(
                 f"{where} has no 'multiplier' (or 'strength').", param=f"{where}.multiplier"
             )
-        m = entry["multiplier"]
-        if not _is_number(m) or not math.isfinite(m):
-            raise RequestError(
-                f"{where}.multiplier={m!r} is not a finite number; send a number such as 4.0.",
-                param=f"{where}.multiplier",
-            )
-        if abs(m) > limits.max_multiplier:
-            raise RequestError(
-                f"{where}.multiplier={m!r} is too large; this server allows "
-                f"|multiplier| <= {limits.max_multiplier:g}.",
-                param=f"{where}.multiplier",
-            )
-        out.append(SteeringEntry(name, float(m)))
+        m = _bounded(entry, "multiplier", where, limits.max_multiplier, "a number such as 4.0")
+        out.append(SteeringEntry(name, m))
     return tuple(out)
+
+
+def _bounded(entry: dict[str, Any], key: str, where: str, limit: float, example: str) -> float:
+    """``entry[key]`` as a finite float with ``|value| <= limit``, else a RequestError."""
+    value = entry[key]
+    if not _is_number(value) or not math.isfinite(value):
+        raise RequestError(
+            f"{where}.{key}={value!r:.40} is not a finite number; send {example}.",
+            param=f"{where}.{key}",
+        )
+    if abs(value) > limit:
+        raise RequestError(
+            f"{where}.{key}={value!r} is too large; this server allows |{key}| <= {limit:g}.",
+            param=f"{where}.{key}",
+        )
+    return float(value)
 
 
 def _strength_entry(
@@ -311,22 +316,15 @@ def _strength_entry(
             f"{where} has both 'multiplier' and 'strength'; send one of them.",
             param=f"{where}.strength",
         )
-    value = entry["strength"]
-    if value == RECOMMENDED:
+    if entry["strength"] == RECOMMENDED:
         return SteeringEntry(name, math.nan, RECOMMENDED)
-    if not _is_number(value) or not math.isfinite(value):
-        raise RequestError(
-            f"{where}.strength={value!r:.40} is not a finite number or {RECOMMENDED!r}; send "
-            "e.g. 0.1 (a tenth of the typical residual norm at the vector's site).",
-            param=f"{where}.strength",
-        )
-    if abs(value) > limits.max_strength:
-        raise RequestError(
-            f"{where}.strength={value!r} is too large; this server allows |strength| <= "
-            f"{limits.max_strength:g} (typical useful strengths are 0.05-0.4).",
-            param=f"{where}.strength",
-        )
-    return SteeringEntry(name, math.nan, float(value))
+    example = (
+        f"{RECOMMENDED!r} or a number such as 0.1 (a tenth of the typical residual norm at the "
+        "vector's site; useful strengths are mostly 0.05-0.4)"
+    )
+    return SteeringEntry(
+        name, math.nan, _bounded(entry, "strength", where, limits.max_strength, example)
+    )
 
 
 def parse_chat_request(
