@@ -88,7 +88,7 @@ def evaluate(
 
         neutral = load_neutral_set(n=n_neutral)
         kl = kl_damage(m, vecs, mults, strengths=kw.get("strengths"), neutral=neutral,
-                       batch_size=run.batch_size, progress=run.progress)  # fmt: skip
+                       progress=run.progress)  # its own batch size: full-vocabulary rows
         kl.attrs["n_texts"] = len(neutral)
     return summary, frame, kl
 
@@ -98,8 +98,11 @@ def _with_x0(multipliers: Sequence[float], vectors: Sequence[Any] | None) -> lis
     return sorted({0.0, *multipliers}) if vectors else list(multipliers)
 
 
-def _number(value: float, fmt: str) -> str:
-    return "-" if value != value else f"{value:{fmt}}"
+def _kl_text(value: float) -> str:
+    """A KL in nats/token: 3 decimals, or 2 significant digits below 0.001."""
+    if value != value:
+        return "-"
+    return f"{value:.1e}" if 0 < value < 1e-3 else f"{value:.3f}"
 
 
 def _ci(mean: float, low: float, high: float, fmt: str) -> str:
@@ -155,7 +158,7 @@ def _print_eval(table: Any, title: str, show_n: bool = False, kl_note: str = "")
         cond = [f"{r.strength:g}"] if by_strength else []
         cond.append("-" if r.multiplier != r.multiplier else f"{r.multiplier:.3g}")
         n = [str(r.n)] if varying_n else []
-        kl = [_number(r.kl, ".3f")] if with_kl else []
+        kl = [_kl_text(r.kl)] if with_kl else []
         out.add_row(label, *cond, *n, _ci(r.mean, r.low, r.high, fmt), change, *kl)
         last = r.vector
     _common.console().print(out)
