@@ -87,8 +87,9 @@ def evaluate(
         from steerlab.evaluation.damage import kl_damage
 
         neutral = load_neutral_set(n=n_neutral)
-        kl = kl_damage(m, vecs, mults, strengths=kw.get("strengths"), neutral=neutral,
-                       progress=run.progress)  # its own batch size: full-vocabulary rows
+        kl = kl_damage(
+            m, vecs, mults, strengths=kw.get("strengths"), neutral=neutral, progress=run.progress
+        )  # its own batch size: full-vocabulary rows
         kl.attrs["n_texts"] = len(neutral)
     return summary, frame, kl
 
