@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from steerlab.analysis.effects import PAIRED_COLUMNS, paired_changes
+from steerlab.analysis.effects import PAIRED_COLUMNS, describe_change, paired_changes
 from steerlab.errors import ConfigError
 
 METRICS = {"margin": "margin"}
@@ -108,3 +108,13 @@ def test_a_real_strength_frame(tiny_model_4l):
     base = items[items["strength"] == 0.0].set_index("item")["margin"]
     assert out.loc[(0.1, "margin"), "change"] == pytest.approx((steered - base).mean())
     assert out.loc[(0.1, "margin"), "n"] == len(SMALL_PAIRS)
+
+
+def test_describe_change_says_no_more_than_the_ci_and_n_allow():
+    assert describe_change(1.0, 0.2, 1.8, 20).endswith("rises (CI excludes 0)")
+    assert describe_change(-1.0, -1.8, -0.2, 50).endswith("falls (CI excludes 0)")
+    assert describe_change(1.0, -0.2, 1.8, 50).endswith("no clear change (CI includes 0)")
+    few = describe_change(1.0, 0.2, 1.8, 19)
+    assert "too few items" in few and "rises" not in few and "(n = 19)" in few
+    assert "rises" in describe_change(1.0, 0.2, 1.8, 4, min_items=3)
+    assert describe_change(0.5, 0.25, 0.75, 30).startswith("+0.50 [+0.25, +0.75] (n = 30)")

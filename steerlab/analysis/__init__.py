@@ -3,7 +3,7 @@ layer sweeps (plan, cell store, sweep), combinations and transfer. Everything re
 data; figures live in :mod:`steerlab.viz`."""
 
 from steerlab.analysis.combine import CombinationResult, combination_table, combine
-from steerlab.analysis.effects import effect_sizes, paired_changes
+from steerlab.analysis.effects import describe_change, effect_sizes, paired_changes
 from steerlab.analysis.matched_findings import sweep_matched
 from steerlab.analysis.projections import (
     LayerProjections,
@@ -37,6 +37,7 @@ __all__ = [
     "combine",
     "cosine_matrix",
     "cross_layer",
+    "describe_change",
     "effect_sizes",
     "load_released_bipo",
     "paired_changes",

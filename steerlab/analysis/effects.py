@@ -5,6 +5,8 @@
 - :func:`paired_changes`: from a per-item frame, each condition's mean with a bootstrap CI
   and its change versus the same vector at multiplier 0 on the same items, with a paired
   bootstrap CI (what ``steerlab eval likelihood|ab|open`` prints).
+- :func:`describe_change`: one such change in words, said only as far as its CI and its
+  number of items allow.
 """
 
 from collections.abc import Mapping, Sequence
@@ -155,4 +157,29 @@ def paired_changes(
     return out
 
 
-__all__ = ["EFFECT_COLUMNS", "PAIRED_COLUMNS", "effect_sizes", "paired_changes"]
+def describe_change(
+    change: float, low: float, high: float, n: int, min_items: int | None = None
+) -> str:
+    """``change [low, high]`` and what it shows: a rise or a fall only when the CI
+    excludes 0 and there are at least ``min_items`` items (default
+    :data:`~steerlab.analysis.matched.MIN_ITEMS`)."""
+    from steerlab.analysis.matched import MIN_ITEMS
+
+    least = MIN_ITEMS if min_items is None else min_items
+    text = f"{change:+.2f} [{low:+.2f}, {high:+.2f}] (n = {n})"
+    if n < least:
+        return f"{text}: too few items for the CI to hold (fewer than {least})"
+    if low > 0:
+        return f"{text}: rises (CI excludes 0)"
+    if high < 0:
+        return f"{text}: falls (CI excludes 0)"
+    return f"{text}: no clear change (CI includes 0)"
+
+
+__all__ = [
+    "EFFECT_COLUMNS",
+    "PAIRED_COLUMNS",
+    "describe_change",
+    "effect_sizes",
+    "paired_changes",
+]
