@@ -21,7 +21,13 @@ from steerlab.data import (
     load_truthfulqa_mc,
 )
 from steerlab.errors import SteerlabError
-from steerlab.evaluation import ab_probability, likelihood_margin
+from steerlab.evaluation import (
+    ab_probability,
+    ab_probability_fast,
+    likelihood_margin,
+    likelihood_margin_fast,
+)
+from steerlab.evaluation.damage import kl_damage
 from steerlab.evaluation.prompting import (
     prompt_kl_damage,
     prompt_likelihood_margin,
@@ -74,6 +80,8 @@ _LAZY = {
     "conditional_effect": "steerlab.analysis.conditional",
     "CalibrateConfig": "steerlab.analysis.calibrate",
     "report": "steerlab.reports",
+    "paired_changes": "steerlab.analysis.effects",
+    "describe_change": "steerlab.analysis.effects",
 }
 
 
@@ -107,11 +115,13 @@ __all__ = [
     "SteeringVector",
     "SweepConfig",
     "ab_probability",
+    "ab_probability_fast",
     "calibrate",
     "choose_threshold",
     "collect",
     "conditional_effect",
     "cosine_matrix",
+    "describe_change",
     "fit",
     "fit_bipo_run",
     "fit_caa",
@@ -123,7 +133,9 @@ __all__ = [
     "from_steering_vectors",
     "generate",
     "get_prompt",
+    "kl_damage",
     "likelihood_margin",
+    "likelihood_margin_fast",
     "list_behaviors",
     "load_mmlu",
     "load_model",
@@ -133,6 +145,7 @@ __all__ = [
     "load_vector",
     "lora_finetune",
     "lora_finetune_run",
+    "paired_changes",
     "prompt_kl_damage",
     "prompt_likelihood_margin",
     "prompt_open_ended",
