@@ -384,11 +384,24 @@ def test_reference_preset_and_its_cli_option(tiny_model_4l, tmp_path, monkeypatc
     assert hp["epochs"] == 1 and hp["warmup_steps"] == 100  # given / the preset's
     assert (hp["weight_decay"], hp["max_grad_norm"], hp["bucket_size"]) == (0.0, 1.0, 1)
     assert hp["score_eos"] is True and hp["select_best"] is True
+    # a zero vector (lr still warming up) has no strength: none is given
+    assert json.loads((out / "summary.json").read_text())["strength_at_x1"] is None
     plain = tmp_path / "plain"
     res = runner.invoke(app, [*args[:2], *args[4:-3], str(plain), "--model", "tiny"])
     assert res.exit_code == 0, res.output
     hp = SteeringVector.load(plain / "vector.safetensors").provenance.hyperparameters
     assert hp["score_eos"] is False and hp["weight_decay"] == 0.05
+    # the summary says how far x1 pushes: |v| / typical norm at the layer
+    from steerlab.activations.norms import typical_norm
+
+    moved = tmp_path / "moved"  # no warm-up: the one step moves the vector
+    res = runner.invoke(app, [*args[:2], *args[4:-3], str(moved), "--model", "tiny",
+                              "--warmup-steps", "0", "--lr", "0.1"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    vec = SteeringVector.load(moved / "vector.safetensors")
+    summary = json.loads((moved / "summary.json").read_text())
+    want = float(vec.directions[vec.sites[0]].norm()) / typical_norm(tiny_model_4l, 1)
+    assert want > 0 and summary["strength_at_x1"] == {"1": pytest.approx(want, rel=1e-6)}
     bad = runner.invoke(app, ["train", "bipo", "--preset", "paper", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 1 and "--preset 'paper': use 'default' or 'reference'" in bad.output
 

@@ -77,6 +77,10 @@ def test_vector_caa_writes_one_file_per_layer_and_a_summary(caa_dir, embedded_mo
     assert summary["settings"]["behavior"] == "power-seeking"
     assert summary["settings"]["batch_size"] == 16
     assert summary["norms"]["3"] == pytest.approx(vec.norms()[vec.sites[0]])
+    from steerlab.activations.norms import typical_norm
+
+    at_x1 = summary["norms"]["3"] / typical_norm(embedded_model, 3)
+    assert summary["strength_at_x1"] == {"3": pytest.approx(at_x1, rel=1e-6)}
 
 
 def test_vector_freeform_and_pca_several_layers(tmp_path, reuse_model):

@@ -339,6 +339,21 @@ def load_model(name: str, device: str | None) -> Any:
     return sl.load_model(name, device=device)
 
 
+def strength_at_x1(model: Any, vector: Any) -> dict[str, float] | None:
+    """Per layer, the strength of multiplier 1 (``|v| / mean ||h||`` at the site): how
+    far the vector as saved pushes. None (and nothing printed) when the typical norms
+    cannot be measured (no neutral texts) or a site is not ``resid_post``."""
+    from steerlab.steering.strength import site_strengths, vector_norms
+
+    if any(s.kind != "resid_post" for s in vector.sites):
+        return None
+    try:
+        values = site_strengths(vector, 1.0, vector_norms(model, vector))
+    except (SteerlabError, OSError):
+        return None
+    return {str(site.layer): value for site, value in values.items()}
+
+
 def check_vectors(model: Any, vectors: Any, force_other_model: bool = False) -> None:
     """Refuse (OtherModelError) a vector whose provenance names another model unless
     ``force_other_model`` (``--force-other-model``); wrong hidden sizes always fail."""

@@ -177,6 +177,7 @@ def _train(
         "best_epoch": run.best_epoch,
         "epochs": run.epochs,
         "norms": {str(k): v for k, v in run.vector.norms().items()},
+        "strength_at_x1": _common.strength_at_x1(m, run.vector),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     typer.echo(json.dumps(summary, indent=2))

@@ -80,6 +80,7 @@ def fit_and_save(
         "layers": [s.layer for s in vec.sites],
         "files": files,
         "norms": {str(s.layer): n for s, n in vec.norms().items()},
+        "strength_at_x1": _common.strength_at_x1(m, vec),
         "hyperparameters": {k: v for k, v in hp.items() if isinstance(v, (int, float, str))},
         "settings": asdict(run),
         "fit_seconds": round(fit_seconds, 2),
@@ -102,10 +103,19 @@ def _run_fit(method: str, layers: str, n_train: int | None, out: Path, run: RunS
         title=f"{method} vectors for {s['behavior']} ({s['n_train']} train pairs, "
         f"{s['fit_seconds']:.1f}s)"
     )
-    for col in ("layer", "|v|", "file"):
+    strengths = s["strength_at_x1"] or {}
+    cols = ("layer", "|v|", *(["strength of x1"] if strengths else []), "file")
+    for col in cols:
         table.add_column(col, justify="left" if col == "file" else "right")
     for layer, path in s["files"].items():
-        table.add_row(layer, f"{s['norms'][layer]:.3f}", path)
+        at_x1 = [f"{strengths[layer]:.3g}"] if strengths else []
+        table.add_row(layer, f"{s['norms'][layer]:.3f}", *at_x1, path)
+    if strengths:
+        table.caption = (
+            "strength of x1: |v| / mean ||h|| at the layer (0.1 = a tenth of the typical "
+            "residual norm); compare vectors at equal strengths (steer(..., strength=), "
+            "steerlab eval --strengths), not equal multipliers."
+        )
     console = _common.console()
     console.print(table)
     console.print(f"summary: {s['summary_file']}")
