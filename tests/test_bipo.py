@@ -546,3 +546,21 @@ def test_cached_and_steered_logprobs_equal_plain_scoring_on_embedded_model(embed
         assert trainer.step(step)["loss"] == pytest.approx(float(plain_loss), abs=1e-5)
         assert torch.equal(ref_m, cache.ref_matching[idx])  # fp32: the cached reference
         assert torch.equal(ref_n, cache.ref_not_matching[idx])
+
+
+def test_a_warmup_as_long_as_the_run_warns(tiny_model):
+    import warnings
+
+    from steerlab.vectors.bipo.schedule import ShortScheduleWarning
+    from tests._data import SMALL_PAIRS
+
+    pairs = SMALL_PAIRS[:4]
+    with pytest.warns(ShortScheduleWarning, match=r"warm-up \(100 steps\).*\(1 steps\).*0%"):
+        vec = train_bipo(tiny_model, pairs, layer=1, progress=False,
+                            config=BiPOConfig(epochs=1, batch_size=4, warmup_steps=100))  # fmt: skip
+    assert float(vec.directions[vec.sites[0]].norm()) == 0.0  # what the warning is about
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ShortScheduleWarning)
+        vec = train_bipo(tiny_model, pairs, layer=1, progress=False,
+                            config=BiPOConfig(epochs=1, batch_size=4, warmup_steps=0))  # fmt: skip
+    assert float(vec.directions[vec.sites[0]].norm()) > 0.0

@@ -5,6 +5,7 @@ the batches and directions of an uninterrupted one, and the fast and plain train
 be compared step by step.
 """
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -50,3 +51,24 @@ def steps_per_epoch(n: int, config: BiPOConfig) -> int:
     full, rest = divmod(n, bucket)
     per_bucket = -(-bucket // config.batch_size)
     return full * per_bucket + (-(-rest // config.batch_size) if rest else 0)
+
+
+class ShortScheduleWarning(UserWarning):
+    """The warm-up is as long as the whole run: the learning rate never reaches ``lr``."""
+
+
+def warn_if_warmup_covers_the_run(config: BiPOConfig, total_steps: int) -> None:
+    """Warn when ``config.warmup_steps`` >= ``total_steps``: the linear warm-up then spans
+    the run, the learning rate peaks at ``(total - 1) / warmup`` of ``lr`` and the vector
+    (started at zero) stays small; a run of one step does not move it at all."""
+    if total_steps < 1 or config.warmup_steps < total_steps:
+        return
+    peak = (total_steps - 1) / config.warmup_steps
+    warnings.warn(
+        f"The warm-up ({config.warmup_steps} steps) is as long as the whole run "
+        f"({total_steps} steps): the learning rate reaches at most {peak:.0%} of "
+        f"lr={config.lr:g}, so the vector stays small. Lower warmup_steps (--warmup-steps), "
+        f"e.g. to {total_steps // 10}.",
+        ShortScheduleWarning,
+        stacklevel=3,
+    )

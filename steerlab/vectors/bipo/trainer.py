@@ -40,7 +40,12 @@ from steerlab.vectors.bipo.plain import (
     plain_policy_logprobs,
     plain_reference_logprobs,
 )
-from steerlab.vectors.bipo.schedule import Step, epoch_plan, steps_per_epoch
+from steerlab.vectors.bipo.schedule import (
+    Step,
+    epoch_plan,
+    steps_per_epoch,
+    warn_if_warmup_covers_the_run,
+)
 from steerlab.vectors.vector import Provenance, SteeringVector
 
 #: The cache of the fast path or of the plain path; the trainer runs the matching path.
@@ -188,6 +193,7 @@ class BiPOTrainer:
             self.params, lr=config.lr, weight_decay=config.weight_decay
         )
         total = steps_per_epoch(len(cache.packed), config) * config.epochs
+        warn_if_warmup_covers_the_run(config, total)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: cosine_with_warmup(s, config.warmup_steps, total)
         )
