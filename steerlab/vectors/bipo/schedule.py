@@ -67,8 +67,9 @@ def warn_if_warmup_covers_the_run(config: BiPOConfig, total_steps: int) -> None:
     warnings.warn(
         f"The warm-up ({config.warmup_steps} steps) is as long as the whole run "
         f"({total_steps} steps): the learning rate reaches at most {peak:.0%} of "
-        f"lr={config.lr:g}, so the vector stays small. Lower warmup_steps (--warmup-steps), "
-        f"e.g. to {total_steps // 10}.",
+        f"lr={config.lr:g}, so the vector stays small. Lower warmup_steps (steerlab train: "
+        f"--warmup-steps; run / sweep / calibrate: --bipo-warmup-steps), e.g. to "
+        f"{total_steps // 10}.",
         ShortScheduleWarning,
         stacklevel=3,
     )
