@@ -1,6 +1,7 @@
 """Steering by strength in server requests: ``{"vector": NAME, "strength": s}`` gives the
 reply of ``steer(model, vec, strength=s)``, whatever the vector's norm."""
 
+import json
 import math
 
 import pytest
@@ -99,6 +100,19 @@ def test_bad_strength_entries_are_400s_that_say_why(served, entry, words):
     assert words in reply["error"]["message"] and reply["error"]["param"].startswith("steering[0]")
 
 
+def test_the_vector_list_says_how_far_x1_pushes(served, tiny_model, vectors):
+    from steerlab.activations.norms import typical_norm
+
+    status, text = served.request("GET", "/v1/steering/vectors")
+    listed = {v["name"]: v for v in json.loads(text)["data"]}
+    assert status == 200
+    want = 0.05 / typical_norm(tiny_model, 1)  # the small vector: |v| = 0.05 at layer 1
+    assert listed["small"]["strength_at_x1"] == {"1.resid_post": pytest.approx(want, rel=1e-5)}
+    assert set(listed["pair"]["strength_at_x1"]) == {"0.resid_post", "1.resid_post"}
+    assert listed["calibrated"]["recommended_strength"] == 0.3
+    assert listed["big"]["recommended_strength"] is None
+
+
 def test_without_norms_a_strength_is_refused_and_multipliers_still_work(tiny_model, vectors):
     with make_server(tiny_model, vectors, port=0) as srv:
         srv.site_norms = SiteNorms(None, "no neutral texts at /nowhere")
@@ -107,3 +121,5 @@ def test_without_norms_a_strength_is_refused_and_multipliers_still_work(tiny_mod
         assert status == 400 and reply["error"]["code"] == "strength_unavailable"
         assert "no neutral texts at /nowhere" in reply["error"]["message"]
         assert ask(client, {"vector": "big", "multiplier": 1.0})[0] == 200
+        listed = json.loads(client.request("GET", "/v1/steering/vectors")[1])["data"]
+        assert all(v["strength_at_x1"] is None for v in listed)

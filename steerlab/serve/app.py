@@ -40,7 +40,7 @@ from steerlab.serve.routes import build_app
 from steerlab.serve.scheduler import Scheduler
 from steerlab.serve.schema import ServeLimits
 from steerlab.serve.store import VectorStore, load_vector_dir
-from steerlab.serve.strengths import measure_site_norms
+from steerlab.serve.strengths import SiteNorms, measure_site_norms
 from steerlab.serve.text import render_messages
 from steerlab.vectors.vector import SteeringVector
 
@@ -110,6 +110,15 @@ class SteerlabServer:
         self._uvicorn = uvicorn.Server(uv_config)
         self._thread: threading.Thread | None = None
         self._running = threading.Event()  # set while serve_forever runs
+
+    @property
+    def site_norms(self) -> SiteNorms:
+        """Typical norms per ``resid_post`` site (kept by the vector store)."""
+        return self.store.site_norms
+
+    @site_norms.setter
+    def site_norms(self, value: SiteNorms) -> None:
+        self.store.site_norms = value
 
     @property
     def vectors(self) -> dict[str, SteeringVector]:

@@ -21,6 +21,7 @@ from steerlab.models.model import SteerlabModel
 from steerlab.models.sites import HookSite
 from steerlab.serve.config import ServeConfig
 from steerlab.serve.schema import RequestError
+from steerlab.serve.strengths import SiteNorms, strength_at_x1
 from steerlab.vectors.vector import Provenance, SteeringVector
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
@@ -73,6 +74,16 @@ def _check_name(name: Any) -> None:
         )
 
 
+def _recommended(vec: SteeringVector) -> float | None:
+    """The strength a calibration stored in ``vec``, or None."""
+    from steerlab.steering.strength import recommended_strength
+
+    try:
+        return recommended_strength(vec).strength
+    except SteerlabError:
+        return None
+
+
 class VectorStore:
     """Named vectors of one model (thread-safe)."""
 
@@ -90,6 +101,8 @@ class VectorStore:
         self._lock = threading.RLock()
         self._vectors: dict[str, SteeringVector] = {}
         self._sources: dict[str, str] = {}
+        #: typical norms per resid_post site (the server measures them before serving)
+        self.site_norms = SiteNorms(None, "not measured")
         for name, vec in vectors.items():
             check_fits(model, vec, name, config.force_other_model)
             self._vectors[name] = vec
@@ -123,6 +136,8 @@ class VectorStore:
             "method": vec.method,
             "behavior": vec.behavior,
             "norms": {str(s): round(n, 6) for s, n in vec.norms().items()},
+            "strength_at_x1": strength_at_x1(vec, self.site_norms, self.model.n_layers),
+            "recommended_strength": _recommended(vec),
             "source": source,
         }
 

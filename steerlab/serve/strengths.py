@@ -79,4 +79,20 @@ def resolve_entry(
     return SteeringEntry(entry.vector, k, float(strength))
 
 
-__all__ = ["SiteNorms", "measure_site_norms", "resolve_entry"]
+def strength_at_x1(
+    vec: SteeringVector, site_norms: SiteNorms, n_layers: int
+) -> dict[str, float] | None:
+    """Per site, the strength of multiplier 1 (``|v| / mean ||h||``); None without norms
+    or for a site that is not ``resid_post``."""
+    if site_norms.norms is None:
+        return None
+    out = {}
+    for site, direction in vec.directions.items():
+        norm = site_norms.norms.get(site.resolve(n_layers))
+        if norm is None:
+            return None
+        out[str(site)] = float(f"{float(direction.norm()) / norm:.6g}")  # 6 significant digits
+    return out
+
+
+__all__ = ["SiteNorms", "measure_site_norms", "resolve_entry", "strength_at_x1"]
