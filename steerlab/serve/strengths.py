@@ -17,7 +17,11 @@ from steerlab.errors import SteerlabError
 from steerlab.models.model import SteerlabModel
 from steerlab.models.sites import HookSite
 from steerlab.serve.schema import RECOMMENDED, RequestError, SteeringEntry
-from steerlab.steering.strength import recommended_strength, strength_to_multiplier
+from steerlab.steering.strength import (
+    recommended_strength,
+    site_strengths,
+    strength_to_multiplier,
+)
 from steerlab.vectors.vector import SteeringVector
 
 
@@ -41,6 +45,19 @@ def measure_site_norms(model: SteerlabModel) -> SiteNorms:
         return SiteNorms(None, str(exc))
 
 
+def _norms_of(
+    vec: SteeringVector, site_norms: SiteNorms, n_layers: int
+) -> dict[HookSite, float] | None:
+    """The typical norm at each site of ``vec`` (keyed as in ``vec``); None when a site
+    has none (not ``resid_post``) or nothing was measured."""
+    if site_norms.norms is None:
+        return None
+    resolved = {s: s.resolve(n_layers) for s in vec.sites}
+    if any(r not in site_norms.norms for r in resolved.values()):
+        return None
+    return {s: site_norms.norms[r] for s, r in resolved.items()}
+
+
 def resolve_entry(
     entry: SteeringEntry, vec: SteeringVector, site_norms: SiteNorms, n_layers: int, where: str
 ) -> SteeringEntry:
@@ -60,15 +77,14 @@ def resolve_entry(
     try:
         if strength == RECOMMENDED:
             strength = recommended_strength(vec).strength
-        resolved = {s: s.resolve(n_layers) for s in vec.sites}
-        other = [str(s) for s, r in resolved.items() if r not in site_norms.norms]
-        if other:
+        norms = _norms_of(vec, site_norms, n_layers)
+        if norms is None:
+            sites = ", ".join(str(s) for s in vec.sites)
             raise RequestError(
                 f"{where}: strengths are measured at resid_post sites, and vector "
-                f"{entry.vector!r} has {', '.join(other)}; send a multiplier.",
+                f"{entry.vector!r} has {sites}; send a multiplier.",
                 param=param,
             )
-        norms = {s: site_norms.norms[r] for s, r in resolved.items()}
         k = strength_to_multiplier(vec, float(strength), norms)
     except RequestError:
         raise
@@ -82,17 +98,16 @@ def resolve_entry(
 def strength_at_x1(
     vec: SteeringVector, site_norms: SiteNorms, n_layers: int
 ) -> dict[str, float] | None:
-    """Per site, the strength of multiplier 1 (``|v| / mean ||h||``); None without norms
-    or for a site that is not ``resid_post``."""
-    if site_norms.norms is None:
+    """Per site, the strength of multiplier 1 (``|v| / mean ||h||``, to 6 significant
+    digits); None without norms, for a site that is not ``resid_post`` or a zero site."""
+    norms = _norms_of(vec, site_norms, n_layers)
+    if norms is None:
         return None
-    out = {}
-    for site, direction in vec.directions.items():
-        norm = site_norms.norms.get(site.resolve(n_layers))
-        if norm is None:
-            return None
-        out[str(site)] = float(f"{float(direction.norm()) / norm:.6g}")  # 6 significant digits
-    return out
+    try:
+        values = site_strengths(vec, 1.0, norms)
+    except SteerlabError:
+        return None
+    return {str(site): float(f"{value:.6g}") for site, value in values.items()}
 
 
 __all__ = ["SiteNorms", "measure_site_norms", "resolve_entry", "strength_at_x1"]
