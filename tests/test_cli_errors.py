@@ -125,6 +125,8 @@ CASES = {
         (["eval", "ab", "--strengths", "0.1"], ["--strengths", "--vector"]),
         (["eval", "likelihood", "--strengths", "x"], ["'x'", "--strengths="]),
         (["eval", "ab", "--n-neutral", "-1"], ["--n-neutral", "-1"]),
+        (["eval", "open", "--strengths", "0.1", "--multipliers", "1"], ["or --strengths"]),
+        (["eval", "open", "--strengths", "0.1"], ["--strengths", "--vector"]),
         (["eval", "truthfulqa", "--out", "{dir}"], ["is a directory"]),
         (["eval", "jailbreak", "--out", "{under_file}"], ["is a file"]),
         (["eval", "open", "--n", "0"], ["--n", "0 is not a valid count"]),

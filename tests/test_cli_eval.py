@@ -174,3 +174,19 @@ def test_eval_ab_at_matched_strengths(cli, tiny_model, tmp_path):
     mine = pd.read_csv(items)
     assert list(mine["strength"]) == list(plain["strength"]) and set(mine["strength"]) == {0, 0.3}
     assert mine["p_matching"].to_numpy() == pytest.approx(plain["p_matching"].to_numpy(), abs=1e-5)
+
+
+def test_eval_open_at_matched_strengths_with_a_kl_column(cli, tiny_model, tmp_path):
+    vec_path = big_vector(tiny_model).save(tmp_path / "v.safetensors")
+    out = tmp_path / "open.jsonl"
+    r = cli("eval", "open", "-v", str(vec_path), "--n", "2", "--max-new-tokens", "3",
+            "--strengths=0.5", "--n-neutral", "3", "--judge", "local", "--self-judge",
+            "--out", str(out))  # fmt: skip
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert sorted({row["strength"] for row in rows}) == [0.0, 0.5] and len(rows) == 4
+    assert "at matched strengths" in r.output and "3 neutral texts" in r.output
+    assert "strength 0" in r.output and "KL" in r.output
+    assert "self-judged" not in r.stdout.split("saved")[0].split("answers in")[1]  # stderr only
+    summary = pd.read_csv(out.with_name("open.summary.csv"))
+    assert sorted(set(summary["strength"])) == [0.0, 0.5]

@@ -373,3 +373,40 @@ def test_coherence_columns_and_incoherent_share_next_to_the_mean(tiny_model, tmp
     assert "incoherent_rate" not in set(summarize_open_ended(none)["metric"])
     with pytest.raises(ConfigError, match="exclude_incoherent=True needs coherence"):
         summarize_open_ended(none, exclude_incoherent=True)
+
+
+def test_answers_at_matched_strengths_are_keyed_apart_from_raw_multipliers(tiny_model, tmp_path):
+    from steerlab.steering.strength import site_multipliers, vector_norms
+
+    path, qs, vec = tmp_path / "strengths.jsonl", QUESTIONS[:3], make_vectors()[1]
+    opts = dict(max_new_tokens=4, batch_size=2, progress=False, behavior="power-seeking")
+    judge = CyclingJudge()
+    frame = run_open_ended(tiny_model, qs, vec, out_path=path, strengths=[0, 2.0], judge=judge,
+                           **opts)  # fmt: skip
+    assert list(frame["strength"]) == [0.0] * 3 + [2.0] * 3
+    (k,) = site_multipliers(vec, 2.0, vector_norms(tiny_model, vec)).values()
+    assert abs(k - 2.0) > 1.0  # this vector's multiplier for strength 2 is not 2
+    assert frame["multiplier"].tolist() == pytest.approx([0.0] * 3 + [k] * 3)
+    steered = frame[frame["strength"] == 2.0]["completion"].tolist()
+    ref = sl.generate(tiny_model, qs, 4, steering=vec, strength=2.0)
+    assert steered == list(ref.texts)
+    raw = sl.generate(tiny_model, qs, 4, steering=vec, multiplier=2.0)
+    assert steered != list(raw.texts)  # strength 2 is not multiplier 2
+    on_disk = read_jsonl(path)
+    assert [r.get("strength") for r in on_disk] == [0.0] * 3 + [2.0] * 3
+    summary = summarize_open_ended(frame)
+    assert set(summary["strength"]) == {0.0, 2.0} and summary["multiplier"].notna().all()
+    # A rerun resumes (nothing generated or judged again) ...
+    before, seen = path.read_bytes(), judge.seen
+    again = run_open_ended(tiny_model, qs, vec, out_path=path, strengths=[0, 2.0], judge=judge,
+                           **opts)  # fmt: skip
+    assert path.read_bytes() == before and judge.seen == seen
+    assert again["completion"].tolist() == frame["completion"].tolist()
+    # ... and multiplier 2 of the same vector is answered anew, never read from those rows.
+    at_x2 = run_open_ended(tiny_model, qs, vec, [0.0, 2.0], path, **opts)
+    assert len(read_jsonl(path)) == 6 + 6 and "strength" not in at_x2.columns
+    assert at_x2[at_x2["multiplier"] == 2.0]["completion"].tolist() == list(raw.texts)
+    with pytest.raises(ConfigError, match="not both|exactly"):
+        run_open_ended(tiny_model, qs, vec, [1.0], path, strengths=[0.1], **opts)
+    with pytest.raises(ConfigError, match="pass at least one vector"):
+        run_open_ended(tiny_model, qs, None, out_path=path, strengths=[0.1], **opts)

@@ -81,17 +81,34 @@ def evaluate(
         frame = likelihood_margin_fast(m, split.test, vecs or None, mults, **kw)
         metrics = LIKELIHOOD_METRICS
     summary = (summarize if strengths is None else summarize_strengths)(frame, metrics)
-    kl = None
-    if vecs and n_neutral > 0:
-        from steerlab.data.neutral import load_neutral_set
-        from steerlab.evaluation.damage import kl_damage
-
-        neutral = load_neutral_set(n=n_neutral)
-        kl = kl_damage(
-            m, vecs, mults, strengths=kw.get("strengths"), neutral=neutral, progress=run.progress
-        )  # its own batch size: full-vocabulary rows
-        kl.attrs["n_texts"] = len(neutral)
+    kl = _kl_damage(m, vecs, mults, kw.get("strengths"), n_neutral, run.progress)
     return summary, frame, kl
+
+
+def _kl_damage(model: Any, vecs: list[Any], mults: Any, strengths: list[float] | None,
+               n_neutral: int, progress: bool) -> Any:  # fmt: skip
+    """``kl_damage`` of the conditions on ``n_neutral`` neutral texts (``attrs['n_texts']``),
+    or None without vectors or with ``n_neutral`` 0."""
+    if not vecs or n_neutral <= 0:
+        return None
+    from steerlab.data.neutral import load_neutral_set
+    from steerlab.evaluation.damage import kl_damage
+
+    neutral = load_neutral_set(n=n_neutral)
+    kl = kl_damage(model, vecs, mults, strengths=strengths, neutral=neutral, progress=progress)
+    kl.attrs["n_texts"] = len(neutral)  # its own batch size: full-vocabulary rows
+    return kl
+
+
+def _with_kl(table: Any, kl: Any) -> tuple[Any, str]:
+    """``table`` (of :func:`~steerlab.analysis.effects.paired_changes`) with the ``kl``
+    column of :func:`_kl_damage`'s frame, and the caption's note on it."""
+    if kl is None:
+        return table, ""
+    key = "strength" if "strength" in table.columns else "multiplier"
+    table = table.merge(kl[["vector", key, "kl"]], on=["vector", key], how="left")
+    return table, (f"KL: mean KL(steered || unsteered) in nats per token on {kl.attrs['n_texts']} "
+                   "neutral texts (damage; compare vectors at matched KL too).")  # fmt: skip
 
 
 def _with_x0(multipliers: Sequence[float], vectors: Sequence[Any] | None) -> list[float]:
@@ -165,6 +182,22 @@ def _print_eval(table: Any, title: str, show_n: bool = False, kl_note: str = "")
     _common.console().print(out)
 
 
+def _strength_list(multipliers: str | None, strengths: str | None,
+                   vector: list[Path] | None) -> list[float] | None:  # fmt: skip
+    """The parsed ``--strengths`` (None without them); errors for both flags or no vector."""
+    if strengths is None:
+        return None
+    if multipliers is not None:
+        raise typer.BadParameter(
+            "Pass --multipliers or --strengths, not both (strengths are |k v| / mean "
+            "||h|| at the vector's site, e.g. --strengths=-0.1,0,0.1)."
+        )
+    strength_list = _common.parse_multipliers(strengths, flag="--strengths")
+    if not vector:
+        raise typer.BadParameter("--strengths scales vectors: give at least one --vector.")
+    return strength_list
+
+
 def _run_eval(kind: str, metric: str, vector: list[Path] | None, multipliers: str | None,
               strengths: str | None, n_test: int | None, out: Path | None,
               items_out: Path | None, table_out: Path | None, n_neutral: int,
@@ -175,30 +208,14 @@ def _run_eval(kind: str, metric: str, vector: list[Path] | None, multipliers: st
     valid = AB_METRICS if kind == "ab" else LIKELIHOOD_METRICS
     if metric not in valid:
         raise typer.BadParameter(f"--metric {metric!r}: choose one of {', '.join(valid)}.")
-    strength_list = None
-    if strengths is not None:
-        if multipliers is not None:
-            raise typer.BadParameter(
-                "Pass --multipliers or --strengths, not both (strengths are |k v| / mean "
-                "||h|| at the vector's site, e.g. --strengths=-0.1,0,0.1)."
-            )
-        strength_list = _common.parse_multipliers(strengths, flag="--strengths")
-        if not vector:
-            raise typer.BadParameter("--strengths scales vectors: give at least one --vector.")
+    strength_list = _strength_list(multipliers, strengths, vector)
     mults = _common.parse_multipliers(multipliers or "-2,-1,0,1,2")
     for path, flag in ((out, "--out"), (items_out, "--items-out"), (table_out, "--table-out")):
         if path is not None:
             _common.check_out_file(path, flag)
     t0 = time.perf_counter()
     summary, items, kl = evaluate(kind, vector, mults, n_test, run, strength_list, n_neutral)
-    table = paired_changes(items, valid, seed=run.seed)
-    kl_note = ""
-    if kl is not None:
-        key = "multiplier" if strength_list is None else "strength"
-        table = table.merge(kl[["vector", key, "kl"]], on=["vector", key], how="left")
-        texts = kl.attrs["n_texts"]
-        kl_note = (f"KL: mean KL(steered || unsteered) in nats per token on {texts} neutral "
-                   "texts (damage; compare vectors at matched KL too).")  # fmt: skip
+    table, kl_note = _with_kl(paired_changes(items, valid, seed=run.seed), kl)
     what = "A/B items" if kind == "ab" else "test pairs"
     n, secs = int(summary["n"].max()), time.perf_counter() - t0
     at = " at matched strengths" if strength_list is not None else ""
@@ -305,16 +322,15 @@ likelihood_cmd = eval_app.command("likelihood")(
 def open_cmd(
     behavior: str = typer.Option("power-seeking", help="Behavior: questions and judge rubric."),
     vector: list[Path] | None = VECTOR,
-    multipliers: str = typer.Option(
-        "-2,-1,0,1,2",
-        help="Comma-separated multipliers (0 is added: the changes are measured against it).",
-    ),
+    multipliers: str | None = _MULTS,
+    strengths: str | None = _STRENGTHS,
     questions: str = typer.Option(
         "bipo", help="'bipo' (the behavior's test questions) or 'caa' (CAA's open-ended set)."
     ),
     n: int | None = _common.count_option(None, help="Use the first N questions (default all)."),
     max_new_tokens: int = _common.count_option(200, help="Tokens per answer (paper: 200)."),
     batch_size: int = _common.count_option(8, help="Questions per generation batch."),
+    n_neutral: int = _N_NEUTRAL,
     model: str = MODEL,
     device: str | None = DEVICE,
     out: Path = typer.Option(
@@ -329,11 +345,17 @@ def open_cmd(
 
     if questions not in ("bipo", "caa"):
         raise typer.BadParameter(f"--questions {questions!r}; use 'bipo' or 'caa'.")
-    mults = _common.parse_multipliers(multipliers)
+    strength_list = _strength_list(multipliers, strengths, vector)
+    mults = _common.parse_multipliers(multipliers or "-2,-1,0,1,2")
     _common.check_out_file(out)
     build_judge = _judge.judge_builder(model_name=model, device=device, **judge_options)
     vecs = _common.load_vectors(vector)
     mults = _with_x0(mults, vecs)
+    at_strengths = None if strength_list is None else _with_x0(strength_list, vecs)
+    if at_strengths is not None:
+        from steerlab.evaluation.multipliers import DEFAULT_MULTIPLIERS
+
+        mults = DEFAULT_MULTIPLIERS  # the entry points' default: taken with strengths=
     if questions == "bipo":
         data = load_pairs(_common.check_behavior(behavior))
         qs = list(data.open_ended)
@@ -355,6 +377,7 @@ def open_cmd(
         judge=j,
         behavior=behavior,
         examples=examples,
+        strengths=at_strengths,
     )
     typer.echo(f"{len(frame)} answers in {out}")
     if j is not None:
@@ -362,18 +385,21 @@ def open_cmd(
         csv = out.with_name(out.stem + ".summary.csv")
         for w in summary.attrs.get("warnings", []):
             typer.echo(f"warning: {w}", err=True)
+        typer.echo(summary.to_string(index=False))  # the warnings went to stderr above
         if summary.attrs.get("warnings"):
             summary = summary.assign(warning="; ".join(summary.attrs["warnings"]))
         summary.to_csv(csv, index=False)
-        typer.echo(summary.to_string(index=False))
         typer.echo(f"saved {csv}")
         if vecs:
             from steerlab.analysis.effects import paired_changes
             from steerlab.evaluation.open_ended import OPEN_ENDED_METRICS
 
             table = paired_changes(frame, {"judge_score": OPEN_ENDED_METRICS["judge_score"]})
-            title = f"judge_score on {len(qs)} {behavior} questions (n: scored), one seed"
-            _print_eval(table, title, show_n=True)
+            kl = _kl_damage(m, vecs, mults, at_strengths, n_neutral, True)
+            table, kl_note = _with_kl(table, kl)
+            at = " at matched strengths" if at_strengths is not None else ""
+            title = f"judge_score on {len(qs)} {behavior} questions (n: scored){at}, one seed"
+            _print_eval(table, title, show_n=True, kl_note=kl_note)
 
 
 eval_app.command("open")(

@@ -48,11 +48,14 @@ from steerlab.evaluation.judges.base import (
 from steerlab.evaluation.multipliers import (
     DEFAULT_MULTIPLIERS,
     Condition,
+    MultipliersArg,
     VectorsArg,
+    as_vector_list,
     conditions,
     summarize,
 )
 from steerlab.evaluation.results_jsonl import append_jsonl, read_jsonl
+from steerlab.evaluation.strengths import at_strengths, check_strength_args, summarize_strengths
 from steerlab.models.model import SteerlabModel
 from steerlab.steering.generate import generate
 from steerlab.utils.progress import progress_bar
@@ -119,7 +122,7 @@ def run_open_ended(
     model: SteerlabModel,
     questions: Sequence[str],
     vectors: VectorsArg,
-    multipliers: "float | Sequence[float]" = DEFAULT_MULTIPLIERS,
+    multipliers: MultipliersArg = DEFAULT_MULTIPLIERS,
     out_path: "str | Path" = "open_ended.jsonl",
     *,
     max_new_tokens: int = PAPER_MAX_NEW_TOKENS,
@@ -132,6 +135,7 @@ def run_open_ended(
     on_batch: Callable[[list[dict[str, Any]]], None] | None = None,
     coherence: CoherenceGate | None = CoherenceGate(),
     on_mismatch: str = "rescore",
+    strengths: MultipliersArg | None = None,
 ) -> pd.DataFrame:
     """Greedy steered answers to ``questions`` for each (vector, multiplier), resumable.
 
@@ -151,6 +155,14 @@ def run_open_ended(
         coherence: the gate that marks answers incoherent (None: no coherence measures).
         on_mismatch: what to do with stored verdicts of a judge with another
             fingerprint: ``"rescore"`` or ``"error"`` (see :func:`judge_rows`).
+        strengths: instead of ``multipliers``, answer at these strengths (|k v| / mean
+            ||h|| at each site: matched norm; :func:`~steerlab.evaluation.strengths.
+            at_strengths`). The vectors are rescaled to norm units, so their rows are keyed
+            by the rescaled directions (which carry the measured norms) and never taken
+            for rows of the same vector at a raw multiplier; on disk such a row has
+            ``strength`` and the multiplier of the rescaled vector (equal to it). The
+            returned frame has a ``strength`` column and ``multiplier`` converted back to
+            the vector as given (NaN where its sites need different ones).
 
     A ``"local"`` judge built on ``model`` itself is refused unless it was built with
     ``allow_self_judge=True``; then a warning is issued and kept in the ``judge_warning``
@@ -163,6 +175,20 @@ def run_open_ended(
     ``is_incoherent, incoherent_reason`` and, with a judge, ``judge, judge_id, score``
     (NaN unless ok), ``status, raw, detail, is_unparseable, is_error, judge_warning``.
     """
+    strength_list = check_strength_args(multipliers, strengths)
+    if strength_list is not None:
+        if not as_vector_list(vectors):
+            raise ConfigError("strengths= scales vectors: pass at least one vector.")
+        kw = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, judge=judge,
+                  behavior=behavior, examples=examples, system_prompt=system_prompt,
+                  progress=progress, on_batch=on_batch, coherence=coherence,
+                  on_mismatch=on_mismatch)  # fmt: skip
+        return at_strengths(
+            model,
+            vectors,
+            strength_list,
+            lambda vecs, mults: run_open_ended(model, questions, vecs, mults, out_path, **kw),
+        )
     qs = list(questions)
     if not qs:
         raise EmptyInputError("run_open_ended() got no questions.")
@@ -240,6 +266,7 @@ def _answer_batch(
     measure: bool = True,
 ) -> list[dict[str, Any]]:
     reuse = not cond.steered and all(q in unsteered for q in questions)
+    in_units = cond.vector is not None and "norm_units" in cond.vector.provenance.hyperparameters
     ppl: list[float | None] = [None] * len(questions)
     if reuse:
         completions = [unsteered[q]["completion"] for q in questions]
@@ -275,6 +302,7 @@ def _answer_batch(
             "behavior": behavior,
             **settings,
             **({"perplexity": p} if measure else {}),
+            **({"strength": cond.multiplier} if in_units else {}),
         }
         for q, item, text, n, p in zip(questions, items, completions, n_tokens, ppl)
     ]
@@ -384,7 +412,7 @@ def summarize_open_ended(frame: pd.DataFrame, *, exclude_incoherent: bool = Fals
                 "with coherence=CoherenceGate() (the default)."
             )
         frame = frame.assign(score=frame["score"].where(frame["is_incoherent"] == 0.0))
-    out = summarize(frame, metrics)
+    out = (summarize_strengths if "strength" in frame.columns else summarize)(frame, metrics)
     notes = frame["judge_warning"] if "judge_warning" in frame.columns else []
     out.attrs["warnings"] = sorted({str(w) for w in notes if w})
     return out

@@ -80,7 +80,7 @@ def at_strengths(
         i = labels.get(label)
         if i is not None and s != 0.0:
             mult[k] = _multiplier_of(originals[i], norms[i], float(s))
-    out = frame.copy()
+    out = frame.drop(columns=["strength"], errors="ignore")  # rows that stored their own
     out["multiplier"] = mult
     out.insert(list(out.columns).index("multiplier") + 1, "strength", strength)
     return out
