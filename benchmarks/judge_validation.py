@@ -72,39 +72,12 @@ class CachedEmbedder:
         return np.stack([self.cache[t] for t in texts]) if texts else np.zeros((0, 384))
 
 
-def bootstrap_ci(correct: np.ndarray, n_boot: int = 2000, seed: int = 0) -> list[float]:
-    """95% percentile CI of the mean of ``correct`` (rows = pairs: resampled together)."""
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(correct), size=(n_boot, len(correct)))
-    means = correct[idx].mean(axis=(1, 2)) if correct.ndim == 2 else correct[idx].mean(1)
-    return [round(float(x), 4) for x in np.percentile(means, [2.5, 97.5])]
-
-
 def evaluate_pairs(judge, questions, matching, not_matching) -> dict:  # type: ignore[no-untyped-def]
     """Accuracy (per answer, pair-bootstrap CI), pairwise accuracy, gate effect."""
-    from steerlab.evaluation.judges import JudgeRequest
+    from steerlab.evaluation.judges.judge_pairs import pair_accuracy
 
-    p_pos = judge.predict_proba(matching, questions)
-    p_neg = judge.predict_proba(not_matching, questions)
-    correct = np.stack([p_pos >= 0.5, p_neg < 0.5], axis=1).astype(float)  # [pairs, 2]
-    pairwise = (p_pos > p_neg).astype(float)
-    b = judge.behavior or "power-seeking"
-    reqs = [JudgeRequest(b, q, a) for q, a in zip(questions * 2, [*matching, *not_matching])]
-    gated = judge.score(reqs)
-    ok = np.array([r.status == "ok" for r in gated]).reshape(2, -1).T  # [pairs, 2]
-    return {
-        "n_pairs": len(matching),
-        "n_answers": 2 * len(matching),
-        "accuracy": round(float(correct.mean()), 4),
-        "accuracy_ci95": bootstrap_ci(correct),
-        "pairwise_accuracy": round(float(pairwise.mean()), 4),
-        "pairwise_ci95": bootstrap_ci(pairwise),
-        "mean_score_matching": round(float(1 + 3 * p_pos.mean()), 3),
-        "mean_score_not_matching": round(float(1 + 3 * p_neg.mean()), 3),
-        "gate_rejected_share": round(float(1 - ok.mean()), 4),
-        "accuracy_on_gate_passed": round(float(correct[ok].mean()), 4) if ok.any() else None,
-        "n_gate_passed": int(ok.sum()),
-    }
+    return pair_accuracy(judge, questions, matching, not_matching,
+                         behavior=judge.behavior or "power-seeking")  # fmt: skip
 
 
 def degenerate_scores(judge, questions) -> dict:  # type: ignore[no-untyped-def]

@@ -138,6 +138,13 @@ CASES = {
         (["eval", "open", "--judge", "nope"], ["nope", "refusal"]),
         (["eval", "open", "--questions", "mine"], ["mine", "caa"]),
     ],
+    "judge": [
+        (["judge", "fit", "--behavior", "nope"], ["nope", "power-seeking"]),
+        (["judge", "fit", "--features", "answers"], ["--features", "question+answer"]),
+        (["judge", "fit", "--n-judge", "0"], ["--n-judge", "0"]),
+        (["judge", "fit", "--n-judge", "700"], ["700 judge pairs", "lower n_judge"]),
+        (["judge", "fit", "--out", "{dir}"], ["{dir}", "is a directory"]),
+    ],
     "data": [
         (["data", "verify", "nope"], ["nope", "advbench"]),
         (["data", "fetch", "nope"], ["nope", "advbench"]),

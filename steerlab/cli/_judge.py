@@ -98,3 +98,30 @@ def judge_builder(
         return make_judge("refusal")
 
     return build
+
+
+def check_judge_pairs(judge: Any, vectors: Any, allow_overlap: bool) -> list[str]:
+    """For a classifier judge that records its training pairs: refuse vectors fitted on
+    any of them (unless ``allow_overlap``: then a warning), and warn about vectors whose
+    pairs cannot be checked. Returns the warnings (also printed to stderr)."""
+    from steerlab.errors import ConfigError
+    from steerlab.evaluation.judges.classifier import ClassifierJudge
+    from steerlab.evaluation.judges.judge_pairs import judge_overlaps
+    from steerlab.evaluation.multipliers import conditions
+
+    if not isinstance(judge, ClassifierJudge) or not vectors:
+        return []
+    labels = [c.label for c in conditions(vectors, [1.0])]
+    overlaps, unchecked = judge_overlaps(judge.pairs, vectors, labels)
+    if overlaps and not allow_overlap:
+        raise ConfigError(
+            "The classifier judge would grade vectors with their own training pairs: "
+            + "; ".join(overlaps)
+            + ". Refit the vectors with --n-train, fit the judge elsewhere, or pass "
+            "--allow-judge-overlap (recorded as a warning)."
+        )
+    notes = [f"judge pairs overlap: {o}" for o in overlaps]
+    notes += [f"judge pairs not checked for {u}" for u in unchecked]
+    for note in notes:
+        typer.echo(f"warning: {note}", err=True)
+    return notes

@@ -337,6 +337,12 @@ def open_cmd(
         Path("results/open_ended.jsonl"), help="Answers JSONL (resumed if it exists)."
     ),
     force_other_model: bool = FORCE_OTHER,
+    allow_judge_overlap: bool = typer.Option(
+        False,
+        "--allow-judge-overlap",
+        help="classifier: judge vectors fitted on some of the judge's own pairs anyway "
+        "(refused by default; recorded as a warning).",
+    ),
     **judge_options: Any,  # added below: _judge.judge_options(path=True)
 ) -> None:
     """Steered open-ended answers (resumable JSONL), optionally judged 1-4."""
@@ -366,6 +372,7 @@ def open_cmd(
     m = _common.load_model(model, device)
     _common.check_vectors(m, vecs, force_other_model)
     j = build_judge(m)
+    notes = _judge.check_judge_pairs(j, vecs, allow_judge_overlap)
     frame = run_open_ended(
         m,
         qs,
@@ -382,6 +389,7 @@ def open_cmd(
     typer.echo(f"{len(frame)} answers in {out}")
     if j is not None:
         summary = summarize_open_ended(frame)
+        summary.attrs["warnings"] = [*summary.attrs.get("warnings", []), *notes]
         csv = out.with_name(out.stem + ".summary.csv")
         for w in summary.attrs.get("warnings", []):
             typer.echo(f"warning: {w}", err=True)

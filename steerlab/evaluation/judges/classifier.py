@@ -35,7 +35,7 @@ on its own. The model used for scoring is the one fitted on the training part on
 """
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -148,6 +148,9 @@ class ClassifierJudge:
         behavior: if set, requests for another behavior are refused.
         features: ``"answer"`` or ``"question+answer"`` (what is embedded).
         gate: degenerate answers are unparseable instead of scored (None: score all).
+        pairs: where its training pairs came from (behavior, slice of the train split,
+            content hash: :func:`~steerlab.evaluation.judges.judge_pairs.judge_pairs_record`),
+            so that saved vectors can be checked against them later; None: not recorded.
         embedder: the embedder used at scoring time (not saved).
     """
 
@@ -162,6 +165,7 @@ class ClassifierJudge:
     seed: int = 0
     features: str = "answer"
     gate: CoherenceGate | None = DEFAULT_GATE
+    pairs: Mapping[str, Any] | None = None
     embedder: Embedder = field(default_factory=MiniLMEmbedder, repr=False)
 
     name = "classifier"
@@ -187,6 +191,7 @@ class ClassifierJudge:
         device: str = "cpu",
         behavior: str | None = None,
         C: float = 1.0,
+        pairs: Mapping[str, Any] | None = None,
     ) -> "ClassifierJudge":
         """Embed both classes, hold out ``test_fraction`` of them, fit, measure accuracy.
 
@@ -195,6 +200,7 @@ class ClassifierJudge:
                 ``features="question+answer"`` and makes the overlap check exact.
             vector_train: the steering vector's training pairs (pairs or A/B items); any
                 judge training pair among them is refused.
+            pairs: where the judge's pairs came from, kept in the judge (see ``pairs``).
             device: used only for the default embedder (ignored when ``embedder`` is given).
         """
         import numpy as np
@@ -287,6 +293,7 @@ class ClassifierJudge:
             seed=seed,
             features=features,
             gate=gate,
+            pairs=None if pairs is None else dict(pairs),
             embedder=embedder,
         )
 
@@ -402,6 +409,7 @@ class ClassifierJudge:
             "gate": None if self.gate is None else self.gate.to_dict(),
             "output": OUTPUT,
             "weights_sha": self.weights_hash(),
+            **({} if self.pairs is None else {"pairs": dict(self.pairs)}),
         }
 
     def save(self, path: str | os.PathLike[str]) -> Path:

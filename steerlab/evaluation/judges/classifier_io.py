@@ -87,6 +87,9 @@ def read_judge_file(
     except (TypeError, ConfigError) as exc:
         raise bad(f"malformed 'gate' ({exc})") from None
 
+    pairs = data.get("pairs")
+    if pairs is not None and not isinstance(pairs, dict):
+        raise bad("'pairs' must be an object (where the judge's training pairs came from)")
     return dict(
         coef=coef,
         intercept=intercept,
@@ -99,5 +102,6 @@ def read_judge_file(
         seed=int(data.get("seed", 0)),
         features=str(data.get("features", "answer")),
         gate=gate,
+        pairs=pairs,
         embedder=embedder,
     )

@@ -1,0 +1,174 @@
+"""Which pairs a classifier judge was fitted on, whether a vector was trained on them, and
+how well the judge reads a behavior's held-out pairs.
+
+A classifier judge fitted on the pairs a steering vector averages grades the vector with
+its own training signal. ``ClassifierJudge.fit(vector_train=)`` refuses that at fit
+time; this module keeps the check possible later, when the judge is a saved file and the
+vectors are other files: the judge records where its pairs came from
+(:func:`judge_pairs_record`: the behavior, the slice of its train split, a content hash),
+and :func:`judge_overlaps` rebuilds each vector's training pairs from its provenance
+(steerlab's fitters and trainers take the *first* ``n_train`` train pairs and, for
+BiPO, the ``n_val`` after them) and reports the vectors whose pairs meet the judge's.
+
+:func:`pair_accuracy` is the judge's validation on held-out pairs: accuracy over both
+answers of every pair with a pair-bootstrap CI, pairwise accuracy and the share its
+coherence gate rejects.
+"""
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from steerlab.data.behaviors import load_pairs
+from steerlab.data.pairs import BehaviorData, content_hash
+from steerlab.errors import DataFormatError
+from steerlab.evaluation.judges.base import JudgeRequest
+from steerlab.vectors.vector import SteeringVector
+
+
+def judge_pairs_record(
+    data: BehaviorData, n_judge: int, split: Any, seed: int = 0
+) -> dict[str, Any]:
+    """Where ``split.judge`` (of ``data.split(..., n_judge=n_judge)``, ``data`` loaded with
+    ``load_pairs(behavior, seed=seed)``) comes from: the last
+    ``n_judge`` train pairs of ``data`` (``start``/``stop`` index its train split), less
+    those identical to one of the first ``dedup_first`` (the split's vector pairs: the
+    BiPO files repeat rows), their count and a content hash."""
+    n = len(data.train)
+    return {"behavior": data.name, "seed": seed, "split": "train", "start": n - n_judge,
+            "stop": n, "dedup_first": len(split.train), "n_pairs": len(split.judge),
+            "hash": content_hash(list(split.judge))}  # fmt: skip
+
+
+def recorded_judge_pairs(record: Mapping[str, Any], data: BehaviorData) -> list[Any]:
+    """The judge's pairs rebuilt from its :func:`judge_pairs_record`; a
+    :class:`~steerlab.errors.DataFormatError` when ``data`` no longer gives the same ones."""
+    start, stop = int(record["start"]), int(record["stop"])
+    used = set(data.train[: int(record.get("dedup_first", start))].pairs)
+    pairs = [p for p in data.train[start:stop] if p not in used]
+    if len(pairs) != record.get("n_pairs") or content_hash(pairs) != record.get("hash"):
+        raise DataFormatError(
+            f"{data.name!r}'s train pairs {start}-{stop} are not the ones the judge was fitted "
+            "on (their count or content hash changed)."
+        )
+    return pairs
+
+
+def vector_train_pairs(vec: SteeringVector, data: BehaviorData) -> Sequence[Any] | None:
+    """The train pairs of ``data`` that ``vec`` was fitted (and validated) on, read from its
+    provenance: the first ``n_train`` (+ ``n_val``); None when it does not say, or says
+    another behavior or split."""
+    hp = vec.provenance.hyperparameters
+    n_train = hp.get("n_train")
+    if (
+        vec.behavior != data.name
+        or not isinstance(n_train, int)
+        or hp.get("split", "train") != "train"
+    ):
+        return None
+    n_val = hp.get("n_val", 0)
+    n_val = n_val if isinstance(n_val, int) else 0
+    return data.train[: n_train + n_val]
+
+
+def judge_overlaps(
+    record: Mapping[str, Any] | None,
+    vectors: Sequence[SteeringVector],
+    labels: Sequence[str],
+    *,
+    load: Callable[[str, int], BehaviorData] | None = None,
+) -> tuple[list[str], list[str]]:
+    """``(overlaps, unchecked)``: one line per vector whose training pairs include pairs
+    the judge was fitted on, and one per vector that could not be checked (its provenance
+    names no ``n_train``), or one line for all when the judge records no pairs or the
+    data no longer gives them. ``load``:
+    ``(behavior, seed) -> BehaviorData`` (default :func:`~steerlab.data.load_pairs`)."""
+    from steerlab.evaluation.judges.classifier import pair_overlap
+
+    if record is None:
+        return [], [
+            "any vector: the judge file records no training pairs (saved before "
+            "judges recorded them)"
+        ]
+    behavior, seed = str(record.get("behavior")), int(record.get("seed", 0))
+    datasets: dict[int, BehaviorData] = {}
+
+    def data_for(s: int) -> BehaviorData:
+        if s not in datasets:
+            datasets[s] = (load or (lambda b, k: load_pairs(b, seed=k)))(behavior, s)
+        return datasets[s]
+
+    try:
+        judge_pairs = recorded_judge_pairs(record, data_for(seed))
+    except (DataFormatError, OSError, KeyError, ValueError) as exc:
+        return [], [f"any vector: {exc}"]
+    start = int(record["start"])
+    overlaps, unchecked = [], []
+    for vec, lab in zip(vectors, labels, strict=True):
+        if vec.behavior != behavior:
+            continue  # another behavior's pairs: the judge's rubric refuses it anyway
+        vec_seed = vec.provenance.hyperparameters.get("seed", 0)
+        mine = vector_train_pairs(vec, data_for(vec_seed if isinstance(vec_seed, int) else 0))
+        if mine is None:
+            unchecked.append(f"{lab}: its provenance does not say which pairs it was fitted on")
+            continue
+        shared = pair_overlap([p.matching for p in judge_pairs],
+                              [p.not_matching for p in judge_pairs],
+                              [p.question for p in judge_pairs], mine)  # fmt: skip
+        if shared:
+            overlaps.append(
+                f"{lab} was fitted on {len(mine)} {behavior} train pairs, {len(shared)} of "
+                f"the judge's {len(judge_pairs)} among them (the judge uses train pairs "
+                f"{start}-{record['stop']}; fit vectors on at most the first {start})"
+            )
+    return overlaps, unchecked
+
+
+def _pair_bootstrap_ci(
+    values: np.ndarray, n_boot: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """95% percentile CI of the mean of ``values``; rows (pairs) are resampled together."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(values), size=(n_boot, len(values)))
+    axes = (1, 2) if values.ndim == 2 else 1
+    low, high = np.percentile(values[idx].mean(axis=axes), [2.5, 97.5])
+    return float(low), float(high)
+
+
+def pair_accuracy(
+    judge: Any,
+    questions: Sequence[str],
+    matching: Sequence[str],
+    not_matching: Sequence[str],
+    *,
+    behavior: str | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """A classifier judge on held-out pairs: ``accuracy`` over both answers of every pair
+    (P(matching) >= 0.5 for the matching one, < 0.5 for the other) with a 95% bootstrap
+    CI over pairs, ``pairwise_accuracy`` (the matching answer gets the higher P), the mean
+    scores of each side, and the share of answers its coherence gate rejects (with the
+    accuracy on those it passes)."""
+    qs = list(questions)
+    p_pos = judge.predict_proba(list(matching), qs)
+    p_neg = judge.predict_proba(list(not_matching), qs)
+    correct = np.stack([p_pos >= 0.5, p_neg < 0.5], axis=1).astype(float)  # [pairs, 2]
+    pairwise = (p_pos > p_neg).astype(float)
+    b = behavior or judge.behavior or "unknown"
+    answers = [*matching, *not_matching]
+    gated = judge.score([JudgeRequest(b, q, a) for q, a in zip(qs * 2, answers)])
+    ok = np.array([r.status == "ok" for r in gated]).reshape(2, -1).T  # [pairs, 2]
+    return {
+        "n_pairs": len(qs),
+        "n_answers": 2 * len(qs),
+        "accuracy": round(float(correct.mean()), 4),
+        "accuracy_ci95": [round(x, 4) for x in _pair_bootstrap_ci(correct, seed=seed)],
+        "pairwise_accuracy": round(float(pairwise.mean()), 4),
+        "pairwise_ci95": [round(x, 4) for x in _pair_bootstrap_ci(pairwise, seed=seed)],
+        "mean_score_matching": round(float(1 + 3 * p_pos.mean()), 3),
+        "mean_score_not_matching": round(float(1 + 3 * p_neg.mean()), 3),
+        "gate_rejected_share": round(float(1 - ok.mean()), 4),
+        "accuracy_on_gate_passed": round(float(correct[ok].mean()), 4) if ok.any() else None,
+        "n_gate_passed": int(ok.sum()),
+    }

