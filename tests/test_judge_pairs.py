@@ -143,9 +143,31 @@ def test_judge_fit_then_eval_open_refuses_vectors_fitted_on_its_pairs(cli, tmp_p
 
     r, _ = open_with(vector(n_train=n_train))
     assert r.exit_code == 1 and "own training pairs" in r.output and "--n-train" in r.output
+    assert r.output.count("\n") == 1  # one error line, before any model work
     r, out = open_with(vector(n_train=n_train), "--allow-judge-overlap")
     assert r.exit_code == 0, r.output
     summary = pd.read_csv(out.with_name(out.stem + ".summary.csv"))
     assert summary["warning"].str.contains("judge pairs overlap").all()
     r, out = open_with(vector(n_train=n_train - 40))  # fitted before the judge's pairs
     assert r.exit_code == 0 and "judge pairs" not in r.output
+
+
+def test_eval_open_refuses_before_loading_the_model(power, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from steerlab.cli import _common, app
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the judge's pairs were checked")
+
+    monkeypatch.setattr(_common, "load_model", no_model)
+    data, split, record = power
+    jp = list(split.judge)[:20]
+    judge = ClassifierJudge.fit([p.matching for p in jp], [p.not_matching for p in jp],
+                                embedder=KeywordEmbedder(), gate=None, pairs=record)  # fmt: skip
+    path = judge.save(tmp_path / "j.json")
+    vec_path = vector(n_train=len(data.train)).save(tmp_path / "v.safetensors")
+    r = CliRunner().invoke(app, ["eval", "open", "-v", str(vec_path), "--judge", "classifier",
+                                 "--judge-path", str(path), "--out", str(tmp_path / "o.jsonl")])  # fmt: skip
+    assert r.exit_code == 1 and r.output.startswith("error: The classifier judge would grade")
+    assert f"{record['n_pairs']} of the judge's {record['n_pairs']} among them" in r.output

@@ -100,19 +100,27 @@ def judge_builder(
     return build
 
 
-def check_judge_pairs(judge: Any, vectors: Any, allow_overlap: bool) -> list[str]:
-    """For a classifier judge that records its training pairs: refuse vectors fitted on
-    any of them (unless ``allow_overlap``: then a warning), and warn about vectors whose
-    pairs cannot be checked. Returns the warnings (also printed to stderr)."""
+def check_judge_pairs(
+    judge: str, judge_path: Path | None, vectors: Any, allow_overlap: bool
+) -> list[str]:
+    """For ``--judge classifier``: read which pairs the saved judge was fitted on (no model
+    needed) and refuse vectors fitted on any of them (unless ``allow_overlap``: then a
+    warning); warn about vectors whose pairs cannot be checked. Returns the warnings
+    (also printed to stderr)."""
+    import json
+
     from steerlab.errors import ConfigError
-    from steerlab.evaluation.judges.classifier import ClassifierJudge
     from steerlab.evaluation.judges.judge_pairs import judge_overlaps
     from steerlab.evaluation.multipliers import conditions
 
-    if not isinstance(judge, ClassifierJudge) or not vectors:
+    if judge != "classifier" or judge_path is None or not vectors:
         return []
+    try:
+        record = json.loads(Path(judge_path).read_text(encoding="utf-8")).get("pairs")
+    except (OSError, ValueError, AttributeError):
+        record = None  # an unreadable file is reported when the judge is loaded
     labels = [c.label for c in conditions(vectors, [1.0])]
-    overlaps, unchecked = judge_overlaps(judge.pairs, vectors, labels)
+    overlaps, unchecked = judge_overlaps(record, vectors, labels)
     if overlaps and not allow_overlap:
         raise ConfigError(
             "The classifier judge would grade vectors with their own training pairs: "

@@ -369,10 +369,12 @@ def open_cmd(
     else:
         qs, examples = list(load_open_ended(behavior)), None
     qs = qs[:n] if n else qs
+    notes = _judge.check_judge_pairs(
+        judge_options["judge"], judge_options.get("judge_path"), vecs, allow_judge_overlap
+    )  # before the model loads
     m = _common.load_model(model, device)
     _common.check_vectors(m, vecs, force_other_model)
     j = build_judge(m)
-    notes = _judge.check_judge_pairs(j, vecs, allow_judge_overlap)
     frame = run_open_ended(
         m,
         qs,

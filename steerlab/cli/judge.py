@@ -92,11 +92,12 @@ def _print_fit(report: dict) -> None:
     acc, pairs = report["test"], report["pairs"]
     start = pairs.get("start")
     title = (f"classifier judge for {report['behavior']}: fitted on {pairs.get('n_pairs')} train "
-             f"pairs ({start}-{pairs.get('stop')}; vectors fitted on at most the first {start} "
-             f"are disjoint from them), {report['seconds']:.0f}s")  # fmt: skip
+             f"pairs (indices {start}..{pairs.get('stop', 0) - 1}; vectors fitted on at most "
+             f"the first {start} are disjoint from them), {report['seconds']:.0f}s")  # fmt: skip
     t = Table(title=title, caption="95% percentile bootstrap CIs over the test pairs (2000 "
-              "resamples); the judge never saw them. Accuracy: P(matching) >= 0.5 exactly for "
-              "the matching answer; pairwise: the matching answer scores higher.")  # fmt: skip
+              "resamples); the judge never saw them. Accuracy: an answer is right when its "
+              "P(matching) is >= 0.5 for the matching answer, < 0.5 for the other; pairwise: "
+              "the matching answer scores higher.")  # fmt: skip
     for col in ("measure", "value", "n"):
         t.add_column(col, justify="left" if col == "measure" else "right")
     lo, hi = acc["accuracy_ci95"]

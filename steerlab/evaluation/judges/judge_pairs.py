@@ -120,7 +120,7 @@ def judge_overlaps(
             overlaps.append(
                 f"{lab} was fitted on {len(mine)} {behavior} train pairs, {len(shared)} of "
                 f"the judge's {len(judge_pairs)} among them (the judge uses train pairs "
-                f"{start}-{record['stop']}; fit vectors on at most the first {start})"
+                f"{start}..{int(record['stop']) - 1}; fit vectors on at most the first {start})"
             )
     return overlaps, unchecked
 
