@@ -85,6 +85,18 @@ def test_quick_run_end_to_end(embedded_model, tmp_path, monkeypatch):
     assert not re.search(r"<script[^>]*\ssrc=", page)
     assert "Open-ended answers" in page and "held-out accuracy" in page
     assert "Matched damage" in page and (out / "matched_kl.csv").is_file()
+    # The saved vectors say which pairs they saw; the saved judge which pairs it was fitted
+    # on: a later `eval open --judge classifier` can check them, and finds no overlap.
+    from steerlab.evaluation.judges.judge_pairs import judge_overlaps
+    from steerlab.vectors.vector import SteeringVector
+
+    vecs = [SteeringVector.load(p) for p in sorted((out / "vectors").iterdir())]
+    assert all(v.provenance.hyperparameters["train_hash"] == prov["data"]["train_hash"]
+               for v in vecs)  # fmt: skip
+    record = json.loads((out / "judge.json").read_text())["pairs"]
+    assert judge_overlaps(record, vecs, [v.method for v in vecs]) == ([], [])
+    gens = pd.read_csv(out / "generations.csv").fillna("")
+    assert "judge_warning" not in gens or set(gens["judge_warning"]) == {""}
 
 
 def test_run_leads_with_the_matched_comparison(tiny_model, tmp_path):

@@ -102,34 +102,20 @@ def judge_builder(
 
 def check_judge_pairs(
     judge: str, judge_path: Path | None, vectors: Any, allow_overlap: bool
-) -> list[str]:
-    """For ``--judge classifier``: read which pairs the saved judge was fitted on (no model
-    needed) and refuse vectors fitted on any of them (unless ``allow_overlap``: then a
-    warning); warn about vectors whose pairs cannot be checked. Returns the warnings
-    (also printed to stderr)."""
+) -> None:
+    """For ``--judge classifier``: read which pairs the saved judge was fitted on and
+    refuse vectors fitted on any of them (unless ``allow_overlap``) before any model is
+    loaded; ``run_open_ended`` checks again and records the warnings."""
     import json
 
-    from steerlab.errors import ConfigError
-    from steerlab.evaluation.judges.judge_pairs import judge_overlaps
+    from steerlab.evaluation.judges.judge_pairs import judge_pair_notes
     from steerlab.evaluation.multipliers import conditions
 
     if judge != "classifier" or judge_path is None or not vectors:
-        return []
+        return
     try:
         record = json.loads(Path(judge_path).read_text(encoding="utf-8")).get("pairs")
     except (OSError, ValueError, AttributeError):
-        record = None  # an unreadable file is reported when the judge is loaded
+        return  # an unreadable file is reported when the judge is loaded
     labels = [c.label for c in conditions(vectors, [1.0])]
-    overlaps, unchecked = judge_overlaps(record, vectors, labels)
-    if overlaps and not allow_overlap:
-        raise ConfigError(
-            "The classifier judge would grade vectors with their own training pairs: "
-            + "; ".join(overlaps)
-            + ". Refit the vectors with --n-train, fit the judge elsewhere, or pass "
-            "--allow-judge-overlap (recorded as a warning)."
-        )
-    notes = [f"judge pairs overlap: {o}" for o in overlaps]
-    notes += [f"judge pairs not checked for {u}" for u in unchecked]
-    for note in notes:
-        typer.echo(f"warning: {note}", err=True)
-    return notes
+    judge_pair_notes(record, vectors, labels, allow_overlap=allow_overlap)

@@ -369,9 +369,9 @@ def open_cmd(
     else:
         qs, examples = list(load_open_ended(behavior)), None
     qs = qs[:n] if n else qs
-    notes = _judge.check_judge_pairs(
+    _judge.check_judge_pairs(  # the judge's pairs against the vectors, before the model loads
         judge_options["judge"], judge_options.get("judge_path"), vecs, allow_judge_overlap
-    )  # before the model loads
+    )
     m = _common.load_model(model, device)
     _common.check_vectors(m, vecs, force_other_model)
     j = build_judge(m)
@@ -387,11 +387,11 @@ def open_cmd(
         behavior=behavior,
         examples=examples,
         strengths=at_strengths,
+        allow_judge_overlap=allow_judge_overlap,
     )
     typer.echo(f"{len(frame)} answers in {out}")
     if j is not None:
         summary = summarize_open_ended(frame)
-        summary.attrs["warnings"] = [*summary.attrs.get("warnings", []), *notes]
         csv = out.with_name(out.stem + ".summary.csv")
         for w in summary.attrs.get("warnings", []):
             typer.echo(f"warning: {w}", err=True)

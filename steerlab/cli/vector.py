@@ -43,6 +43,7 @@ def fit_and_save(
     split; save ``{method}_{behavior}_L{layer}.safetensors`` per layer and
     ``{method}_{behavior}_summary.json`` under ``out``. Returns the summary."""
     from steerlab.data import load_pairs
+    from steerlab.data.pairs import training_record
     from steerlab.vectors import SteeringVector, fit
 
     t0 = time.perf_counter()
@@ -58,14 +59,10 @@ def fit_and_save(
               batch_size=run.batch_size, seed=run.seed, progress=run.progress,
               **(fit_kwargs or {}))  # fmt: skip
     fit_seconds = time.perf_counter() - t_fit
-    hp = {
-        **dict(vec.provenance.hyperparameters),
-        "n_train": len(train),
-        "split": "train",
-        "train_hash": train.content_hash,
-    }
-    prov = replace(vec.provenance, model_id=m.model_id, hyperparameters=hp)
-    vec = SteeringVector(vec.directions, prov)
+    vec = vec.with_hyperparameters(**training_record(train))
+    vec = SteeringVector(vec.directions, replace(vec.provenance, model_id=m.model_id))
+    hp = dict(vec.provenance.hyperparameters)
+    prov = vec.provenance
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = {}
     for site in vec.sites:

@@ -318,6 +318,14 @@ class BehaviorData:
         return HeldOutSplit(self.name, train, test, ab, judge)
 
 
+def training_record(train: Any) -> dict[str, Any]:
+    """What a vector records about the pairs it was fitted on, ``train`` being the first
+    ``len(train)`` train pairs of a behavior (``BehaviorData.split(n_train).train``):
+    ``n_train``, ``split`` and ``train_hash``, so that a classifier judge's pairs can be
+    checked against them later."""
+    return {"n_train": len(train), "split": "train", "train_hash": content_hash(train)}
+
+
 def content_hash(items: Any) -> str:
     """``items.content_hash`` when the dataset has one, else a sha256 of their reprs."""
     h = getattr(items, "content_hash", None)

@@ -45,6 +45,7 @@ from steerlab.evaluation.judges.base import (
     judge_fingerprint,
     self_judge_warning,
 )
+from steerlab.evaluation.judges.judge_pairs import judge_pair_notes
 from steerlab.evaluation.multipliers import (
     DEFAULT_MULTIPLIERS,
     Condition,
@@ -136,6 +137,7 @@ def run_open_ended(
     coherence: CoherenceGate | None = CoherenceGate(),
     on_mismatch: str = "rescore",
     strengths: MultipliersArg | None = None,
+    allow_judge_overlap: bool = False,
 ) -> pd.DataFrame:
     """Greedy steered answers to ``questions`` for each (vector, multiplier), resumable.
 
@@ -163,6 +165,10 @@ def run_open_ended(
             ``strength`` and the multiplier of the rescaled vector (equal to it). The
             returned frame has a ``strength`` column and ``multiplier`` converted back to
             the vector as given (NaN where its sites need different ones).
+        allow_judge_overlap: a classifier judge that records its training pairs refuses
+            vectors whose provenance shows they were fitted on some of them
+            (:func:`~steerlab.evaluation.judges.judge_pairs.judge_pair_notes`); True
+            judges them anyway, with a warning.
 
     A ``"local"`` judge built on ``model`` itself is refused unless it was built with
     ``allow_self_judge=True``; then a warning is issued and kept in the ``judge_warning``
@@ -182,7 +188,7 @@ def run_open_ended(
         kw = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, judge=judge,
                   behavior=behavior, examples=examples, system_prompt=system_prompt,
                   progress=progress, on_batch=on_batch, coherence=coherence,
-                  on_mismatch=on_mismatch)  # fmt: skip
+                  on_mismatch=on_mismatch, allow_judge_overlap=allow_judge_overlap)  # fmt: skip
         return at_strengths(
             model,
             vectors,
@@ -201,8 +207,14 @@ def run_open_ended(
     if on_mismatch not in ON_MISMATCH:
         raise ConfigError(f"on_mismatch={on_mismatch!r}; use 'rescore' or 'error'.")
     self_warning = self_judge_warning(judge, model)  # refuses an unflagged self-judge
-    if self_warning:
-        warnings.warn(self_warning, stacklevel=2)
+    notes = [self_warning] if self_warning else []
+    if getattr(judge, "name", None) == "classifier":  # refuses vectors fitted on its pairs
+        steered = {c.label: c.vector for c in conds if c.vector is not None}
+        if steered:
+            notes += judge_pair_notes(getattr(judge, "pairs", None), list(steered.values()),
+                                      list(steered), allow_overlap=allow_judge_overlap)  # fmt: skip
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
     path = Path(out_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sys_prompt = model.system_prompt if system_prompt is None else system_prompt
@@ -249,7 +261,7 @@ def run_open_ended(
     if judge is not None:
         frame = judge_rows(frame, judge, scores_path_for(path), examples=examples,
                            progress=progress, on_mismatch=on_mismatch)  # fmt: skip
-        frame["judge_warning"] = self_warning or ""
+        frame["judge_warning"] = "\n".join(notes)  # one line per warning
     return frame
 
 
@@ -414,5 +426,5 @@ def summarize_open_ended(frame: pd.DataFrame, *, exclude_incoherent: bool = Fals
         frame = frame.assign(score=frame["score"].where(frame["is_incoherent"] == 0.0))
     out = (summarize_strengths if "strength" in frame.columns else summarize)(frame, metrics)
     notes = frame["judge_warning"] if "judge_warning" in frame.columns else []
-    out.attrs["warnings"] = sorted({str(w) for w in notes if w})
+    out.attrs["warnings"] = sorted({w for n in notes if n for w in str(n).splitlines()})
     return out

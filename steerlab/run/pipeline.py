@@ -137,6 +137,7 @@ def run_pipeline(
     import torch
 
     from steerlab.data import load_pairs
+    from steerlab.data.pairs import training_record
     from steerlab.evaluation.ab_fast import ab_probability_fast
     from steerlab.evaluation.likelihood_fast import likelihood_margin_fast
 
@@ -186,6 +187,8 @@ def run_pipeline(
                 assert run.vector is not None
                 vectors[m] = run.vector
                 steps, epochs = pd.DataFrame(run.steps), pd.DataFrame(run.epochs)
+        # which pairs each vector saw, so a judge's pairs can be checked against the files
+        vectors = {m: v.with_hyperparameters(**training_record(train)) for m, v in vectors.items()}
         vec_list = [vectors[m] for m in cfg.methods]
         frames = []
         with stage("evaluate: likelihood margin"):

@@ -218,6 +218,12 @@ class SteeringVector:
             raise ConfigError("Cannot divide a steering vector by zero.")
         return self * (1.0 / k)
 
+    def with_hyperparameters(self, **extra: Any) -> "SteeringVector":
+        """The same directions with ``extra`` added to (or replacing entries of) the
+        provenance's hyperparameters (e.g. which pairs it was fitted on)."""
+        hp = {**dict(self.provenance.hyperparameters), **extra}
+        return SteeringVector(dict(self.directions), replace(self.provenance, hyperparameters=hp))
+
     def normalized(self) -> "SteeringVector":
         """Each site's direction scaled to unit L2 norm."""
         out = {}

@@ -22,7 +22,7 @@ import numpy as np
 
 from steerlab.data.behaviors import load_pairs
 from steerlab.data.pairs import BehaviorData, content_hash
-from steerlab.errors import DataFormatError
+from steerlab.errors import ConfigError, DataFormatError
 from steerlab.evaluation.judges.base import JudgeRequest
 from steerlab.vectors.vector import SteeringVector
 
@@ -57,8 +57,9 @@ def recorded_judge_pairs(record: Mapping[str, Any], data: BehaviorData) -> list[
 
 def vector_train_pairs(vec: SteeringVector, data: BehaviorData) -> Sequence[Any] | None:
     """The train pairs of ``data`` that ``vec`` was fitted (and validated) on, read from its
-    provenance: the first ``n_train`` (+ ``n_val``); None when it does not say, or says
-    another behavior or split."""
+    provenance: the first ``n_train`` (+ ``n_val``); None when it does not say, says
+    another behavior or split, or carries a hash of its training pairs (``train_hash``,
+    or a 64-digit ``dataset_hash``) that the first ``n_train`` do not match."""
     hp = vec.provenance.hyperparameters
     n_train = hp.get("n_train")
     if (
@@ -67,6 +68,13 @@ def vector_train_pairs(vec: SteeringVector, data: BehaviorData) -> Sequence[Any]
         or hp.get("split", "train") != "train"
     ):
         return None
+    claimed = hp.get("train_hash") or vec.provenance.dataset_hash
+    if (
+        isinstance(claimed, str)
+        and len(claimed) == 64
+        and content_hash(data.train[:n_train]) != claimed
+    ):
+        return None  # its hash says it was fitted on other pairs than the first n_train
     n_val = hp.get("n_val", 0)
     n_val = n_val if isinstance(n_val, int) else 0
     return data.train[: n_train + n_val]
@@ -111,7 +119,9 @@ def judge_overlaps(
         vec_seed = vec.provenance.hyperparameters.get("seed", 0)
         mine = vector_train_pairs(vec, data_for(vec_seed if isinstance(vec_seed, int) else 0))
         if mine is None:
-            unchecked.append(f"{lab}: its provenance does not say which pairs it was fitted on")
+            unchecked.append(
+                f"{lab}: its provenance does not say which train pairs it was fitted on"
+            )
             continue
         shared = pair_overlap([p.matching for p in judge_pairs],
                               [p.not_matching for p in judge_pairs],
@@ -123,6 +133,31 @@ def judge_overlaps(
                 f"{start}..{int(record['stop']) - 1}; fit vectors on at most the first {start})"
             )
     return overlaps, unchecked
+
+
+def judge_pair_notes(
+    record: Mapping[str, Any] | None,
+    vectors: Sequence[SteeringVector],
+    labels: Sequence[str],
+    *,
+    allow_overlap: bool = False,
+    load: Callable[[str, int], BehaviorData] | None = None,
+) -> list[str]:
+    """:func:`judge_overlaps` as a check: a :class:`~steerlab.errors.ConfigError` when
+    any vector was fitted on the judge's pairs (unless ``allow_overlap``), else the
+    warnings (overlaps allowed, vectors that could not be checked)."""
+    overlaps, unchecked = judge_overlaps(record, vectors, labels, load=load)
+    if overlaps and not allow_overlap:
+        raise ConfigError(
+            "The classifier judge would grade vectors with their own training pairs: "
+            + "; ".join(overlaps)
+            + ". Fit the vectors on earlier train pairs (--n-train), fit the judge on other "
+            "pairs, or pass allow_judge_overlap=True (CLI: --allow-judge-overlap; recorded "
+            "as a warning)."
+        )
+    return [f"judge pairs overlap: {o}" for o in overlaps] + [
+        f"judge pairs not checked for {u}" for u in unchecked
+    ]
 
 
 def _pair_bootstrap_ci(
