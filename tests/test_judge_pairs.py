@@ -63,6 +63,20 @@ def test_vectors_fitted_on_judge_pairs_are_found_by_their_provenance(power):
     shared = sum(p in set(data.train[: start + 10].pairs) for p in split.judge)
     assert f", {shared} of the judge's {n} among them" in overlaps[1] and 0 < shared < n
     assert len(unchecked) == 1 and unchecked[0].startswith("v3:")
+    # a trained vector's dataset_hash (of its fitted pairs) is checked like train_hash
+    from steerlab.data.pairs import content_hash
+
+    def trained(n_fit, n_val, pairs):
+        t = torch.ones(64)
+        return SteeringVector.from_tensor(t, 1, behavior="power-seeking", method="bipo",
+                                          dataset_hash=content_hash(pairs),
+                                          hyperparameters={"n_train": n_fit, "n_val": n_val})  # fmt: skip
+
+    ok = trained(start - 50, 50, data.train[: start - 50])
+    late = trained(start - 30, 50, data.train[: start - 30])  # validation reaches 20 in
+    wrong = trained(start - 50, 50, data.train[10 : start - 40])  # not the first pairs
+    o, u = judge_overlaps(record, [ok, late, wrong], ["ok", "late", "wrong"])
+    assert [x.split()[0] for x in o] == ["late"] and [x.split(":")[0] for x in u] == ["wrong"]
     none_overlaps, none_unchecked = judge_overlaps(None, vecs, labels)
     assert none_overlaps == [] and "records no training pairs" in none_unchecked[0]
     _, changed = judge_overlaps({**record, "hash": "x"}, vecs, labels)
