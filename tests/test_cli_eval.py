@@ -190,3 +190,32 @@ def test_eval_open_at_matched_strengths_with_a_kl_column(cli, tiny_model, tmp_pa
     assert "self-judged" not in r.stdout.split("saved")[0].split("answers in")[1]  # stderr only
     summary = pd.read_csv(out.with_name("open.summary.csv"))
     assert sorted(set(summary["strength"])) == [0.0, 0.5]
+
+
+def test_benchmarks_at_matched_strengths(cli, tiny_model, tmp_path):
+    from steerlab.evaluation.benchmarks import mmlu_accuracy
+    from steerlab.steering.strength import in_norm_units, site_multipliers, vector_norms
+
+    vec = big_vector(tiny_model, scale=3.0)
+    vec_path = vec.save(tmp_path / "v.safetensors")
+    out = tmp_path / "mmlu.csv"
+    r = cli("eval", "mmlu", "-v", str(vec_path), "--per-subject", "1", "--strengths=0.5",
+            "--out", str(out))  # fmt: skip
+    assert r.exit_code == 0, r.output
+    items = pd.read_json(out.with_name("mmlu.items.jsonl"), lines=True)
+    norms = vector_norms(tiny_model, vec)
+    plain = mmlu_accuracy(tiny_model, in_norm_units(vec, norms), [0.0, 0.5], 1, per_item=True,
+                          progress=False)  # fmt: skip
+    assert list(items["strength"]) == list(plain["multiplier"])  # 0 added
+    assert items["p_correct"].to_numpy() == pytest.approx(plain["p_correct"].to_numpy(), abs=1e-6)
+    (k,) = site_multipliers(vec, 0.5, norms).values()
+    summary = pd.read_csv(out)
+    acc = summary[summary["metric"] == "accuracy"].set_index("strength")
+    assert acc.loc[0.5, "multiplier"] == pytest.approx(k) and acc.loc[0.0, "multiplier"] == 0
+    assert {"ci_low", "ci_high", "chance"} <= set(summary.columns)
+    jb = tmp_path / "jb.csv"
+    r = cli("eval", "jailbreak", "-v", str(vec_path), "--n", "2", "--max-new-tokens", "2",
+            "--strengths=-0.5,0.5", "--out", str(jb))  # fmt: skip
+    assert r.exit_code == 0, r.output
+    got = pd.read_csv(jb).drop_duplicates("strength").set_index("strength")["direction"]
+    assert got.to_dict() == {-0.5: "defence", 0.0: "none", 0.5: "attack"}

@@ -181,6 +181,22 @@ def parse_multipliers(text: str, flag: str = "--multipliers") -> list[float]:
     return out
 
 
+def strength_list(multipliers: str | None, strengths: str | None,
+                   vector: list[Path] | None) -> list[float] | None:  # fmt: skip
+    """The parsed ``--strengths`` (None without them); errors for both flags or no vector."""
+    if strengths is None:
+        return None
+    if multipliers is not None:
+        raise typer.BadParameter(
+            "Pass --multipliers or --strengths, not both (strengths are |k v| / mean "
+            "||h|| at the vector's site, e.g. --strengths=-0.1,0,0.1)."
+        )
+    values = parse_multipliers(strengths, flag="--strengths")
+    if not vector:
+        raise typer.BadParameter("--strengths scales vectors: give at least one --vector.")
+    return values
+
+
 def count_option(
     default: int | None,
     *decls: str,
@@ -420,6 +436,12 @@ FORCE_OTHER = typer.Option(
     False,
     "--force-other-model",
     help="Apply vectors whose provenance names another model (same hidden size).",
+)
+STRENGTHS = typer.Option(
+    None,
+    help="Instead of multipliers, strengths |k v| / mean ||h|| at each vector's site "
+    "(matched norm: compare vectors this way), e.g. --strengths=-0.1,-0.05,0,0.05,0.1; "
+    "0 is added.",
 )
 VECTOR = typer.Option(
     None, "--vector", "-v", help="A vector file (repeat for several); none: the unsteered model."

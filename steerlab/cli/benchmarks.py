@@ -1,7 +1,8 @@
 """``steerlab eval mmlu|truthfulqa|jailbreak``: benchmarks under steering.
 
 Every command writes a tidy summary CSV (``vector, method, layer, multiplier, metric,
-value, sem, n``) and the per-item rows next to it, and prints the summary. The three are
+value, sem, n``; ``strength`` too with ``--strengths``) and the per-item rows next to it,
+and prints the summary. The three are
 built alike by :func:`benchmark_command`: ``--vector``, the benchmark's own options, then
 the model and ``--out``; each command function checks its options before the model loads
 and returns the function that scores the steered model.
@@ -17,8 +18,9 @@ from steerlab.cli import _common, _judge
 from steerlab.cli._common import DEVICE, FORCE_OTHER, MODEL, VECTOR
 from steerlab.cli._config import options, with_signature
 
-#: ``score(model, vectors, multipliers) -> (summary, items)`` frames.
-Score = Callable[[Any, Any, list[float]], tuple[Any, Any]]
+#: ``(items, summarize)``: ``items(model, vectors, multipliers)`` -> the per-item frame,
+#: ``summarize(items)`` -> its tidy summary (grouped by multiplier).
+Score = tuple[Callable[[Any, Any, list[float]], Any], Callable[[Any], Any]]
 
 
 def _save(summary: Any, items: Any, out: Path, echo: bool = True) -> None:
@@ -32,24 +34,39 @@ def _save(summary: Any, items: Any, out: Path, echo: bool = True) -> None:
         typer.echo(f"saved {out} and {items_path}")
 
 
-def benchmark_command(name: str, **own: tuple[Any, Any]) -> Callable[[Callable[..., Score]], Any]:
+def benchmark_command(
+    name: str, multipliers: Any, **own: tuple[Any, Any]
+) -> Callable[[Callable[..., Score]], Any]:
     """Make ``prepare`` the command ``steerlab eval NAME`` (help: its docstring):
-    ``--vector``, the ``own`` options (``name=(type, typer.Option(...))``,
-    ``--multipliers`` among them), ``--model``, ``--device``, ``--out`` (default
-    ``results/NAME.csv``) and ``--force-other-model``.
+    ``--vector``, ``--multipliers`` (default ``-1,0,1``) or ``--strengths``, the ``own``
+    options (``name=(type, typer.Option(...))``), ``--model``, ``--device``, ``--out``
+    (default ``results/NAME.csv``) and ``--force-other-model``.
 
-    The command checks the multipliers and ``--out``, calls ``prepare(model=, device=,
-    **own values)`` (which checks the benchmark's options and returns its :data:`Score`),
-    loads the steered model, scores it and saves the frames (:func:`_save`)."""
+    The command checks the multipliers or strengths and ``--out``, calls
+    ``prepare(model=, device=, **own values)`` (which checks the benchmark's options and
+    returns its :data:`Score`), loads the steered model, scores it and saves the frames
+    (:func:`_save`). With ``--strengths`` (0 added) the vectors are scored at matched
+    norm (:func:`~steerlab.evaluation.strengths.at_strengths`) and the summary is grouped
+    by strength, with the saved vector's multiplier beside it."""
 
     def wrap(prepare: Callable[..., Score]) -> Any:
         def command(**kw: Any) -> None:
-            mults = _common.parse_multipliers(kw.pop("multipliers"))
             vector, out, force = kw.pop("vector"), kw.pop("out"), kw.pop("force_other_model")
+            mults_text, strengths = kw.pop("multipliers"), kw.pop("strengths")
+            strength_list = _common.strength_list(mults_text, strengths, vector)
+            mults = _common.parse_multipliers(mults_text or "-1,0,1")
             _common.check_out_file(out)
-            score = prepare(**kw)
+            items_of, summarize = prepare(**kw)
             m, vecs = _common.load_steered(vector, kw["model"], kw["device"], force)
-            _save(*score(m, vecs, mults), out)
+            if strength_list is None:
+                items = items_of(m, vecs, mults)
+                _save(summarize(items), items, out)
+                return
+            from steerlab.evaluation.strengths import at_strengths, summarize_by_strength
+
+            at = sorted({0.0, *strength_list})
+            items = at_strengths(m, vecs, at, lambda v, ks: items_of(m, v, list(ks)))
+            _save(summarize_by_strength(items, summarize), items, out)
 
         command.__name__, command.__doc__ = prepare.__name__, prepare.__doc__
         out_help = "Summary CSV (+ .items.jsonl)."
@@ -57,6 +74,8 @@ def benchmark_command(name: str, **own: tuple[Any, Any]) -> Callable[[Callable[.
             command,
             options(
                 vector=(list[Path] | None, VECTOR),
+                multipliers=(str | None, multipliers),
+                strengths=(str | None, _common.STRENGTHS),
                 **own,
                 model=(str, MODEL),
                 device=(str | None, DEVICE),
@@ -70,7 +89,7 @@ def benchmark_command(name: str, **own: tuple[Any, Any]) -> Callable[[Callable[.
 
 @benchmark_command(
     "mmlu",
-    multipliers=(str, typer.Option("-1,0,1", help="Comma-separated multipliers (paper: -1,0,1).")),
+    typer.Option(None, help="Comma-separated multipliers (default and paper: -1,0,1)."),
     per_subject=(int | None, _common.count_option(
         None, help="Items per subject (1-10); default all 570.", maximum=10
     )),
@@ -80,16 +99,15 @@ def mmlu_cmd(*, per_subject: int | None, batch_size: int, **_: Any) -> Score:
     """MMLU, CAA's two-choice set (chance 0.5): accuracy with n and a 95% CI under steering."""
     from steerlab.evaluation.benchmarks.mmlu import mmlu_accuracy, summarize_mmlu
 
-    def score(m: Any, vecs: Any, mults: list[float]) -> tuple[Any, Any]:
-        items = mmlu_accuracy(m, vecs, mults, per_subject, batch_size=batch_size, per_item=True)
-        return summarize_mmlu(items), items
+    def items(m: Any, vecs: Any, mults: list[float]) -> Any:
+        return mmlu_accuracy(m, vecs, mults, per_subject, batch_size=batch_size, per_item=True)
 
-    return score
+    return items, summarize_mmlu
 
 
 @benchmark_command(
     "truthfulqa",
-    multipliers=(str, typer.Option("-1,0,1", help="Comma-separated multipliers.")),
+    typer.Option(None, help="Comma-separated multipliers (default -1,0,1)."),
     version=(Literal["v1", "2025"], typer.Option(
         "v1", help="mc_task.json version: v1 (817) or 2025 (790)."
     )),
@@ -107,18 +125,15 @@ def truthfulqa_cmd(*, model: str, device: str | None, **settings: Any) -> Score:
     """TruthfulQA MC1 / MC2 under steering."""
     from steerlab.evaluation.benchmarks.truthfulqa import summarize_truthfulqa, truthfulqa_mc
 
-    def score(m: Any, vecs: Any, mults: list[float]) -> tuple[Any, Any]:
-        items = truthfulqa_mc(m, vecs, mults, per_item=True, **settings)
-        return summarize_truthfulqa(items), items
+    def items(m: Any, vecs: Any, mults: list[float]) -> Any:
+        return truthfulqa_mc(m, vecs, mults, per_item=True, **settings)
 
-    return score
+    return items, summarize_truthfulqa
 
 
 @benchmark_command(
     "jailbreak",
-    multipliers=(str, typer.Option(
-        "-1,0,1", help="Comma-separated multipliers (+: attack, -: defence)."
-    )),
+    typer.Option(None, help="Comma-separated multipliers (+: attack, -: defence; default -1,0,1)."),
     source=(str, typer.Option("bipo", help="bipo (100 test questions) or advbench (520).")),
     n=(int | None, _common.count_option(None, help="Seeded subsample of N questions.")),
     suffix=(str, typer.Option("", help="Appended to every question (e.g. a GCG suffix).")),
@@ -140,12 +155,11 @@ def jailbreak_cmd(*, source: str, model: str, device: str | None, **settings: An
     judge_options = {k: settings.pop(k) for k in _judge.judge_options()}
     build_judge = _judge.judge_builder(model_name=model, device=device, **judge_options)
 
-    def score(m: Any, vecs: Any, mults: list[float]) -> tuple[Any, Any]:
-        items = jailbreak_asr(m, vecs, mults, None, build_judge(m), source=source,
-                              per_item=True, **settings)  # fmt: skip
-        return summarize_jailbreak(items), items
+    def items(m: Any, vecs: Any, mults: list[float]) -> Any:
+        return jailbreak_asr(m, vecs, mults, None, build_judge(m), source=source,
+                             per_item=True, **settings)  # fmt: skip
 
-    return score
+    return items, summarize_jailbreak
 
 
 def register(eval_app: typer.Typer) -> None:

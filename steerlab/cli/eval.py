@@ -182,22 +182,6 @@ def _print_eval(table: Any, title: str, show_n: bool = False, kl_note: str = "")
     _common.console().print(out)
 
 
-def _strength_list(multipliers: str | None, strengths: str | None,
-                   vector: list[Path] | None) -> list[float] | None:  # fmt: skip
-    """The parsed ``--strengths`` (None without them); errors for both flags or no vector."""
-    if strengths is None:
-        return None
-    if multipliers is not None:
-        raise typer.BadParameter(
-            "Pass --multipliers or --strengths, not both (strengths are |k v| / mean "
-            "||h|| at the vector's site, e.g. --strengths=-0.1,0,0.1)."
-        )
-    strength_list = _common.parse_multipliers(strengths, flag="--strengths")
-    if not vector:
-        raise typer.BadParameter("--strengths scales vectors: give at least one --vector.")
-    return strength_list
-
-
 def _run_eval(kind: str, metric: str, vector: list[Path] | None, multipliers: str | None,
               strengths: str | None, n_test: int | None, out: Path | None,
               items_out: Path | None, table_out: Path | None, n_neutral: int,
@@ -208,7 +192,7 @@ def _run_eval(kind: str, metric: str, vector: list[Path] | None, multipliers: st
     valid = AB_METRICS if kind == "ab" else LIKELIHOOD_METRICS
     if metric not in valid:
         raise typer.BadParameter(f"--metric {metric!r}: choose one of {', '.join(valid)}.")
-    strength_list = _strength_list(multipliers, strengths, vector)
+    strength_list = _common.strength_list(multipliers, strengths, vector)
     mults = _common.parse_multipliers(multipliers or "-2,-1,0,1,2")
     for path, flag in ((out, "--out"), (items_out, "--items-out"), (table_out, "--table-out")):
         if path is not None:
@@ -237,12 +221,6 @@ _MULTS = typer.Option(
     None,
     help="Comma-separated multipliers: --multipliers=-2,-1,0,1,2 (the default; 0 is added: "
     "the changes are measured against it).",
-)
-_STRENGTHS = typer.Option(
-    None,
-    help="Instead of multipliers, strengths |k v| / mean ||h|| at each vector's site "
-    "(matched norm: compare vectors this way), e.g. --strengths=-0.1,-0.05,0,0.05,0.1; "
-    "0 is added.",
 )
 _N_TEST = _common.count_option(None, "--n-test", help="Use the first N test items (default all).")
 _N_NEUTRAL = _common.count_option(
@@ -278,7 +256,7 @@ def _metric_command(kind: str, doc: str, metric: Any, *, seed: bool) -> Any:
             vector=(list[Path] | None, VECTOR),
             behavior=(str, BEHAVIOR),
             multipliers=(str | None, _MULTS),
-            strengths=(str | None, _STRENGTHS),
+            strengths=(str | None, _common.STRENGTHS),
             n_test=(int | None, _N_TEST),
             out=(Path | None, _CSV),
             items_out=(Path | None, _ITEMS),
@@ -323,7 +301,7 @@ def open_cmd(
     behavior: str = typer.Option("power-seeking", help="Behavior: questions and judge rubric."),
     vector: list[Path] | None = VECTOR,
     multipliers: str | None = _MULTS,
-    strengths: str | None = _STRENGTHS,
+    strengths: str | None = _common.STRENGTHS,
     questions: str = typer.Option(
         "bipo", help="'bipo' (the behavior's test questions) or 'caa' (CAA's open-ended set)."
     ),
@@ -351,7 +329,7 @@ def open_cmd(
 
     if questions not in ("bipo", "caa"):
         raise typer.BadParameter(f"--questions {questions!r}; use 'bipo' or 'caa'.")
-    strength_list = _strength_list(multipliers, strengths, vector)
+    strength_list = _common.strength_list(multipliers, strengths, vector)
     mults = _common.parse_multipliers(multipliers or "-2,-1,0,1,2")
     _common.check_out_file(out)
     build_judge = _judge.judge_builder(model_name=model, device=device, **judge_options)

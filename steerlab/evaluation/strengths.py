@@ -17,7 +17,6 @@ import pandas as pd
 
 from steerlab.errors import ConfigError
 from steerlab.evaluation.multipliers import (
-    CONDITION_COLUMNS,
     DEFAULT_MULTIPLIERS,
     MultipliersArg,
     VectorsArg,
@@ -86,21 +85,31 @@ def at_strengths(
     return out
 
 
+def summarize_by_strength(
+    items: pd.DataFrame, summarizer: Callable[[pd.DataFrame], pd.DataFrame]
+) -> pd.DataFrame:
+    """``summarizer`` (any summary grouped by ``multiplier``: ``summarize``,
+    ``summarize_mmlu``...) of a per-item frame that has a ``strength`` column, grouped by
+    strength instead (multipliers may be NaN); the summary has both columns."""
+    if "strength" not in items.columns:
+        raise ConfigError("A summary by strength needs a 'strength' column; use summarize().")
+    mults = items.groupby(["vector", "strength"], sort=False)["multiplier"].first()
+    by_strength = items.drop(columns=["multiplier"]).rename(columns={"strength": "multiplier"})
+    summary = summarizer(by_strength)
+    out = summary.rename(columns={"multiplier": "strength"})
+    out.insert(
+        list(out.columns).index("strength"),
+        "multiplier",
+        np.array([mults.get(k, np.nan) for k in zip(out["vector"], out["strength"])], dtype=float),
+    )
+    out.attrs.update(summary.attrs)
+    return out
+
+
 def summarize_strengths(items: pd.DataFrame, metrics: Mapping[str, str]) -> pd.DataFrame:
     """:func:`~steerlab.evaluation.multipliers.summarize` of a per-item frame that has a
     ``strength`` column: grouped by strength (multipliers may be NaN), both kept."""
-    if "strength" not in items.columns:
-        raise ConfigError("summarize_strengths() needs a 'strength' column; use summarize().")
-    mults = items.groupby(["vector", "strength"], sort=False)["multiplier"].first()
-    by_strength = items.drop(columns=["multiplier"]).rename(columns={"strength": "multiplier"})
-    out = summarize(by_strength, metrics).rename(columns={"multiplier": "strength"})
-    keys = list(zip(out["vector"], out["strength"]))
-    out.insert(
-        list(CONDITION_COLUMNS).index("multiplier"),
-        "multiplier",
-        np.array([mults.get(k, np.nan) for k in keys], dtype=float),
-    )
-    return out
+    return summarize_by_strength(items, lambda frame: summarize(frame, metrics))
 
 
 def evaluate_conditions(
