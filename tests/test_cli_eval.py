@@ -213,9 +213,15 @@ def test_benchmarks_at_matched_strengths(cli, tiny_model, tmp_path):
     acc = summary[summary["metric"] == "accuracy"].set_index("strength")
     assert acc.loc[0.5, "multiplier"] == pytest.approx(k) and acc.loc[0.0, "multiplier"] == 0
     assert {"ci_low", "ci_high", "chance"} <= set(summary.columns)
+    # the paired change of every item against itself at strength 0 is printed
+    n = len(items) // 2
+    assert f"mmlu p_correct on {n} items at matched strengths" in r.output
+    p0, p1 = (items[items["strength"] == x]["p_correct"].to_numpy() for x in (0.0, 0.5))
+    assert f"{(p1 - p0).mean():+.3f} [" in r.output
     jb = tmp_path / "jb.csv"
     r = cli("eval", "jailbreak", "-v", str(vec_path), "--n", "2", "--max-new-tokens", "2",
             "--strengths=-0.5,0.5", "--out", str(jb))  # fmt: skip
     assert r.exit_code == 0, r.output
     got = pd.read_csv(jb).drop_duplicates("strength").set_index("strength")["direction"]
     assert got.to_dict() == {-0.5: "defence", 0.0: "none", 0.5: "attack"}
+    assert "jailbreak asr on 2 items at matched strengths" in r.output

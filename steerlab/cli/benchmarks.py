@@ -18,9 +18,24 @@ from steerlab.cli import _common, _judge
 from steerlab.cli._common import DEVICE, FORCE_OTHER, MODEL, VECTOR
 from steerlab.cli._config import options, with_signature
 
-#: ``(items, summarize)``: ``items(model, vectors, multipliers)`` -> the per-item frame,
-#: ``summarize(items)`` -> its tidy summary (grouped by multiplier).
-Score = tuple[Callable[[Any, Any, list[float]], Any], Callable[[Any], Any]]
+#: ``(items, summarize, shown)``: ``items(model, vectors, multipliers)`` -> the per-item
+#: frame, ``summarize(items)`` -> its tidy summary (grouped by multiplier), ``shown``: the
+#: metrics (name -> per-item column) whose paired changes are printed.
+Score = tuple[Callable[[Any, Any, list[float]], Any], Callable[[Any], Any], dict[str, str]]
+
+
+def _print_changes(items: Any, shown: dict[str, str], name: str) -> None:
+    """One table per metric in ``shown``: the mean and the paired change versus x0 (or
+    strength 0) of every condition, with 95% bootstrap CIs over the items."""
+    from steerlab.analysis.effects import paired_changes
+    from steerlab.cli.eval import _print_eval
+
+    table = paired_changes(items, shown)
+    at = " at matched strengths" if "strength" in items.columns else ""
+    for metric in shown:
+        rows = table[table["metric"] == metric]
+        n = int(rows["n"].max())
+        _print_eval(rows, f"{name} {metric} on {n} items{at}, one seed")
 
 
 def _save(summary: Any, items: Any, out: Path, echo: bool = True) -> None:
@@ -56,17 +71,19 @@ def benchmark_command(
             strength_list = _common.strength_list(mults_text, strengths, vector)
             mults = _common.parse_multipliers(mults_text or "-1,0,1")
             _common.check_out_file(out)
-            items_of, summarize = prepare(**kw)
+            items_of, summarize, shown = prepare(**kw)
             m, vecs = _common.load_steered(vector, kw["model"], kw["device"], force)
             if strength_list is None:
                 items = items_of(m, vecs, mults)
                 _save(summarize(items), items, out)
-                return
-            from steerlab.evaluation.strengths import at_strengths, summarize_by_strength
+            else:
+                from steerlab.evaluation.strengths import at_strengths, summarize_by_strength
 
-            at = sorted({0.0, *strength_list})
-            items = at_strengths(m, vecs, at, lambda v, ks: items_of(m, v, list(ks)))
-            _save(summarize_by_strength(items, summarize), items, out)
+                at = sorted({0.0, *strength_list})
+                items = at_strengths(m, vecs, at, lambda v, ks: items_of(m, v, list(ks)))
+                _save(summarize_by_strength(items, summarize), items, out)
+            if vecs and (strength_list is not None or 0.0 in mults):
+                _print_changes(items, shown, name)
 
         command.__name__, command.__doc__ = prepare.__name__, prepare.__doc__
         out_help = "Summary CSV (+ .items.jsonl)."
@@ -97,12 +114,12 @@ def benchmark_command(
 )  # fmt: skip
 def mmlu_cmd(*, per_subject: int | None, batch_size: int, **_: Any) -> Score:
     """MMLU, CAA's two-choice set (chance 0.5): accuracy with n and a 95% CI under steering."""
-    from steerlab.evaluation.benchmarks.mmlu import mmlu_accuracy, summarize_mmlu
+    from steerlab.evaluation.benchmarks.mmlu import MMLU_METRICS, mmlu_accuracy, summarize_mmlu
 
     def items(m: Any, vecs: Any, mults: list[float]) -> Any:
         return mmlu_accuracy(m, vecs, mults, per_subject, batch_size=batch_size, per_item=True)
 
-    return items, summarize_mmlu
+    return items, summarize_mmlu, {k: MMLU_METRICS[k] for k in ("accuracy", "p_correct")}
 
 
 @benchmark_command(
@@ -123,12 +140,16 @@ def mmlu_cmd(*, per_subject: int | None, batch_size: int, **_: Any) -> Score:
 )  # fmt: skip
 def truthfulqa_cmd(*, model: str, device: str | None, **settings: Any) -> Score:
     """TruthfulQA MC1 / MC2 under steering."""
-    from steerlab.evaluation.benchmarks.truthfulqa import summarize_truthfulqa, truthfulqa_mc
+    from steerlab.evaluation.benchmarks.truthfulqa import (
+        TRUTHFULQA_METRICS,
+        summarize_truthfulqa,
+        truthfulqa_mc,
+    )
 
     def items(m: Any, vecs: Any, mults: list[float]) -> Any:
         return truthfulqa_mc(m, vecs, mults, per_item=True, **settings)
 
-    return items, summarize_truthfulqa
+    return items, summarize_truthfulqa, dict(TRUTHFULQA_METRICS)
 
 
 @benchmark_command(
@@ -145,6 +166,7 @@ def jailbreak_cmd(*, source: str, model: str, device: str | None, **settings: An
     """Jailbreak attack success rate (refusal phrases; optionally a judge) under steering."""
     from steerlab.errors import unknown_name
     from steerlab.evaluation.benchmarks.jailbreak import (
+        ASR_METRICS,
         JAILBREAK_SOURCES,
         jailbreak_asr,
         summarize_jailbreak,
@@ -159,7 +181,7 @@ def jailbreak_cmd(*, source: str, model: str, device: str | None, **settings: An
         return jailbreak_asr(m, vecs, mults, None, build_judge(m), source=source,
                              per_item=True, **settings)  # fmt: skip
 
-    return items, summarize_jailbreak
+    return items, summarize_jailbreak, {"asr": ASR_METRICS["asr"]}
 
 
 def register(eval_app: typer.Typer) -> None:
