@@ -8,8 +8,12 @@ A/B stage). Each setting runs with ``ab_probability`` and ``ab_probability_fast`
 ``--rounds`` times, in one process (so machine drift hits both alike). Reports the
 seconds per round, the median ratio fast/plain and the largest difference of the
 per-item values (``p_matching``, ``letter_mass``, ``logit_diff``) between the two.
+``--mmlu-per-subject N`` scores CAA's two-choice MMLU items instead (N per subject), as
+``steerlab eval mmlu`` does (its plain path is ``ab_probability``'s, its fast path
+``ab_probability_fast``).
 
     python benchmarks/ab_fast.py --out benchmarks/results/ab_fast.json
+    python benchmarks/ab_fast.py --mmlu-per-subject 1 --multipliers -1,0,1 --out benchmarks/results/ab_fast_mmlu.json
 """
 
 import argparse
@@ -38,6 +42,7 @@ def main() -> None:
     ap.add_argument("--multipliers", default="-2,-1,0,1,2")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--mmlu-per-subject", type=int, default=None, help="score MMLU items")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     started = uptime()
@@ -48,6 +53,8 @@ def main() -> None:
     vecs = [sl.fit(m, model, train, [args.layer]) for m in ("caa", "freeform", "pca")]
     vecs.append(sl.fit("caa", model, train, [args.layer - 4]))
     items = list(split.test_ab)
+    if args.mmlu_per_subject:
+        items = [it.to_ab() for it in sl.load_mmlu(per_subject=args.mmlu_per_subject)]
     mults = [float(x) for x in args.multipliers.split(",")]
     settings = {"one_vector": vecs[:1], "four_vectors": vecs}
     fns = {"plain": ab_probability, "fast": ab_probability_fast}

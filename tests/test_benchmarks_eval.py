@@ -3,6 +3,7 @@ tests/test_cli_eval.py)."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -84,6 +85,38 @@ def test_mmlu_under_steering_and_per_subject(tiny_model):
     assert len(sub) == 2 * 57 and len(sub.categories) == 57
     with pytest.raises(ConfigError, match="per_subject=11"):
         mmlu_accuracy(tiny_model, per_subject=11, progress=False)
+
+
+def _mmlu_parity(model, vec, data):
+    kw = dict(data=data, progress=False, per_item=True, batch_size=4)
+    fast = mmlu_accuracy(model, vec, [-1.0, 0.0, 1.0], **kw)
+    plain = mmlu_accuracy(model, vec, [-1.0, 0.0, 1.0], fast=False, **kw)
+    assert list(fast.columns) == list(plain.columns) and len(fast) == 3 * len(data)
+    for col in ("vector", "multiplier", "item", "category", "correct_letter"):
+        assert fast[col].tolist() == plain[col].tolist(), col
+    for col in ("p_correct", "letter_mass", "p_a", "p_b"):
+        assert fast[col].to_numpy() == pytest.approx(plain[col].to_numpy(), abs=2e-5), col
+    clear = (plain["p_correct"] - 0.5).abs() > 1e-4  # an exact tie could round either way
+    assert fast["correct"][clear].tolist() == plain["correct"][clear].tolist()
+    at = {k: fast[fast["multiplier"] == k]["p_correct"].to_numpy() for k in (0.0, 1.0)}
+    assert not np.allclose(at[0.0], at[1.0])  # the vector does something
+
+
+def test_mmlu_fast_path_equals_the_plain_one(tiny_model, monkeypatch):
+    import steerlab.evaluation.ab_fast as ab_fast
+
+    def no_fallback(*args, **kwargs):
+        raise AssertionError("the fast path fell back to the plain one")
+
+    monkeypatch.setattr(ab_fast, "ab_probability", no_fallback)
+    _mmlu_parity(tiny_model, big_vector(tiny_model, scale=5.0), load_mmlu(per_subject=1))
+
+
+@pytest.mark.integration
+def test_mmlu_fast_path_equals_the_plain_one_on_the_embedded_model(embedded_model):
+    t = torch.randn(576, generator=torch.Generator().manual_seed(0))
+    vec = SteeringVector.from_tensor(t / t.norm() * 8.0, 14, behavior="power-seeking")
+    _mmlu_parity(embedded_model, vec, load_mmlu(per_subject=1)[:12])
 
 
 # --- TruthfulQA -----------------------------------------------------------------------------

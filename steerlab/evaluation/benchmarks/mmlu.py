@@ -60,6 +60,7 @@ def mmlu_accuracy(
     batch_size: int = 16,
     progress: bool = True,
     per_item: bool = False,
+    fast: bool = True,
 ) -> pd.DataFrame:
     """Two-choice MMLU accuracy under steering, as a tidy frame (``vector, method, layer,
     multiplier, metric, value, sem, n, ci_low, ci_high, chance, benchmark``) with metrics
@@ -73,23 +74,36 @@ def mmlu_accuracy(
         per_item: return the per-item scores instead: the condition columns, ``item,
             category`` (the subject), ``correct_letter, p_correct, correct, letter_mass,
             p_a, p_b``.
+        fast: score through :func:`~steerlab.evaluation.ab_fast.ab_probability_fast`
+            (the lower layers' residuals computed once per batch for every condition,
+            the unembedding at the answer position only; the same numbers up to float
+            rounding, and it falls back to the plain path where it does not apply);
+            False: one full forward per condition.
     """
     items = list(data if data is not None else load_mmlu(per_subject=per_subject, seed=seed))
     if not items:
         raise EmptyInputError("No two-choice items to score.")
     ab = [it.to_ab() for it in items]  # matching letter = the correct one
+    columns = ["category", "correct_letter", "p_correct", "correct", "letter_mass", "p_a", "p_b"]
+    if fast:
+        from steerlab.evaluation.ab_fast import ab_probability_fast
+
+        raw = ab_probability_fast(model, ab, vectors, multipliers, batch_size=batch_size,
+                                  progress=progress, per_item=True)  # fmt: skip
+        idx = raw["item"].to_numpy()
+        head = list(raw.columns[: list(raw.columns).index("item") + 1])
+        frame = raw.rename(columns={"p_matching": "p_correct", "matched": "correct"}).assign(
+            category=[items[i].category for i in idx],
+            correct_letter=[items[i].correct for i in idx],
+        )[[*head, *columns]]
+        return frame if per_item else summarize_mmlu(frame)
 
     def score() -> dict[str, Any]:
         s = ab_scores(model, ab, batch_size)
-        return {
-            "category": [it.category for it in items],
-            "correct_letter": [it.correct for it in items],
-            "p_correct": s["p_matching"],
-            "correct": s["matched"],
-            "letter_mass": s["letter_mass"],
-            "p_a": s["p_a"],
-            "p_b": s["p_b"],
-        }
+        s = {**s, "p_correct": s["p_matching"], "correct": s["matched"],
+             "category": [it.category for it in items],
+             "correct_letter": [it.correct for it in items]}  # fmt: skip
+        return {k: s[k] for k in columns}
 
     frame = sweep_multipliers(model, vectors, multipliers, score, progress=progress, desc="MMLU")
     return frame if per_item else summarize_mmlu(frame)
