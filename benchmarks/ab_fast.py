@@ -13,7 +13,7 @@ per-item values (``p_matching``, ``letter_mass``, ``logit_diff``) between the tw
 ``ab_probability_fast``).
 
     python benchmarks/ab_fast.py --out benchmarks/results/ab_fast.json
-    python benchmarks/ab_fast.py --mmlu-per-subject 1 --multipliers -1,0,1 --out benchmarks/results/ab_fast_mmlu.json
+    python benchmarks/ab_fast.py --mmlu-per-subject 1 --multipliers=-1,0,1 --out benchmarks/results/ab_fast_mmlu.json
 """
 
 import argparse
@@ -73,7 +73,7 @@ def main() -> None:
                 times[s][f].append(time.perf_counter() - t)
     out: dict = {
         "command": "python benchmarks/ab_fast.py "
-        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None),
+        + " ".join(f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if v is not None),
         "uptime_at_start": started,
         "threads": torch.get_num_threads(),
         "n_items": len(items),
