@@ -103,11 +103,11 @@ def degenerate_scores(judge, questions) -> dict:  # type: ignore[no-untyped-def]
 def validate(behavior: str, args, embedder) -> dict:  # type: ignore[no-untyped-def]
     from steerlab.data import load_anthropic_jsonl, load_pairs
     from steerlab.data.roots import find_data_file
-    from steerlab.evaluation.judges import ClassifierJudge
+    from steerlab.evaluation.judges.judge_pairs import fit_split_judge
 
     data = load_pairs(behavior, seed=args.seed)
     split = data.split(args.n_train, None, args.seed, n_judge=args.n_judge)
-    jp, test = list(split.judge), list(split.test)
+    test = list(split.test)
     ood = None
     if behavior in OOD_FILES:
         path = find_data_file(
@@ -122,16 +122,8 @@ def validate(behavior: str, args, embedder) -> dict:  # type: ignore[no-untyped-
     }
     for features in ("answer", "question+answer"):
         t0 = time.perf_counter()
-        judge = ClassifierJudge.fit(
-            [p.matching for p in jp],
-            [p.not_matching for p in jp],
-            questions=[p.question for p in jp],
-            vector_train=split.train,
-            features=features,
-            embedder=embedder,
-            behavior=behavior,
-            seed=args.seed,
-        )
+        judge = fit_split_judge(data, split, args.n_judge, seed=args.seed, features=features,
+                                embedder=embedder)  # fmt: skip
         row: dict = {
             "internal_heldout_accuracy": round(judge.heldout_accuracy, 4),
             "internal_n_test": judge.n_test,

@@ -45,8 +45,8 @@ def fit_cmd(
     P(matching)) on the last --n-judge train pairs; print and save its accuracy on the
     behavior's test pairs with a 95% CI."""
     from steerlab.data import load_pairs
-    from steerlab.evaluation.judges.classifier import FEATURES, ClassifierJudge
-    from steerlab.evaluation.judges.judge_pairs import judge_pairs_record, pair_accuracy
+    from steerlab.evaluation.judges.classifier import FEATURES
+    from steerlab.evaluation.judges.judge_pairs import fit_split_judge, pair_accuracy
 
     behavior = _common.check_behavior(behavior)
     if features not in FEATURES:
@@ -56,19 +56,9 @@ def fit_cmd(
     t0 = time.perf_counter()
     data = load_pairs(behavior, seed=seed)
     split = data.split(None, n_test, seed, n_judge=n_judge)
-    jp = list(split.judge)
-    with _common.console().status(f"fitting on {len(jp)} judge pairs..."):
-        judge = ClassifierJudge.fit(
-            [p.matching for p in jp],
-            [p.not_matching for p in jp],
-            questions=[p.question for p in jp],
-            vector_train=split.train,
-            features=features,
-            seed=seed,
-            device=device or "cpu",
-            behavior=behavior,
-            pairs=judge_pairs_record(data, n_judge, split, seed),
-        )
+    with _common.console().status(f"fitting on {len(split.judge)} judge pairs..."):
+        judge = fit_split_judge(data, split, n_judge, seed=seed, features=features,
+                                device=device or "cpu")  # fmt: skip
     test = list(split.test)
     with _common.console().status(f"validating on {len(test)} test pairs..."):
         acc = pair_accuracy(judge, [p.question for p in test], [p.matching for p in test],

@@ -209,19 +209,12 @@ def run_pipeline(
         judge_info: dict[str, Any] = {}
         generations = pd.DataFrame()
         if cfg.open_ended > 0 and questions:
-            from steerlab.evaluation.judges.classifier import ClassifierJudge
-            from steerlab.evaluation.judges.judge_pairs import judge_pairs_record
+            from steerlab.evaluation.judges.judge_pairs import fit_split_judge
             from steerlab.evaluation.open_ended import run_open_ended, summarize_open_ended
 
             with stage("fit classifier judge"):
                 jtrain = split.judge  # disjoint from the vectors' pairs (fit() checks it)
-                judge = ClassifierJudge.fit([p.matching for p in jtrain],
-                                            [p.not_matching for p in jtrain],
-                                            questions=[p.question for p in jtrain],
-                                            vector_train=train, seed=cfg.seed,
-                                            behavior=cfg.behavior,
-                                            pairs=judge_pairs_record(data, n_judge, split,
-                                                                     cfg.seed))  # fmt: skip
+                judge = fit_split_judge(data, split, n_judge, seed=cfg.seed)
                 judge.save(out / "judge.json")
                 judge_info = {"heldout_accuracy": judge.heldout_accuracy, "n_train": judge.n_train,
                               "n_test": judge.n_test, "embedder": judge.embedder_name,

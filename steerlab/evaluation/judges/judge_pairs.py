@@ -41,6 +41,29 @@ def judge_pairs_record(
             "hash": content_hash(list(split.judge))}  # fmt: skip
 
 
+def fit_split_judge(
+    data: BehaviorData, split: Any, n_judge: int, *, seed: int = 0, **fit_kwargs: Any
+) -> Any:
+    """A :class:`~steerlab.evaluation.judges.classifier.ClassifierJudge` fitted on
+    ``split.judge`` (``data.split(..., n_judge=n_judge)``, ``data`` loaded with ``seed``),
+    refused if any of its pairs is in ``split.train``, recording where its pairs came
+    from (:func:`judge_pairs_record`). ``fit_kwargs`` go to ``ClassifierJudge.fit``
+    (``features``, ``embedder``, ``device``...)."""
+    from steerlab.evaluation.judges.classifier import ClassifierJudge
+
+    jp = list(split.judge)
+    return ClassifierJudge.fit(
+        [p.matching for p in jp],
+        [p.not_matching for p in jp],
+        questions=[p.question for p in jp],
+        vector_train=split.train,
+        seed=seed,
+        behavior=data.name,
+        pairs=judge_pairs_record(data, n_judge, split, seed),
+        **fit_kwargs,
+    )
+
+
 def recorded_judge_pairs(record: Mapping[str, Any], data: BehaviorData) -> list[Any]:
     """The judge's pairs rebuilt from its :func:`judge_pairs_record`; a
     :class:`~steerlab.errors.DataFormatError` when ``data`` no longer gives the same ones."""
