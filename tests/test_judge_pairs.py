@@ -217,3 +217,14 @@ def test_run_open_ended_refuses_or_records_the_overlap(power, tiny_model, tmp_pa
     clean = run_open_ended(tiny_model, qs, vector(n_train=record["start"]), [1.0],
                            tmp_path / "d.jsonl", **kw)  # fmt: skip
     assert set(clean["judge_warning"]) == {""}
+
+
+def test_vectors_fitted_in_python_on_a_split_record_their_pairs(power, tiny_model):
+    data, _, record = power
+    early = sl.fit_caa(tiny_model, data.split(40).train, [1], progress=False)
+    late = sl.fit_caa(tiny_model, data.train.head(10), [1], progress=False)  # same first pairs
+    everything = sl.fit_caa(tiny_model, data.train, [1], progress=False)
+    listed = sl.fit_caa(tiny_model, list(data.split(40).train), [1], progress=False)
+    assert early.provenance.hyperparameters["n_train"] == 40
+    o, u = judge_overlaps(record, [early, late, everything, listed], ["a", "b", "c", "d"])
+    assert [x.split()[0] for x in o] == ["c"] and [x.split(":")[0] for x in u] == ["d"]

@@ -180,11 +180,15 @@ def fit_from_activations(
         if spec.check_items is not None:
             spec.check_items(items)
     acts = collect(model, items, list(layers), pos, batch_size=batch_size, progress=progress)
+    # a dataset says which pairs these were (checked later against a judge's pairs)
+    digest = getattr(data, "content_hash", None)
+    seen = {"n_train": len(items), "train_hash": digest} if isinstance(digest, str) else {}
     return {
-        m: vector_from_acts(acts, m, spec.reduce, behavior, {"seed": seed} if spec.seeded else None)
+        m: vector_from_acts(acts, m, spec.reduce, behavior,
+                            {**({"seed": seed} if spec.seeded else {}), **seen} or None)
         for m, spec in specs.items()
         if spec.reduce is not None
-    }
+    }  # fmt: skip
 
 
 def shared_passes(methods: Sequence[str]) -> dict[str | None, list[str]]:

@@ -137,8 +137,8 @@ def judge_overlaps(
     start = int(record["start"])
     overlaps, unchecked = [], []
     for vec, lab in zip(vectors, labels, strict=True):
-        if vec.behavior != behavior:
-            continue  # another behavior's pairs: the judge's rubric refuses it anyway
+        if vec.behavior not in (behavior, "unknown"):
+            continue  # fitted on another behavior's pairs: none of the judge's
         vec_seed = vec.provenance.hyperparameters.get("seed", 0)
         mine = vector_train_pairs(vec, data_for(vec_seed if isinstance(vec_seed, int) else 0))
         if mine is None:
