@@ -129,6 +129,7 @@ CASES = {
         (["eval", "open", "--strengths", "0.1"], ["--strengths", "--vector"]),
         (["eval", "mmlu", "--strengths", "0.1", "--multipliers", "1"], ["or --strengths"]),
         (["eval", "jailbreak", "--strengths", "0.1"], ["--strengths", "--vector"]),
+        (["eval", "mmlu", "--n-neutral", "-1"], ["--n-neutral", "-1"]),
         (["eval", "truthfulqa", "--strengths", "0.1,z", "-v", "{missing}"], ["'z'"]),
         (["eval", "truthfulqa", "--out", "{dir}"], ["is a directory"]),
         (["eval", "jailbreak", "--out", "{under_file}"], ["is a file"]),

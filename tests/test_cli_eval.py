@@ -200,7 +200,7 @@ def test_benchmarks_at_matched_strengths(cli, tiny_model, tmp_path):
     vec_path = vec.save(tmp_path / "v.safetensors")
     out = tmp_path / "mmlu.csv"
     r = cli("eval", "mmlu", "-v", str(vec_path), "--per-subject", "1", "--strengths=0.5",
-            "--out", str(out))  # fmt: skip
+            "--n-neutral", "3", "--out", str(out))  # fmt: skip
     assert r.exit_code == 0, r.output
     items = pd.read_json(out.with_name("mmlu.items.jsonl"), lines=True)
     norms = vector_norms(tiny_model, vec)
@@ -218,10 +218,14 @@ def test_benchmarks_at_matched_strengths(cli, tiny_model, tmp_path):
     assert f"mmlu p_correct on {n} items at matched strengths" in r.output
     p0, p1 = (items[items["strength"] == x]["p_correct"].to_numpy() for x in (0.0, 0.5))
     assert f"{(p1 - p0).mean():+.3f} [" in r.output
+    kl = pd.read_csv(out.with_name("mmlu.kl.csv")).set_index("strength")["kl"]
+    assert kl[0.0] == 0.0 and kl[0.5] > 0 and "3 neutral texts" in r.output
+    assert f"{kl[0.5]:.3f}" in r.output
     jb = tmp_path / "jb.csv"
     r = cli("eval", "jailbreak", "-v", str(vec_path), "--n", "2", "--max-new-tokens", "2",
-            "--strengths=-0.5,0.5", "--out", str(jb))  # fmt: skip
+            "--strengths=-0.5,0.5", "--n-neutral", "0", "--out", str(jb))  # fmt: skip
     assert r.exit_code == 0, r.output
     got = pd.read_csv(jb).drop_duplicates("strength").set_index("strength")["direction"]
     assert got.to_dict() == {-0.5: "defence", 0.0: "none", 0.5: "attack"}
     assert "jailbreak asr on 2 items at matched strengths" in r.output
+    assert not jb.with_name("jb.kl.csv").exists() and "KL" not in r.output

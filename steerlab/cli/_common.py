@@ -443,6 +443,13 @@ STRENGTHS = typer.Option(
     "(matched norm: compare vectors this way), e.g. --strengths=-0.1,-0.05,0,0.05,0.1; "
     "0 is added.",
 )
+N_NEUTRAL = count_option(
+    16,
+    "--n-neutral",
+    help="Neutral texts on which the KL damage of every vector and multiplier is measured "
+    "(a KL column; 0 skips it).",
+    minimum=0,
+)
 VECTOR = typer.Option(
     None, "--vector", "-v", help="A vector file (repeat for several); none: the unsteered model."
 )

@@ -24,18 +24,19 @@ from steerlab.cli._config import options, with_signature
 Score = tuple[Callable[[Any, Any, list[float]], Any], Callable[[Any], Any], dict[str, str]]
 
 
-def _print_changes(items: Any, shown: dict[str, str], name: str) -> None:
+def _print_changes(items: Any, shown: dict[str, str], name: str, kl: Any) -> None:
     """One table per metric in ``shown``: the mean and the paired change versus x0 (or
-    strength 0) of every condition, with 95% bootstrap CIs over the items."""
+    strength 0) of every condition, with 95% bootstrap CIs over the items, and the KL
+    damage of each condition (``kl``: :func:`steerlab.cli.eval._kl_damage`'s, or None)."""
     from steerlab.analysis.effects import paired_changes
-    from steerlab.cli.eval import _print_eval
+    from steerlab.cli.eval import _print_eval, _with_kl
 
-    table = paired_changes(items, shown)
+    table, kl_note = _with_kl(paired_changes(items, shown), kl)
     at = " at matched strengths" if "strength" in items.columns else ""
     for metric in shown:
         rows = table[table["metric"] == metric]
         n = int(rows["n"].max())
-        _print_eval(rows, f"{name} {metric} on {n} items{at}, one seed")
+        _print_eval(rows, f"{name} {metric} on {n} items{at}, one seed", kl_note=kl_note)
 
 
 def _save(summary: Any, items: Any, out: Path, echo: bool = True) -> None:
@@ -62,28 +63,39 @@ def benchmark_command(
     returns its :data:`Score`), loads the steered model, scores it and saves the frames
     (:func:`_save`). With ``--strengths`` (0 added) the vectors are scored at matched
     norm (:func:`~steerlab.evaluation.strengths.at_strengths`) and the summary is grouped
-    by strength, with the saved vector's multiplier beside it."""
+    by strength, with the saved vector's multiplier beside it. With vectors it prints the
+    paired changes of the main metrics and the KL damage of every condition on
+    ``--n-neutral`` neutral texts (also saved as ``*.kl.csv``; 0 skips it)."""
 
     def wrap(prepare: Callable[..., Score]) -> Any:
         def command(**kw: Any) -> None:
             vector, out, force = kw.pop("vector"), kw.pop("out"), kw.pop("force_other_model")
             mults_text, strengths = kw.pop("multipliers"), kw.pop("strengths")
+            n_neutral = kw.pop("n_neutral")
             strength_list = _common.strength_list(mults_text, strengths, vector)
             mults = _common.parse_multipliers(mults_text or "-1,0,1")
             _common.check_out_file(out)
             items_of, summarize, shown = prepare(**kw)
             m, vecs = _common.load_steered(vector, kw["model"], kw["device"], force)
+            at: list[float] | None = None
             if strength_list is None:
                 items = items_of(m, vecs, mults)
                 _save(summarize(items), items, out)
             else:
+                from steerlab.evaluation.multipliers import DEFAULT_MULTIPLIERS
                 from steerlab.evaluation.strengths import at_strengths, summarize_by_strength
 
                 at = sorted({0.0, *strength_list})
                 items = at_strengths(m, vecs, at, lambda v, ks: items_of(m, v, list(ks)))
                 _save(summarize_by_strength(items, summarize), items, out)
-            if vecs and (strength_list is not None or 0.0 in mults):
-                _print_changes(items, shown, name)
+                mults = DEFAULT_MULTIPLIERS  # the entry points' default: taken with strengths=
+            if vecs and (at is not None or 0.0 in mults):
+                from steerlab.cli.eval import _kl_damage
+
+                kl = _kl_damage(m, vecs, mults, at, n_neutral, True)
+                if kl is not None:
+                    kl.to_csv(out.with_name(out.stem + ".kl.csv"), index=False)
+                _print_changes(items, shown, name, kl)
 
         command.__name__, command.__doc__ = prepare.__name__, prepare.__doc__
         out_help = "Summary CSV (+ .items.jsonl)."
@@ -93,6 +105,7 @@ def benchmark_command(
                 vector=(list[Path] | None, VECTOR),
                 multipliers=(str | None, multipliers),
                 strengths=(str | None, _common.STRENGTHS),
+                n_neutral=(int, _common.N_NEUTRAL),
                 **own,
                 model=(str, MODEL),
                 device=(str | None, DEVICE),

@@ -223,13 +223,6 @@ _MULTS = typer.Option(
     "the changes are measured against it).",
 )
 _N_TEST = _common.count_option(None, "--n-test", help="Use the first N test items (default all).")
-_N_NEUTRAL = _common.count_option(
-    16,
-    "--n-neutral",
-    help="Neutral texts on which the KL damage of every vector and multiplier is measured "
-    "(a KL column; 0 skips it).",
-    minimum=0,
-)
 _CSV = typer.Option(None, "--out", help="Write the tidy results (CSV).")
 _ITEMS = typer.Option(None, "--items-out", help="Write per-item results (CSV).")
 _TABLE = typer.Option(
@@ -261,7 +254,7 @@ def _metric_command(kind: str, doc: str, metric: Any, *, seed: bool) -> Any:
             out=(Path | None, _CSV),
             items_out=(Path | None, _ITEMS),
             table_out=(Path | None, _TABLE),
-            n_neutral=(int, _N_NEUTRAL),
+            n_neutral=(int, _common.N_NEUTRAL),
             metric=(str, metric),
             model=(str, MODEL),
             device=(str | None, DEVICE),
@@ -308,7 +301,7 @@ def open_cmd(
     n: int | None = _common.count_option(None, help="Use the first N questions (default all)."),
     max_new_tokens: int = _common.count_option(200, help="Tokens per answer (paper: 200)."),
     batch_size: int = _common.count_option(8, help="Questions per generation batch."),
-    n_neutral: int = _N_NEUTRAL,
+    n_neutral: int = _common.N_NEUTRAL,
     model: str = MODEL,
     device: str | None = DEVICE,
     out: Path = typer.Option(
