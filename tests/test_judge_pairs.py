@@ -147,6 +147,19 @@ def test_judge_fit_then_eval_open_refuses_vectors_fitted_on_its_pairs(cli, tmp_p
     assert 0.5 < report["test"]["accuracy"] <= 1.0  # the matching answers are told apart
     assert "test accuracy" in r.output and f"at most the first {n_train - 40}" in r.output
     assert ClassifierJudge.load(path).pairs == report["pairs"]
+    weak = report["test"]["accuracy_ci95"][0] < 0.75
+    assert ("weak judge" in r.output) == weak == ("warning" in report)
+    import steerlab.cli.judge as judge_cli
+
+    with pytest.MonkeyPatch.context() as mp:  # any judge is weak against a bar above 1
+        mp.setattr(judge_cli, "WEAK_ACCURACY", 1.01)
+        strict = tmp_path / "strict.json"
+        r2 = cli("judge", "fit", "--n-judge", "40", "--n-test", "30", "--out", str(strict))
+    assert r2.exit_code == 0 and "warning: weak judge" in r2.output
+    assert (
+        "weak judge"
+        in json.loads(strict.with_name("strict.validation.json").read_text())["warning"]
+    )
 
     def open_with(vec, *extra):
         vec_path = vec.save(tmp_path / "v.safetensors")

@@ -18,6 +18,9 @@ from steerlab.cli._common import BEHAVIOR, DEVICE
 
 judge_app = _common.new_app("Offline judges: fit and validate a classifier judge.")
 
+#: Below this lower CI bound of the test accuracy the judge is reported as weak.
+WEAK_ACCURACY = 0.75
+
 
 @judge_app.command("fit")
 def fit_cmd(
@@ -70,9 +73,18 @@ def fit_cmd(
               "internal_heldout_accuracy": judge.heldout_accuracy,
               "internal_n_test": judge.n_test, "test": acc,
               "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
+    low = acc["accuracy_ci95"][0]
+    if low < WEAK_ACCURACY:
+        report["warning"] = (
+            f"weak judge: its test accuracy's 95% CI reaches down to {low:.3f} (below "
+            f"{WEAK_ACCURACY}); scores it gives separate the behavior poorly, so differences "
+            "between vectors graded by it say little"
+        )
     val_path = out.with_name(out.stem + ".validation.json")
     val_path.write_text(json.dumps(report, indent=1), encoding="utf-8")
     _print_fit(report)
+    if "warning" in report:
+        typer.echo(f"warning: {report['warning']}", err=True)
     _common.console().print(f"judge: {out}\nvalidation: {val_path}")
 
 
