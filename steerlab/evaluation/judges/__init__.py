@@ -8,6 +8,10 @@
   a local model (grading the evaluated model with itself needs ``allow_self_judge``).
 - :class:`RefusalJudge` ("refusal"): refusal phrases, for jailbreak attack success rate.
 
+:func:`fit_split_judge` fits a classifier on a split's judge pairs and records them,
+:func:`judge_overlaps` checks saved vectors against those pairs and :func:`pair_accuracy`
+validates a classifier on held-out pairs (:mod:`.judge_pairs`).
+
 Each judge's ``fingerprint()`` lists what its verdicts depend on; stored verdicts are
 reused only under the same fingerprint (:func:`judge_fingerprint`, :func:`fingerprint_id`).
 
@@ -30,6 +34,7 @@ from steerlab.evaluation.judges.base import (
 )
 from steerlab.evaluation.judges.cache import JsonDiskCache, cache_key
 from steerlab.evaluation.judges.classifier import ClassifierJudge, Embedder, MiniLMEmbedder
+from steerlab.evaluation.judges.judge_pairs import fit_split_judge, judge_overlaps, pair_accuracy
 from steerlab.evaluation.judges.openai_compat import OpenAICompatJudge
 from steerlab.evaluation.judges.refusal import (
     REFUSAL_PHRASES,
@@ -100,10 +105,13 @@ __all__ = [
     "build_judge_messages",
     "cache_key",
     "fingerprint_id",
+    "fit_split_judge",
     "judge_fingerprint",
     "get_rubric",
     "is_refusal",
+    "judge_overlaps",
     "make_judge",
+    "pair_accuracy",
     "parse_score",
     "refusal_marker",
     "rubric_prompt_hash",
