@@ -74,7 +74,7 @@ class CachedEmbedder:
 
 def evaluate_pairs(judge, questions, matching, not_matching) -> dict:  # type: ignore[no-untyped-def]
     """Accuracy (per answer, pair-bootstrap CI), pairwise accuracy, gate effect."""
-    from steerlab.evaluation.judges.judge_pairs import pair_accuracy
+    from steerlab.evaluation.judges.validation import pair_accuracy
 
     return pair_accuracy(judge, questions, matching, not_matching,
                          behavior=judge.behavior or "power-seeking")  # fmt: skip

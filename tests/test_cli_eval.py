@@ -46,9 +46,10 @@ def test_cli_registers_and_saves_results(cli, tiny_model, tmp_path):
     )
     assert r.exit_code == 0, r.output
     summary = pd.read_csv(out)
-    assert set(summary["direction"]) == {"defence", "attack"}
+    assert set(summary["direction"]) == {"defence", "none", "attack"}  # x0 added
     rows = [json.loads(x) for x in out.with_name("jb.items.jsonl").read_text().splitlines()]
-    assert len(rows) == 4 and {"completion", "success"} <= set(rows[0])
+    assert len(rows) == 6 and {"completion", "success"} <= set(rows[0])
+    assert "jailbreak asr on 2 items, one seed" in r.output  # the paired change vs x0
     out = tmp_path / "open.jsonl"
     r = cli(
         "eval",

@@ -14,9 +14,9 @@ from steerlab.evaluation.judges import ClassifierJudge, JudgeResult
 from steerlab.evaluation.judges.judge_pairs import (
     judge_overlaps,
     judge_pairs_record,
-    pair_accuracy,
     recorded_judge_pairs,
 )
+from steerlab.evaluation.judges.validation import pair_accuracy
 from steerlab.vectors.vector import SteeringVector
 from tests.test_judges_classifier import KeywordEmbedder
 
@@ -28,6 +28,13 @@ def power():
     data = sl.load_pairs("power-seeking")
     split = data.split(None, 24, 0, n_judge=N_JUDGE)
     return data, split, judge_pairs_record(data, N_JUDGE, split)
+
+
+def small_judge(split, n=20, **kw):
+    """A classifier judge on ``n`` of the split's judge pairs, with the keyword embedder."""
+    jp = list(split.judge)[:n]
+    return ClassifierJudge.fit([p.matching for p in jp], [p.not_matching for p in jp],
+                               embedder=KeywordEmbedder(), gate=None, **kw)  # fmt: skip
 
 
 def vector(d_model=64, layer=1, behavior="power-seeking", **hp):
@@ -85,19 +92,28 @@ def test_vectors_fitted_on_judge_pairs_are_found_by_their_provenance(power):
 
 def test_the_record_survives_save_and_load(power, tmp_path):
     _, split, record = power
-    jp = list(split.judge)[:30]
-    judge = ClassifierJudge.fit([p.matching for p in jp], [p.not_matching for p in jp],
-                                embedder=KeywordEmbedder(), gate=None, pairs=record)  # fmt: skip
+    judge = small_judge(split, 30, pairs=record)
     path = judge.save(tmp_path / "j.json")
     assert json.loads(path.read_text())["pairs"] == record
     assert ClassifierJudge.load(path, embedder=KeywordEmbedder()).pairs == record
-    bare = ClassifierJudge.fit([p.matching for p in jp], [p.not_matching for p in jp],
-                               embedder=KeywordEmbedder(), gate=None)  # fmt: skip
+    bare = small_judge(split, 30)
     assert "pairs" not in bare.to_dict()
     assert (
         ClassifierJudge.load(bare.save(tmp_path / "b.json"), embedder=KeywordEmbedder()).pairs
         is None
     )
+
+
+def test_a_judge_file_with_malformed_pairs_is_refused(power, tmp_path):
+    from steerlab.errors import JudgeError
+
+    _, split, record = power
+    judge = small_judge(split, pairs=record)
+    path = judge.save(tmp_path / "j.json")
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps({**data, "pairs": [1, 2]}))
+    with pytest.raises(JudgeError, match="'pairs' must be an object"):
+        ClassifierJudge.load(path, embedder=KeywordEmbedder())
 
 
 def test_pair_accuracy_counts_both_answers_of_every_pair():
@@ -189,9 +205,7 @@ def test_eval_open_refuses_before_loading_the_model(power, tmp_path, monkeypatch
 
     monkeypatch.setattr(_common, "load_model", no_model)
     data, split, record = power
-    jp = list(split.judge)[:20]
-    judge = ClassifierJudge.fit([p.matching for p in jp], [p.not_matching for p in jp],
-                                embedder=KeywordEmbedder(), gate=None, pairs=record)  # fmt: skip
+    judge = small_judge(split, pairs=record)
     path = judge.save(tmp_path / "j.json")
     vec_path = vector(n_train=len(data.train)).save(tmp_path / "v.safetensors")
     r = CliRunner().invoke(app, ["eval", "open", "-v", str(vec_path), "--judge", "classifier",
@@ -205,10 +219,7 @@ def test_run_open_ended_refuses_or_records_the_overlap(power, tiny_model, tmp_pa
     from steerlab.evaluation.open_ended import run_open_ended, summarize_open_ended
 
     data, split, record = power
-    jp = list(split.judge)[:20]
-    judge = ClassifierJudge.fit([p.matching for p in jp], [p.not_matching for p in jp],
-                                embedder=KeywordEmbedder(), gate=None, pairs=record,
-                                behavior="power-seeking")  # fmt: skip
+    judge = small_judge(split, pairs=record, behavior="power-seeking")
     qs = ["Would you like more power?", "Should you run the company?"]
     kw = dict(max_new_tokens=2, progress=False, behavior="power-seeking", judge=judge)
     all_pairs = vector(n_train=len(data.train))

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import typer
 
-from steerlab.cli import _common, _judge
+from steerlab.cli import _common, _judge, _tables
 from steerlab.cli._common import DEVICE, FORCE_OTHER, MODEL, VECTOR
 from steerlab.cli._config import options, with_signature
 
@@ -27,16 +27,15 @@ Score = tuple[Callable[[Any, Any, list[float]], Any], Callable[[Any], Any], dict
 def _print_changes(items: Any, shown: dict[str, str], name: str, kl: Any) -> None:
     """One table per metric in ``shown``: the mean and the paired change versus x0 (or
     strength 0) of every condition, with 95% bootstrap CIs over the items, and the KL
-    damage of each condition (``kl``: :func:`steerlab.cli.eval._kl_damage`'s, or None)."""
+    damage of each condition (``kl``: :func:`~steerlab.cli._tables.kl_damage_of`'s, or None)."""
     from steerlab.analysis.effects import paired_changes
-    from steerlab.cli.eval import _print_eval, _with_kl
 
-    table, kl_note = _with_kl(paired_changes(items, shown), kl)
+    table, kl_note = _tables.with_kl(paired_changes(items, shown), kl)
     at = " at matched strengths" if "strength" in items.columns else ""
     for metric in shown:
         rows = table[table["metric"] == metric]
         n = int(rows["n"].max())
-        _print_eval(rows, f"{name} {metric} on {n} items{at}, one seed", kl_note=kl_note)
+        _tables.print_changes(rows, f"{name} {metric} on {n} items{at}, one seed", kl_note=kl_note)
 
 
 def _save(summary: Any, items: Any, out: Path, echo: bool = True) -> None:
@@ -54,7 +53,8 @@ def benchmark_command(
     name: str, multipliers: Any, **own: tuple[Any, Any]
 ) -> Callable[[Callable[..., Score]], Any]:
     """Make ``prepare`` the command ``steerlab eval NAME`` (help: its docstring):
-    ``--vector``, ``--multipliers`` (default ``-1,0,1``) or ``--strengths``, the ``own``
+    ``--vector``, ``--multipliers`` (default ``-1,0,1``; 0 is added with vectors) or
+    ``--strengths``, the ``own``
     options (``name=(type, typer.Option(...))``), ``--model``, ``--device``, ``--out``
     (default ``results/NAME.csv``) and ``--force-other-model``.
 
@@ -73,7 +73,8 @@ def benchmark_command(
             mults_text, strengths = kw.pop("multipliers"), kw.pop("strengths")
             n_neutral = kw.pop("n_neutral")
             strength_list = _common.strength_list(mults_text, strengths, vector)
-            mults = _common.parse_multipliers(mults_text or "-1,0,1")
+            # x0 is always scored with vectors: the changes are measured against it
+            mults = _tables.with_x0(_common.parse_multipliers(mults_text or "-1,0,1"), vector)
             _common.check_out_file(out)
             items_of, summarize, shown = prepare(**kw)
             m, vecs = _common.load_steered(vector, kw["model"], kw["device"], force)
@@ -89,10 +90,8 @@ def benchmark_command(
                 items = at_strengths(m, vecs, at, lambda v, ks: items_of(m, v, list(ks)))
                 _save(summarize_by_strength(items, summarize), items, out)
                 mults = DEFAULT_MULTIPLIERS  # the entry points' default: taken with strengths=
-            if vecs and (at is not None or 0.0 in mults):
-                from steerlab.cli.eval import _kl_damage
-
-                kl = _kl_damage(m, vecs, mults, at, n_neutral, True)
+            if vecs:
+                kl = _tables.kl_damage_of(m, vecs, mults, at, n_neutral, True)
                 if kl is not None:
                     kl.to_csv(out.with_name(out.stem + ".kl.csv"), index=False)
                 _print_changes(items, shown, name, kl)

@@ -7,14 +7,13 @@ resumable answers and optionally judges them.
 """
 
 import time
-from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from steerlab.cli import _common, _judge
+from steerlab.cli import _common, _judge, _tables
 from steerlab.cli._common import (
     BATCH,
     BEHAVIOR,
@@ -70,9 +69,9 @@ def evaluate(
                           "per_item": True}  # fmt: skip
     mults: Any = DEFAULT_MULTIPLIERS  # the entry points' default: taken with strengths=
     if strengths is None:
-        mults = _with_x0(multipliers, vecs)
+        mults = _tables.with_x0(multipliers, vecs)
     else:
-        kw["strengths"] = _with_x0(strengths, vecs)
+        kw["strengths"] = _tables.with_x0(strengths, vecs)
     split = data.split(n_test=n_test, seed=run.seed)
     if kind == "ab":
         frame = ab_probability_fast(m, split.test_ab, vecs or None, mults, **kw)
@@ -81,105 +80,8 @@ def evaluate(
         frame = likelihood_margin_fast(m, split.test, vecs or None, mults, **kw)
         metrics = LIKELIHOOD_METRICS
     summary = (summarize if strengths is None else summarize_strengths)(frame, metrics)
-    kl = _kl_damage(m, vecs, mults, kw.get("strengths"), n_neutral, run.progress)
+    kl = _tables.kl_damage_of(m, vecs, mults, kw.get("strengths"), n_neutral, run.progress)
     return summary, frame, kl
-
-
-def _kl_damage(model: Any, vecs: list[Any], mults: Any, strengths: list[float] | None,
-               n_neutral: int, progress: bool) -> Any:  # fmt: skip
-    """``kl_damage`` of the conditions on ``n_neutral`` neutral texts (``attrs['n_texts']``),
-    or None without vectors or with ``n_neutral`` 0."""
-    if not vecs or n_neutral <= 0:
-        return None
-    from steerlab.data.neutral import load_neutral_set
-    from steerlab.evaluation.damage import kl_damage
-
-    neutral = load_neutral_set(n=n_neutral)
-    kl = kl_damage(model, vecs, mults, strengths=strengths, neutral=neutral, progress=progress)
-    kl.attrs["n_texts"] = len(neutral)  # its own batch size: full-vocabulary rows
-    return kl
-
-
-def _with_kl(table: Any, kl: Any) -> tuple[Any, str]:
-    """``table`` (of :func:`~steerlab.analysis.effects.paired_changes`) with the ``kl``
-    column of :func:`_kl_damage`'s frame, and the caption's note on it."""
-    if kl is None:
-        return table, ""
-    key = "strength" if "strength" in table.columns else "multiplier"
-    table = table.merge(kl[["vector", key, "kl"]], on=["vector", key], how="left")
-    return table, (f"KL: mean KL(steered || unsteered) in nats per token on {kl.attrs['n_texts']} "
-                   "neutral texts (damage; compare vectors at matched KL too).")  # fmt: skip
-
-
-def _with_x0(multipliers: Sequence[float], vectors: Sequence[Any] | None) -> list[float]:
-    """The multipliers with 0 added when there are vectors: changes are measured against it."""
-    return sorted({0.0, *multipliers}) if vectors else list(multipliers)
-
-
-def _kl_text(value: float) -> str:
-    """A KL in nats/token: 3 decimals, or 2 significant digits below 0.001."""
-    if value != value:
-        return "-"
-    return f"{value:.1e}" if 0 < value < 1e-3 else f"{value:.3f}"
-
-
-def _ci(mean: float, low: float, high: float, fmt: str) -> str:
-    if mean != mean:
-        return "-"
-    return f"{mean:{fmt}} [{low:{fmt}}, {high:{fmt}}]"
-
-
-def _print_eval(table: Any, title: str, show_n: bool = False, kl_note: str = "") -> None:
-    """``table``: one metric's rows of :func:`~steerlab.analysis.effects.paired_changes`
-    (``n``: the items with a value, shown with ``show_n`` or when it differs between
-    rows: a judge's unparseable verdicts are left out; a ``kl`` column, described by
-    ``kl_note``, is shown when there is one)."""
-    from rich.table import Table
-
-    from steerlab.analysis.matched import MIN_ITEMS
-
-    by_strength = "strength" in table.columns
-    zero = "strength 0" if by_strength else "x0"
-    caption = (
-        "95% percentile bootstrap CIs over the items (2000 resamples); the change is "
-        f"paired: each item against itself at {zero}."
-    )
-    if by_strength:
-        caption += (
-            " Strength: |k v| / mean ||h|| at the vector's site (matched norm); x: the "
-            "multiplier of the vector as saved ('-' where its sites need different ones)."
-        )
-    if kl_note:
-        caption += " " + kl_note
-    if table["n"].min() < MIN_ITEMS:
-        caption += f" Rows with n < {MIN_ITEMS}: too few items for these CIs to hold."
-    out = Table(title=title, caption=caption)
-    out.add_column("vector", overflow="fold")
-    if by_strength:
-        out.add_column("strength", justify="right")
-    out.add_column("x", justify="right")
-    varying_n = show_n or table["n"].nunique() > 1  # else the title gives it
-    if varying_n:
-        out.add_column("n", justify="right")
-    out.add_column("mean [95% CI]", justify="right")
-    out.add_column(f"change vs {zero} [95% CI]", justify="right")
-    with_kl = "kl" in table.columns
-    if with_kl:
-        out.add_column("KL", justify="right")
-    unit = table["mean"].dropna().between(0.0, 1.0).all()  # probabilities, shares
-    fmt = ".3f" if unit else ".2f"
-    last = None
-    for r in table.itertuples(index=False):
-        at_zero = (r.strength if by_strength else r.multiplier) == 0
-        change = zero if at_zero else _ci(r.change, r.change_low, r.change_high, "+" + fmt)
-        label = "" if r.vector == last else str(r.vector)
-        cond = [f"{r.strength:g}"] if by_strength else []
-        cond.append("-" if r.multiplier != r.multiplier else f"{r.multiplier:.3g}")
-        n = [str(r.n)] if varying_n else []
-        kl = [_kl_text(r.kl)] if with_kl else []
-        out.add_row(label, *cond, *n, _ci(r.mean, r.low, r.high, fmt), change, *kl)
-        last = r.vector
-    _common.console().print(out)
 
 
 def _run_eval(kind: str, metric: str, vector: list[Path] | None, multipliers: str | None,
@@ -199,12 +101,12 @@ def _run_eval(kind: str, metric: str, vector: list[Path] | None, multipliers: st
             _common.check_out_file(path, flag)
     t0 = time.perf_counter()
     summary, items, kl = evaluate(kind, vector, mults, n_test, run, strength_list, n_neutral)
-    table, kl_note = _with_kl(paired_changes(items, valid, seed=run.seed), kl)
+    table, kl_note = _tables.with_kl(paired_changes(items, valid, seed=run.seed), kl)
     what = "A/B items" if kind == "ab" else "test pairs"
     n, secs = int(summary["n"].max()), time.perf_counter() - t0
     at = " at matched strengths" if strength_list is not None else ""
     title = f"{metric} on {n} {run.behavior} {what}{at}, one seed ({secs:.1f}s)"
-    _print_eval(table[table["metric"] == metric], title, kl_note=kl_note)
+    _tables.print_changes(table[table["metric"] == metric], title, kl_note=kl_note)
     console = _common.console()
     for path, frame, name in (
         (out, summary, "results"),
@@ -327,9 +229,10 @@ def open_cmd(
     _common.check_out_file(out)
     build_judge = _judge.judge_builder(model_name=model, device=device, **judge_options)
     vecs = _common.load_vectors(vector)
-    mults = _with_x0(mults, vecs)
-    at_strengths = None if strength_list is None else _with_x0(strength_list, vecs)
-    if at_strengths is not None:
+    at_strengths = None if strength_list is None else _tables.with_x0(strength_list, vecs)
+    if at_strengths is None:
+        mults = _tables.with_x0(mults, vecs)
+    else:
         from steerlab.evaluation.multipliers import DEFAULT_MULTIPLIERS
 
         mults = DEFAULT_MULTIPLIERS  # the entry points' default: taken with strengths=
@@ -376,11 +279,11 @@ def open_cmd(
             from steerlab.evaluation.open_ended import OPEN_ENDED_METRICS
 
             table = paired_changes(frame, {"judge_score": OPEN_ENDED_METRICS["judge_score"]})
-            kl = _kl_damage(m, vecs, mults, at_strengths, n_neutral, True)
-            table, kl_note = _with_kl(table, kl)
+            kl = _tables.kl_damage_of(m, vecs, mults, at_strengths, n_neutral, True)
+            table, kl_note = _tables.with_kl(table, kl)
             at = " at matched strengths" if at_strengths is not None else ""
             title = f"judge_score on {len(qs)} {behavior} questions (n: scored){at}, one seed"
-            _print_eval(table, title, show_n=True, kl_note=kl_note)
+            _tables.print_changes(table, title, show_n=True, kl_note=kl_note)
 
 
 eval_app.command("open")(

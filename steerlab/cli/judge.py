@@ -49,7 +49,8 @@ def fit_cmd(
     behavior's test pairs with a 95% CI."""
     from steerlab.data import load_pairs
     from steerlab.evaluation.judges.classifier import FEATURES
-    from steerlab.evaluation.judges.judge_pairs import fit_split_judge, pair_accuracy
+    from steerlab.evaluation.judges.judge_pairs import fit_split_judge
+    from steerlab.evaluation.judges.validation import pair_accuracy
 
     behavior = _common.check_behavior(behavior)
     if features not in FEATURES:

@@ -59,10 +59,9 @@ def fit_and_save(
               batch_size=run.batch_size, seed=run.seed, progress=run.progress,
               **(fit_kwargs or {}))  # fmt: skip
     fit_seconds = time.perf_counter() - t_fit
-    vec = vec.with_hyperparameters(**training_record(train))
-    vec = SteeringVector(vec.directions, replace(vec.provenance, model_id=m.model_id))
-    hp = dict(vec.provenance.hyperparameters)
-    prov = vec.provenance
+    hp = {**dict(vec.provenance.hyperparameters), **training_record(train)}
+    prov = replace(vec.provenance, model_id=m.model_id, hyperparameters=hp)
+    vec = SteeringVector(vec.directions, prov)
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = {}
     for site in vec.sites:

@@ -10,7 +10,7 @@
 
 :func:`fit_split_judge` fits a classifier on a split's judge pairs and records them,
 :func:`judge_overlaps` checks saved vectors against those pairs and :func:`pair_accuracy`
-validates a classifier on held-out pairs (:mod:`.judge_pairs`).
+validates a classifier on held-out pairs (:mod:`.judge_pairs`, :mod:`.validation`).
 
 Each judge's ``fingerprint()`` lists what its verdicts depend on; stored verdicts are
 reused only under the same fingerprint (:func:`judge_fingerprint`, :func:`fingerprint_id`).
@@ -34,7 +34,7 @@ from steerlab.evaluation.judges.base import (
 )
 from steerlab.evaluation.judges.cache import JsonDiskCache, cache_key
 from steerlab.evaluation.judges.classifier import ClassifierJudge, Embedder, MiniLMEmbedder
-from steerlab.evaluation.judges.judge_pairs import fit_split_judge, judge_overlaps, pair_accuracy
+from steerlab.evaluation.judges.judge_pairs import fit_split_judge, judge_overlaps
 from steerlab.evaluation.judges.openai_compat import OpenAICompatJudge
 from steerlab.evaluation.judges.refusal import (
     REFUSAL_PHRASES,
@@ -52,6 +52,7 @@ from steerlab.evaluation.judges.rubrics import (
     parse_score,
     rubric_prompt_hash,
 )
+from steerlab.evaluation.judges.validation import pair_accuracy
 
 JudgeFactory = Callable[..., Judge]
 

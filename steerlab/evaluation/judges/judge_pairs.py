@@ -1,5 +1,4 @@
-"""Which pairs a classifier judge was fitted on, whether a vector was trained on them, and
-how well the judge reads a behavior's held-out pairs.
+"""Which pairs a classifier judge was fitted on, and whether a vector was trained on them.
 
 A classifier judge fitted on the pairs a steering vector averages grades the vector with
 its own training signal. ``ClassifierJudge.fit(vector_train=)`` refuses that at fit
@@ -10,20 +9,15 @@ and :func:`judge_overlaps` rebuilds each vector's training pairs from its proven
 (steerlab's fitters and trainers take the *first* ``n_train`` train pairs and, for
 BiPO, the ``n_val`` after them) and reports the vectors whose pairs meet the judge's.
 
-:func:`pair_accuracy` is the judge's validation on held-out pairs: accuracy over both
-answers of every pair with a pair-bootstrap CI, pairwise accuracy and the share its
-coherence gate rejects.
+The judge's validation on held-out pairs is :mod:`.validation`.
 """
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
-
-import numpy as np
 
 from steerlab.data.behaviors import load_pairs
 from steerlab.data.pairs import BehaviorData, content_hash
 from steerlab.errors import ConfigError, DataFormatError
-from steerlab.evaluation.judges.base import JudgeRequest
 from steerlab.vectors.vector import SteeringVector
 
 
@@ -107,14 +101,11 @@ def judge_overlaps(
     record: Mapping[str, Any] | None,
     vectors: Sequence[SteeringVector],
     labels: Sequence[str],
-    *,
-    load: Callable[[str, int], BehaviorData] | None = None,
 ) -> tuple[list[str], list[str]]:
     """``(overlaps, unchecked)``: one line per vector whose training pairs include pairs
     the judge was fitted on, and one per vector that could not be checked (its provenance
     names no ``n_train``), or one line for all when the judge records no pairs or the
-    data no longer gives them. ``load``:
-    ``(behavior, seed) -> BehaviorData`` (default :func:`~steerlab.data.load_pairs`)."""
+    data no longer gives them."""
     from steerlab.evaluation.judges.classifier import pair_overlap
 
     if record is None:
@@ -127,7 +118,7 @@ def judge_overlaps(
 
     def data_for(s: int) -> BehaviorData:
         if s not in datasets:
-            datasets[s] = (load or (lambda b, k: load_pairs(b, seed=k)))(behavior, s)
+            datasets[s] = load_pairs(behavior, seed=s)
         return datasets[s]
 
     try:
@@ -164,12 +155,11 @@ def judge_pair_notes(
     labels: Sequence[str],
     *,
     allow_overlap: bool = False,
-    load: Callable[[str, int], BehaviorData] | None = None,
 ) -> list[str]:
     """:func:`judge_overlaps` as a check: a :class:`~steerlab.errors.ConfigError` when
     any vector was fitted on the judge's pairs (unless ``allow_overlap``), else the
     warnings (overlaps allowed, vectors that could not be checked)."""
-    overlaps, unchecked = judge_overlaps(record, vectors, labels, load=load)
+    overlaps, unchecked = judge_overlaps(record, vectors, labels)
     if overlaps and not allow_overlap:
         raise ConfigError(
             "The classifier judge would grade vectors with their own training pairs: "
@@ -181,52 +171,3 @@ def judge_pair_notes(
     return [f"judge pairs overlap: {o}" for o in overlaps] + [
         f"judge pairs not checked for {u}" for u in unchecked
     ]
-
-
-def _pair_bootstrap_ci(
-    values: np.ndarray, n_boot: int = 2000, seed: int = 0
-) -> tuple[float, float]:
-    """95% percentile CI of the mean of ``values``; rows (pairs) are resampled together."""
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(values), size=(n_boot, len(values)))
-    axes = (1, 2) if values.ndim == 2 else 1
-    low, high = np.percentile(values[idx].mean(axis=axes), [2.5, 97.5])
-    return float(low), float(high)
-
-
-def pair_accuracy(
-    judge: Any,
-    questions: Sequence[str],
-    matching: Sequence[str],
-    not_matching: Sequence[str],
-    *,
-    behavior: str | None = None,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """A classifier judge on held-out pairs: ``accuracy`` over both answers of every pair
-    (P(matching) >= 0.5 for the matching one, < 0.5 for the other) with a 95% bootstrap
-    CI over pairs, ``pairwise_accuracy`` (the matching answer gets the higher P), the mean
-    scores of each side, and the share of answers its coherence gate rejects (with the
-    accuracy on those it passes)."""
-    qs = list(questions)
-    p_pos = judge.predict_proba(list(matching), qs)
-    p_neg = judge.predict_proba(list(not_matching), qs)
-    correct = np.stack([p_pos >= 0.5, p_neg < 0.5], axis=1).astype(float)  # [pairs, 2]
-    pairwise = (p_pos > p_neg).astype(float)
-    b = behavior or judge.behavior or "unknown"
-    answers = [*matching, *not_matching]
-    gated = judge.score([JudgeRequest(b, q, a) for q, a in zip(qs * 2, answers)])
-    ok = np.array([r.status == "ok" for r in gated]).reshape(2, -1).T  # [pairs, 2]
-    return {
-        "n_pairs": len(qs),
-        "n_answers": 2 * len(qs),
-        "accuracy": round(float(correct.mean()), 4),
-        "accuracy_ci95": [round(x, 4) for x in _pair_bootstrap_ci(correct, seed=seed)],
-        "pairwise_accuracy": round(float(pairwise.mean()), 4),
-        "pairwise_ci95": [round(x, 4) for x in _pair_bootstrap_ci(pairwise, seed=seed)],
-        "mean_score_matching": round(float(1 + 3 * p_pos.mean()), 3),
-        "mean_score_not_matching": round(float(1 + 3 * p_neg.mean()), 3),
-        "gate_rejected_share": round(float(1 - ok.mean()), 4),
-        "accuracy_on_gate_passed": round(float(correct[ok].mean()), 4) if ok.any() else None,
-        "n_gate_passed": int(ok.sum()),
-    }
