@@ -5,6 +5,7 @@ quick job end to end through the CLI on the embedded model (slow). The CLI's fla
 import json
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -75,7 +76,19 @@ def test_quick_run_end_to_end(embedded_model, tmp_path, monkeypatch):
     ]
     results = pd.read_csv(out / "results.csv")
     assert set(results["evaluation"]) == {"margin", "ab", "judge"}
-    assert set(results["multiplier"]) == {-1.0, 0.0, 1.0}
+    raw = results[results["evaluation"] != "judge"]
+    assert set(raw["multiplier"]) == {-1.0, 0.0, 1.0} and raw["strength"].isna().all()
+    # the open-ended answers are generated at the matched comparison's strengths
+    judged = results[results["evaluation"] == "judge"]
+    assert set(judged["strength"]) == {0.0, 0.1, 0.4}
+    changes = pd.read_csv(out / "judge_changes.csv")
+    assert set(changes["method"]) == {"bipo", "caa", "freeform", "pca"}
+    kl = pd.read_csv(out / "kl.csv")
+    merged = changes.merge(kl, left_on=["method", "strength"], right_on=["vector", "strength"])
+    assert len(merged) == len(changes) and (merged["kl_x"] == merged["kl_y"]).all()
+    assert (changes.loc[changes["strength"] == 0, "change"] == 0).all()
+    assert "judge_score on 2 power-seeking questions" in res.output
+    assert set(pd.read_csv(out / "effects.csv")["evaluation"]) == {"margin", "ab"}
     meta = json.loads((out / "config.json").read_text())
     assert meta["config"]["quick"] is True and meta["timings"]["total"] > 0
     prov = meta["provenance"]
@@ -135,3 +148,61 @@ def test_a_failed_run_says_why_in_its_log(tiny_model, tmp_path):
         run_pipeline(cfg, model=tiny_model)
     log = (tmp_path / "run" / "logs" / "run.log").read_text()
     assert "run failed" in log and "99" in log
+
+
+def _answers(n_questions: int, rise: float) -> pd.DataFrame:
+    """Judged answers of two methods at strengths 0 / 0.1 / 0.2 (``rise`` per 0.1)."""
+    rng = np.random.default_rng(0)
+    base = rng.normal(2.5, 0.4, n_questions)
+    rows = []
+    for method, slope in (("caa", rise), ("bipo", -rise)):
+        for s in (0.0, 0.1, 0.2):
+            for q in range(n_questions):
+                score = base[q] + slope * s / 0.1 + rng.normal(0, 0.05)
+                rows.append({"vector": f"{method}:L3", "method": method, "layer": 3,
+                             "multiplier": 7.0 * s, "strength": s, "item": q,
+                             "score": score})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_judged_changes_pair_each_question_and_carry_the_kl():
+    """The run's judged table: changes vs strength 0 per question, the matched KL merged
+    by method and strength, and a findings line that names a direction only with >= 20
+    scored answers and a CI that excludes 0."""
+    from steerlab.analysis.matched import MatchedComparison
+    from steerlab.run.matched import judged_changes, judged_findings, judged_table
+
+    kl = pd.DataFrame({"vector": ["caa", "caa", "caa", "bipo", "bipo", "bipo"],
+                       "strength": [0.0, 0.1, 0.2] * 2,
+                       "kl": [0.0, 0.05, 0.2, 0.0, 0.07, 0.3]})  # fmt: skip
+    empty = pd.DataFrame()
+    comp = MatchedComparison(empty, kl, empty, empty, empty, empty, (0.2,), (0.0, 0.1, 0.2))
+    table = judged_changes(_answers(30, 0.5), comp)
+    assert len(table) == 6 and (table.loc[table["strength"] == 0, "change"] == 0).all()
+    caa = table[(table["method"] == "caa") & (table["strength"] == 0.2)].iloc[0]
+    assert caa["kl"] == 0.2 and 0.9 < caa["change"] < 1.1 and caa["change_low"] > 0
+    bipo = table[(table["method"] == "bipo") & (table["strength"] == 0.1)].iloc[0]
+    assert bipo["kl"] == 0.07 and bipo["change_high"] < 0
+    (line,) = judged_findings(table, 30)
+    assert "matched strength 0.1" in line and "rises (CI excludes 0)" in line
+    assert "falls (CI excludes 0)" in line and "too few" not in line
+    shown = judged_table(table)
+    assert list(shown["change vs strength 0"])[0] == "-" and shown["KL"].iloc[2] == 0.2
+    few = judged_changes(_answers(5, 0.5), None)
+    assert few["kl"].isna().all()
+    (line,) = judged_findings(few, 5)
+    assert "too few for these CIs to hold" in line and "rises" not in line
+    flat = judged_findings(judged_changes(_answers(30, 0.0), comp), 30)
+    assert "no clear change (CI includes 0)" in flat[0]
+
+
+def test_multiplier_curves_plot_strengths():
+    """A frame at strengths is drawn against them (the run's judged answers)."""
+    from steerlab.viz.figures import multiplier_curves
+
+    frame = pd.DataFrame({"method": ["caa"] * 3, "multiplier": [0.0, 9.0, 3.0],
+                          "strength": [0.0, 0.3, 0.1], "metric": ["judge_score"] * 3,
+                          "value": [2.0, 3.0, 2.5]})  # fmt: skip
+    fig = multiplier_curves(frame, "judge_score", x="strength")
+    assert list(fig.data[0].x) == [0.0, 0.1, 0.3] and list(fig.data[0].y) == [2.0, 2.5, 3.0]
+    assert "strength" in fig.layout.xaxis.title.text

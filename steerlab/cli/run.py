@@ -17,8 +17,9 @@ from steerlab.cli._config import config_options, with_signature
 
 
 def _run_command(**kwargs: Any) -> None:
-    """Fit CAA, freeform, PCA and BiPO at one layer, evaluate across multipliers (likelihood
-    margin, A/B probability, open-ended answers scored by an offline classifier judge) and
+    """Fit CAA, freeform, PCA and BiPO at one layer, compare them at matched damage and
+    strength, evaluate across multipliers (likelihood margin, A/B probability), generate
+    open-ended answers at the matched strengths scored by an offline classifier judge, and
     write a report directory (report.html, results.csv/json, vectors, logs, config.json)."""
     from steerlab.run import RunConfig, run_pipeline
 
@@ -38,6 +39,14 @@ def _run_command(**kwargs: Any) -> None:
         console.print("[bold]matched comparison[/]")
         for line in matched_findings(result.matched):
             console.print(line, highlight=False, markup=False)
+    if result.judged is not None:  # the open-ended answers, at the same strengths
+        from steerlab.cli import _tables
+
+        n_q = result.generations["question"].nunique()
+        note = "KL: nats/token on neutral text at that strength (the matched comparison)."
+        _tables.print_changes(result.judged, f"judge_score on {n_q} {cfg.behavior} questions "
+                              "(n: scored) at matched strengths, one seed", show_n=True,
+                              kl_note=note)  # fmt: skip
     _print_effects(console, result.effects())
     console.print(f"[bold green]done[/] in {time.perf_counter() - t0:.1f} s; report: "
                   f"{result.out_dir / 'report.html'}")  # fmt: skip

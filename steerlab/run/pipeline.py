@@ -34,7 +34,7 @@ from steerlab.analysis.projections import Projection, pca_projection
 from steerlab.analysis.similarity import SimilarityResult, cosine_matrix
 from steerlab.models.model import SteerlabModel
 from steerlab.run.config import RunConfig
-from steerlab.run.matched import run_matched
+from steerlab.run.matched import judged_changes, judged_findings, judged_table, run_matched
 from steerlab.utils.files import atomic_write_text
 from steerlab.utils.versions import versions
 from steerlab.vectors.fitting import METHODS, fit_vectors
@@ -53,10 +53,13 @@ class RunResult:
         vectors: ``{method: vector}``.
         training: BiPO steps (``step, loss, reward_margin, vector_norm, lr``) and
             ``training_epochs`` (per-epoch loss and validation margins).
-        generations: one row per open-ended answer (with its judge score).
+        generations: one row per open-ended answer (with its judge score), generated at
+            the matched comparison's strengths (``strength`` column), not at raw multipliers.
         judge: the classifier judge's held-out accuracy and sizes.
         similarity: cosines between the methods' vectors.
         matched: the methods compared at matched KL / strength (:mod:`steerlab.run.matched`).
+        judged: the judge score per method and strength, its paired change vs strength 0
+            with CIs over the questions and the KL there (``judged_changes``).
         timings: seconds per stage; provenance: model, data hashes, seeds, versions.
     """
 
@@ -73,17 +76,19 @@ class RunResult:
     provenance: dict[str, Any] = field(default_factory=dict)
     projection: Projection | None = None
     matched: Any = None  # steerlab.analysis.matched.MatchedComparison (None: skipped)
+    judged: pd.DataFrame | None = None  # run.matched.judged_changes (None: no answers)
 
     def effects(self, evaluation: str | None = None) -> pd.DataFrame:
         """Effect sizes (slope, delta...) of the primary metric of each evaluation."""
         primary = {"margin": "margin", "ab": "p_matching", "judge": "judge_score"}
+        raw = self.results
+        if "strength" in raw.columns:  # rows at matched strengths: see ``judged``
+            raw = raw[raw["strength"].isna()]
         frames = []
         for ev, metric in primary.items():
             if evaluation not in (None, ev):
                 continue
-            sub = self.results[
-                (self.results["evaluation"] == ev) & (self.results["metric"] == metric)
-            ]
+            sub = raw[(raw["evaluation"] == ev) & (raw["metric"] == metric)]
             if not sub.empty:
                 frames.append(effect_sizes(sub).assign(evaluation=ev))
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -207,7 +212,7 @@ def run_pipeline(
                 named = {m: vectors[m] for m in cfg.methods}
                 matched = run_matched(model, cfg, list(test), named)
         judge_info: dict[str, Any] = {}
-        generations = pd.DataFrame()
+        generations, judged = pd.DataFrame(), None
         if cfg.open_ended > 0 and questions:
             from steerlab.evaluation.judges.judge_pairs import fit_split_judge
             from steerlab.evaluation.open_ended import run_open_ended, summarize_open_ended
@@ -225,11 +230,14 @@ def run_pipeline(
             with stage(f"open-ended answers ({len(questions)} questions) + judge"):
                 for name in ("open_ended.jsonl", "open_ended.scores.jsonl"):
                     (out / name).unlink(missing_ok=True)
-                generations = run_open_ended(model, questions, vec_list, cfg.multipliers,
-                                             out / "open_ended.jsonl",
+                # at the matched comparison's strengths (matched norm), not raw multipliers
+                generations = run_open_ended(model, questions, vec_list,
+                                             out_path=out / "open_ended.jsonl",
+                                             strengths=cfg.strengths,
                                              max_new_tokens=cfg.max_new_tokens, judge=judge,
                                              behavior=cfg.behavior, progress=False)  # fmt: skip
                 frames.append(summarize_open_ended(generations).assign(evaluation="judge"))
+                judged = judged_changes(generations, matched)
         with stage("PCA of held-out activations"):
             from steerlab.activations.collect import collect
 
@@ -261,7 +269,7 @@ def run_pipeline(
                         "torch_threads": torch.get_num_threads()},
         }  # fmt: skip
         result = RunResult(cfg, out, results, vectors, steps, epochs, generations, judge_info,
-                           sim, timings, provenance, projection, matched)  # fmt: skip
+                           sim, timings, provenance, projection, matched, judged)  # fmt: skip
         with stage("write report"):
             write_outputs(result)
         result.timings["total"] = time.perf_counter() - t_all
@@ -302,6 +310,8 @@ def write_outputs(result: RunResult) -> None:
     atomic_write_text(out / "effects.csv", effects.to_csv(index=False))
     if not result.generations.empty:
         atomic_write_text(out / "generations.csv", result.generations.to_csv(index=False))
+    if result.judged is not None:
+        atomic_write_text(out / "judge_changes.csv", result.judged.to_csv(index=False))
     payload = {
         "effects": json.loads(effects.to_json(orient="records")),
         "judge": result.judge,
@@ -316,6 +326,9 @@ def _findings(result: RunResult) -> str:
     lo, hi = min(result.config.multipliers), max(result.config.multipliers)
     eff = result.effects()
     lines = matched_findings(result.matched) if result.matched is not None else []
+    if result.judged is not None:
+        n_q = result.generations["question"].nunique()
+        lines += judged_findings(result.judged, n_q)
     lines.append(
         "- Raw multipliers (vectors of different lengths: what each vector does at its own "
         "scale, not a ranking):"
@@ -371,20 +384,30 @@ def build_report(result: RunResult, title: str | None = None) -> Any:
                       caption="slope: least-squares slope over the multipliers; delta: value at "
                       "the largest minus the smallest multiplier.")  # fmt: skip
     if not result.generations.empty:
-        rep.add_heading("Open-ended answers (classifier judge: P(matching), rescaled to 1-4)")
+        rep.add_heading(
+            "Open-ended answers at matched strength (classifier judge: "
+            "P(matching), rescaled to 1-4)"
+        )
         jres = res[res["evaluation"] == "judge"]
-        rep.add_figure(vf.multiplier_curves(jres, "judge_score"),
+        rep.add_figure(vf.multiplier_curves(jres, "judge_score", x="strength"),
                        caption="score = 1 + 3 P(matching) from an embedding + logistic-regression "
                        "classifier (a cheap stand-in for the paper's GPT-4 judge); 2.5 means "
                        "'cannot tell', not 'neutral'. Degenerate answers are unparseable.")  # fmt: skip
-        rates = jres.pivot_table(index=["method", "multiplier"], columns="metric", values="value")
+        if result.judged is not None:
+            rep.add_table(judged_table(result.judged), title="Judge score vs strength 0",
+                          caption="Change of the judge score versus strength 0, each question "
+                          "against itself: 95% bootstrap CIs over the questions (with fewer "
+                          "than 20 they do not hold); KL: nats/token on neutral text at that "
+                          "strength, from the matched comparison.")  # fmt: skip
+        rates = jres.pivot_table(index=["method", "strength"], columns="metric", values="value")
         rep.add_table(rates.reset_index(), title="Judge score with unparseable and incoherent shares",
                       caption="judge_score: mean over scored answers; unparseable_rate: answers "
                       "the judge's coherence gate refused; incoherent_rate: answers implausible "
                       "to the unsteered model or repetitive.")  # fmt: skip
         g = result.generations
         sample = g[g["question"] == g["question"].iloc[0]]
-        cols = [c for c in ("method", "multiplier", "score", "completion") if c in sample]
+        cols = [c for c in ("method", "strength", "multiplier", "score", "completion")
+                if c in sample]  # fmt: skip
         rep.add_table(sample[cols], title=f"Answers to: {g['question'].iloc[0]}")
     rep.add_heading("Vectors")
     norms = pd.DataFrame(

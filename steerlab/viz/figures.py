@@ -85,8 +85,10 @@ def multiplier_curves(
     by: str = "method",
     title: str | None = None,
     error_bars: bool = True,
+    x: str = "multiplier",
 ) -> go.Figure:
-    """Behavior score vs multiplier, one line per ``by`` (the paper's Figure 1).
+    """Behavior score vs multiplier, one line per ``by`` (the paper's Figure 1); ``x=
+    "strength"`` plots a frame evaluated at strengths (matched norm) against them.
 
     Error bars are the standard error of the mean (``sem``) over items where the frame
     has it. They include the spread between items, which every condition shares (the
@@ -96,17 +98,16 @@ def multiplier_curves(
     sub = _pick(frame, metric)
     fig = go.Figure()
     for i, name in enumerate(dict.fromkeys(sub[by])):
-        g = sub[sub[by] == name].sort_values("multiplier")
+        g = sub[sub[by] == name].sort_values(x)
         sem = g["sem"] if ("sem" in g and error_bars) else None
         color = color_of(str(name), i)
-        fig.add_trace(
-            line_trace(g["multiplier"], g["value"], str(name), color, error_y=sem_bars(sem))
-        )
+        fig.add_trace(line_trace(g[x], g["value"], str(name), color, error_y=sem_bars(sem)))
     fig.add_vline(x=0, line=dict(color="#bbb", dash="dot"))
+    axis = "strength |k v| / mean ||h||" if x == "strength" else x
     return _layout(
         fig,
-        title or f"{metric_title(metric)} vs multiplier",
-        xaxis_title="multiplier",
+        title or f"{metric_title(metric)} vs {x}",
+        xaxis_title=axis,
         yaxis_title=metric_title(metric),
     )
 
