@@ -81,11 +81,15 @@ def test_fast_equals_plain_on_the_embedded_model(embedded_model):
 def test_ab_fast_metric_gives_the_ab_numbers(tiny_model):
     from steerlab.evaluation.metrics import METRICS, evaluate_named
 
-    assert METRICS.get("ab_fast").primary == "p_matching"
+    # 'ab' runs the fast path ('ab_fast' is its older name), 'ab_plain' the plain one
+    assert METRICS.get("ab").evaluate is ab_probability_fast
+    assert METRICS.get("ab_plain").evaluate is ab_probability
+    assert METRICS.get("ab_fast").evaluate is ab_probability_fast
+    assert {METRICS.get(k).primary for k in ("ab", "ab_plain", "ab_fast")} == {"p_matching"}
     named = {"a": vec_at(tiny_model, [HookSite(1)], seed=8), "b": vec_at(tiny_model, [HookSite(0)])}
     mults = [-1.0, 0.0, 2.0]
-    slow = evaluate_named(tiny_model, ITEMS, named, mults, "ab")
-    fast = evaluate_named(tiny_model, ITEMS, named, mults, "ab_fast")
+    slow = evaluate_named(tiny_model, ITEMS, named, mults, "ab_plain")
+    fast = evaluate_named(tiny_model, ITEMS, named, mults, "ab")
     key = ["name", "metric", "multiplier"]
     slow, fast = slow.sort_values(key), fast.sort_values(key)
     assert list(slow[key].itertuples(index=False)) == list(fast[key].itertuples(index=False))

@@ -1,5 +1,6 @@
-"""The 'margin_fast' analysis metric gives the 'margin' numbers (cached-residual fast path)
-and works wherever a metric name is accepted. The tiny model."""
+"""The 'margin' analysis metric (the cached-residual fast path; 'margin_fast' is its older
+name) gives the plain path's numbers ('margin_plain') and works wherever a metric name is
+accepted. The tiny model."""
 
 import numpy as np
 import torch
@@ -28,11 +29,16 @@ def _vec(seed: int, layer: int = 1) -> SteeringVector:
 
 
 def test_margin_fast_matches_margin(tiny_model):
-    assert METRICS.get("margin_fast").primary == "margin"
+    from steerlab.evaluation import likelihood, likelihood_fast
+
+    assert METRICS.get("margin").evaluate is likelihood_fast.likelihood_margin_fast
+    assert METRICS.get("margin_fast").evaluate is likelihood_fast.likelihood_margin_fast
+    assert METRICS.get("margin_plain").evaluate is likelihood.likelihood_margin
+    assert {METRICS.get(k).primary for k in ("margin", "margin_plain", "margin_fast")} == {"margin"}
     named = {"a": _vec(0), "b": _vec(1, layer=0)}
     mults = [-1.0, 0.0, 2.0]
-    slow = evaluate_named(tiny_model, PAIRS, named, mults, "margin")
-    fast = evaluate_named(tiny_model, PAIRS, named, mults, "margin_fast")
+    slow = evaluate_named(tiny_model, PAIRS, named, mults, "margin_plain")
+    fast = evaluate_named(tiny_model, PAIRS, named, mults, "margin")
     key = ["name", "metric", "multiplier"]
     slow, fast = slow.sort_values(key), fast.sort_values(key)
     assert list(slow[key].itertuples(index=False)) == list(fast[key].itertuples(index=False))

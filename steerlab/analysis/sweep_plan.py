@@ -48,8 +48,8 @@ class SweepConfig:
     n_judge: train pairs set aside (the last ones, disjoint from the fitted ones) to fit
         a classifier judge on, recorded in the sweep's info; 0: none.
     metrics: judge-free metrics to compute (keys of
-        :data:`~steerlab.evaluation.metrics.METRICS`: 'margin', 'ab'; 'margin_fast' and
-        'ab_fast' give their numbers from cached lower residuals, 2-3x cheaper).
+        :data:`~steerlab.evaluation.metrics.METRICS`: 'margin', 'ab', through cached lower
+        residuals; 'margin_plain' and 'ab_plain' give the same numbers 2-3x slower).
     bipo_epochs: BiPO epochs per layer (short; the paper uses 20).
     bipo_lr: BiPO learning rate (40x the paper's 5e-4, to make up for ~100x fewer steps).
     bipo_warmup_steps: warm-up steps of BiPO's cosine schedule.

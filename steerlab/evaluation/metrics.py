@@ -3,9 +3,11 @@
 A :class:`Metric` is an evaluation function with the tidy frame of
 :mod:`steerlab.evaluation.multipliers` (``vector, method, layer, multiplier, metric,
 value, sem, n``), the kind of held-out items it scores and the row that measures
-steering. :data:`METRICS` holds ``margin`` (likelihood margin on pairs), ``margin_fast``
-(the same numbers through cached residuals) and ``ab`` (A/B probability on items);
-sweeps, combinations and transfer take any of them by name, or a :class:`Metric`.
+steering. :data:`METRICS` holds ``margin`` (likelihood margin on pairs) and ``ab`` (A/B
+probability on items), both through their fast paths (cached lower residuals; the same
+numbers, 2-3x cheaper), ``margin_plain`` / ``ab_plain`` (the plain paths they are checked
+against) and ``margin_fast`` / ``ab_fast`` (older names of the first two); sweeps,
+combinations and transfer take any of them by name, or a :class:`Metric`.
 """
 
 from collections.abc import Callable, Mapping, Sequence
@@ -48,42 +50,26 @@ class Metric:
 
 
 METRICS: Registry[Metric] = Registry("metric")
-METRICS.register(
-    "margin",
-    Metric(
-        "margin",
-        "pairs",
-        "margin",
-        likelihood_margin,
-        "likelihood margin log p(matching) - log p(not matching) of held-out pairs",
-    ),
-)
-METRICS.register(
-    "margin_fast",
-    Metric(
-        "margin_fast",
-        "pairs",
-        "margin",
-        likelihood_margin_fast,
-        "the 'margin' numbers via packed pairs and cached lower residuals (about 2x cheaper; "
-        "falls back to 'margin' where the fast path does not apply)",
-    ),
-)
-METRICS.register(
-    "ab",
-    Metric("ab", "ab", "p_matching", ab_probability, "P(matching letter) of held-out A/B items"),
-)
-METRICS.register(
-    "ab_fast",
-    Metric(
-        "ab_fast",
-        "ab",
-        "p_matching",
-        ab_probability_fast,
-        "the 'ab' numbers via cached lower residuals, read at the answer position only "
-        "(falls back to 'ab' where the fast path does not apply)",
-    ),
-)
+for _name, _data, _primary, _fast, _plain, _what in (
+    ("margin", "pairs", "margin", likelihood_margin_fast, likelihood_margin,
+     "likelihood margin log p(matching) - log p(not matching) of held-out pairs"),
+    ("ab", "ab", "p_matching", ab_probability_fast, ab_probability,
+     "P(matching letter) of held-out A/B items"),
+):  # fmt: skip
+    # The named metric runs the fast path (cached lower residuals, packed pairs / the
+    # answer position only; it falls back to the plain one where it does not apply), whose
+    # numbers equal the plain path's (tests check both on the tiny and the embedded model).
+    METRICS.register(_name, Metric(_name, _data, _primary, _fast, f"{_what} (fast path)"))
+    METRICS.register(
+        f"{_name}_plain",
+        Metric(f"{_name}_plain", _data, _primary, _plain, f"{_what} (plain path: each "
+               "sequence in full through the hooks; the reference for the fast one)"),
+    )  # fmt: skip
+    METRICS.register(
+        f"{_name}_fast",
+        Metric(f"{_name}_fast", _data, _primary, _fast, f"the '{_name}' metric (an older name)"),
+    )
+del _name, _data, _primary, _fast, _plain, _what
 
 
 def primary_metric(name: str) -> str:
