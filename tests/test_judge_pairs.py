@@ -237,7 +237,7 @@ def test_run_open_ended_refuses_or_records_the_overlap(power, tiny_model, tmp_pa
     other = vector(n_train=record["start"], train_hash="f" * 64)
     with pytest.warns(UserWarning, match="not checked"):
         frame = run_open_ended(tiny_model, qs, other, [1.0], tmp_path / "c.jsonl", **kw)
-    assert "does not say which train pairs" in frame["judge_warning"].iloc[0]
+    assert "does not say which pairs" in frame["judge_warning"].iloc[0]
     clean = run_open_ended(tiny_model, qs, vector(n_train=record["start"]), [1.0],
                            tmp_path / "d.jsonl", **kw)  # fmt: skip
     assert set(clean["judge_warning"]) == {""}
@@ -251,4 +251,37 @@ def test_vectors_fitted_in_python_on_a_split_record_their_pairs(power, tiny_mode
     listed = sl.fit_caa(tiny_model, list(data.split(40).train), [1], progress=False)
     assert early.provenance.hyperparameters["n_train"] == 40
     o, u = judge_overlaps(record, [early, late, everything, listed], ["a", "b", "c", "d"])
-    assert [x.split()[0] for x in o] == ["c"] and [x.split(":")[0] for x in u] == ["d"]
+    assert [x.split()[0] for x in o] == ["c"] and u == []  # a plain list: its fingerprints
+
+
+def test_any_pairs_are_checked_by_their_fingerprints(power, tiny_model, tmp_path):
+    """Vectors record the fingerprints of every pair they saw, so a judge's pairs are found
+    in any list, in any order, from any fitter, after a save, and in sums of vectors;
+    a part that records none makes the sum unchecked."""
+    from steerlab.data.pairs import FINGERPRINTS_KEY, pair_fingerprints, read_fingerprints
+    from steerlab.evaluation.judges.judge_pairs import vector_fingerprints
+
+    data, split, record = power
+    judge_pairs = list(split.judge)
+    clean = list(data.train[:30])
+    mixed = [*clean[:12], judge_pairs[5], *clean[12:], judge_pairs[0]][::-1]  # two, reordered
+    ab = sl.fit_caa(tiny_model, mixed, [1], progress=False)  # A/B items made from the pairs
+    pca = sl.fit_pca(tiny_model, clean, [1], progress=False)
+    cfg = sl.BiPOConfig(epochs=1, warmup_steps=0, batch_size=4)
+    bipo = sl.train_bipo(tiny_model, clean[:6], layer=1, config=cfg, progress=False,
+                         val_pairs=[judge_pairs[3]])  # fmt: skip
+    ab = SteeringVector.load(ab.save(tmp_path / "ab.safetensors"))
+    assert vector_fingerprints(ab) == read_fingerprints(pair_fingerprints(mixed))
+    assert len(vector_fingerprints(ab)) == 32 and len(vector_fingerprints(bipo)) == 7
+    vecs = [ab, pca, bipo, pca + bipo, pca - pca, pca + vector(), vector(n_train=5) * 2.0]
+    labels = ["ab", "pca", "bipo", "sum", "diff", "part unknown", "scaled"]
+    overlaps, unchecked = judge_overlaps(record, vecs, labels)
+    assert [o.split()[0] for o in overlaps] == ["ab", "bipo", "sum"]
+    assert "fitted on 32 pairs, 2 of the judge's" in overlaps[0]
+    assert "fitted on 7 pairs, 1 of the judge's" in overlaps[1]
+    assert [u.split(":")[0] for u in unchecked] == ["part unknown"]
+    # a malformed record is "not recorded", never a silent pass
+    for bad in ("abc", 12, "g" * 12, None):
+        assert read_fingerprints(bad) is None
+        broken = vector().with_hyperparameters(**{FINGERPRINTS_KEY: bad})
+        assert vector_fingerprints(broken) is None

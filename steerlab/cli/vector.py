@@ -43,7 +43,7 @@ def fit_and_save(
     split; save ``{method}_{behavior}_L{layer}.safetensors`` per layer and
     ``{method}_{behavior}_summary.json`` under ``out``. Returns the summary."""
     from steerlab.data import load_pairs
-    from steerlab.data.pairs import training_record
+    from steerlab.data.pairs import FINGERPRINTS_KEY, training_record
     from steerlab.vectors import SteeringVector, fit
 
     t0 = time.perf_counter()
@@ -77,7 +77,11 @@ def fit_and_save(
         "files": files,
         "norms": {str(s.layer): n for s, n in vec.norms().items()},
         "strength_at_x1": _common.strength_at_x1(m, vec),
-        "hyperparameters": {k: v for k, v in hp.items() if isinstance(v, (int, float, str))},
+        "hyperparameters": {
+            k: v
+            for k, v in hp.items()
+            if isinstance(v, (int, float, str)) and k != FINGERPRINTS_KEY
+        },  # fmt: skip
         "settings": asdict(run),
         "fit_seconds": round(fit_seconds, 2),
         "total_seconds": round(time.perf_counter() - t0, 2),

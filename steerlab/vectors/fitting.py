@@ -19,6 +19,7 @@ from steerlab._registry import Registry
 from steerlab.activations.collect import collect
 from steerlab.activations.stored import ContrastiveActivations
 from steerlab.data.convert import as_ab_items, as_pairs, behavior_of
+from steerlab.data.pairs import fingerprint_record
 from steerlab.errors import ConfigError, EmptyInputError
 from steerlab.models.sites import HookSite
 from steerlab.vectors.vector import Provenance, SteeringVector
@@ -180,9 +181,11 @@ def fit_from_activations(
         if spec.check_items is not None:
             spec.check_items(items)
     acts = collect(model, items, list(layers), pos, batch_size=batch_size, progress=progress)
-    # a dataset says which pairs these were (checked later against a judge's pairs)
+    # which pairs these were, checked later against a judge's pairs: their fingerprints
+    # (any pairs), and for a dataset its size and content hash
     digest = getattr(data, "content_hash", None)
     seen = {"n_train": len(items), "train_hash": digest} if isinstance(digest, str) else {}
+    seen.update(fingerprint_record(items))
     return {
         m: vector_from_acts(acts, m, spec.reduce, behavior,
                             {**({"seed": seed} if spec.seeded else {}), **seen} or None)

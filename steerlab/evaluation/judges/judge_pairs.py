@@ -6,8 +6,9 @@ time; this module keeps the check possible later, when the judge is a saved file
 vectors are other files: the judge records where its pairs came from
 (:func:`judge_pairs_record`: the behavior, the slice of its train split, a content hash),
 and :func:`judge_overlaps` rebuilds each vector's training pairs from its provenance
-(steerlab's fitters and trainers take the *first* ``n_train`` train pairs and, for
-BiPO, the ``n_val`` after them) and reports the vectors whose pairs meet the judge's.
+(the fingerprints of every pair it saw, which steerlab's fitters and trainers record;
+for older files, the *first* ``n_train`` train pairs and, for BiPO, the ``n_val`` after
+them) and reports the vectors whose pairs meet the judge's.
 
 The judge's validation on held-out pairs is :mod:`.validation`.
 """
@@ -16,7 +17,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from steerlab.data.behaviors import load_pairs
-from steerlab.data.pairs import BehaviorData, content_hash
+from steerlab.data.pairs import (
+    FINGERPRINTS_KEY,
+    BehaviorData,
+    content_hash,
+    pair_fingerprint,
+    read_fingerprints,
+)
 from steerlab.errors import ConfigError, DataFormatError
 from steerlab.vectors.vector import SteeringVector
 
@@ -126,27 +133,54 @@ def judge_overlaps(
     except (DataFormatError, OSError, KeyError, ValueError) as exc:
         return [], [f"any vector: {exc}"]
     start = int(record["start"])
+    judged = {pair_fingerprint(p) for p in judge_pairs}
     overlaps, unchecked = [], []
     for vec, lab in zip(vectors, labels, strict=True):
-        if vec.behavior not in (behavior, "unknown"):
-            continue  # fitted on another behavior's pairs: none of the judge's
-        vec_seed = vec.provenance.hyperparameters.get("seed", 0)
-        mine = vector_train_pairs(vec, data_for(vec_seed if isinstance(vec_seed, int) else 0))
-        if mine is None:
-            unchecked.append(
-                f"{lab}: its provenance does not say which train pairs it was fitted on"
-            )
-            continue
-        shared = pair_overlap([p.matching for p in judge_pairs],
-                              [p.not_matching for p in judge_pairs],
-                              [p.question for p in judge_pairs], mine)  # fmt: skip
-        if shared:
+        prints = vector_fingerprints(vec)
+        if prints is not None:  # the fingerprints of every pair it saw: any pairs, any order
+            n_mine, n_shared = len(prints), len(judged & prints)
+        elif not _behaviors_of(vec.provenance.to_dict()) & {behavior, "unknown"}:
+            continue  # fitted on other behaviors' pairs: none of the judge's
+        else:
+            vec_seed = vec.provenance.hyperparameters.get("seed", 0)
+            mine = vector_train_pairs(vec, data_for(vec_seed if isinstance(vec_seed, int) else 0))
+            if mine is None:
+                unchecked.append(f"{lab}: its provenance does not say which pairs it was fitted on")
+                continue
+            n_mine = len(mine)
+            n_shared = len(pair_overlap([p.matching for p in judge_pairs],
+                                        [p.not_matching for p in judge_pairs],
+                                        [p.question for p in judge_pairs], mine))  # fmt: skip
+        if n_shared:
             overlaps.append(
-                f"{lab} was fitted on {len(mine)} {behavior} train pairs, {len(shared)} of "
-                f"the judge's {len(judge_pairs)} among them (the judge uses train pairs "
+                f"{lab} was fitted on {n_mine} pairs, {n_shared} of the judge's "
+                f"{len(judge_pairs)} among them (the judge uses {behavior} train pairs "
                 f"{start}..{int(record['stop']) - 1}; fit vectors on at most the first {start})"
             )
     return overlaps, unchecked
+
+
+def vector_fingerprints(vec: SteeringVector) -> frozenset[str] | None:
+    """The fingerprints of the pairs ``vec`` was fitted on, from its provenance
+    (:data:`~steerlab.data.pairs.FINGERPRINTS_KEY`); a sum or difference of vectors has the
+    union of its parts'. None when it (or one of its parts) does not record them."""
+    return _fingerprints_of(vec.provenance.to_dict())
+
+
+def _behaviors_of(provenance: Mapping[str, Any]) -> set[str]:
+    """The behaviors of a vector's parts (one, unless it is a sum or difference)."""
+    hp = provenance.get("hyperparameters") or {}
+    if provenance.get("method") == "combination" and "left" in hp and "right" in hp:
+        return _behaviors_of(hp["left"]) | _behaviors_of(hp["right"])
+    return {str(provenance.get("behavior", "unknown"))}
+
+
+def _fingerprints_of(provenance: Mapping[str, Any]) -> frozenset[str] | None:
+    hp = provenance.get("hyperparameters") or {}
+    if provenance.get("method") == "combination" and "left" in hp and "right" in hp:
+        left, right = _fingerprints_of(hp["left"]), _fingerprints_of(hp["right"])
+        return None if left is None or right is None else left | right
+    return read_fingerprints(hp.get(FINGERPRINTS_KEY))
 
 
 def judge_pair_notes(

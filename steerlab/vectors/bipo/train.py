@@ -16,6 +16,7 @@ from typing import Any
 
 from steerlab.activations.packed import build_cache, low_precision_weights
 from steerlab.data.convert import behavior_of
+from steerlab.data.pairs import fingerprint_record
 from steerlab.errors import ConfigError, EmptyInputError
 from steerlab.models.model import SteerlabModel
 from steerlab.models.sites import HookSite
@@ -190,6 +191,10 @@ def fit_bipo_run(
             log_file.close()
     run.steps, run.epochs, run.best_epoch = trainer.steps, trainer.epochs, trainer.best_epoch
     run.vector = trainer.to_vector(str(behavior), str(getattr(pairs, "content_hash", "")))
+    # the training and validation pairs, checked later against a classifier judge's
+    run.vector = run.vector.with_hyperparameters(
+        **fingerprint_record([*pair_list, *(val_pairs or [])])
+    )
     run.seconds = time.perf_counter() - t0
     if out:
         run.vector.save(out / "vector.safetensors")
