@@ -272,6 +272,10 @@ def test_any_pairs_are_checked_by_their_fingerprints(power, tiny_model, tmp_path
                          val_pairs=[judge_pairs[3]])  # fmt: skip
     ab = SteeringVector.load(ab.save(tmp_path / "ab.safetensors"))
     assert vector_fingerprints(ab) == read_fingerprints(pair_fingerprints(mixed))
+    from steerlab.vectors.gguf import load_gguf, save_gguf
+
+    save_gguf(ab, tmp_path / "ab.gguf")  # the provenance travels in the GGUF's metadata
+    assert vector_fingerprints(load_gguf(tmp_path / "ab.gguf")) == vector_fingerprints(ab)
     assert len(vector_fingerprints(ab)) == 32 and len(vector_fingerprints(bipo)) == 7
     vecs = [ab, pca, bipo, pca + bipo, pca - pca, pca + vector(), vector(n_train=5) * 2.0]
     labels = ["ab", "pca", "bipo", "sum", "diff", "part unknown", "scaled"]
