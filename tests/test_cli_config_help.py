@@ -36,3 +36,14 @@ def test_multi_line_entries_are_joined_and_stop_at_the_next_field():
 def test_sweep_help_shows_the_continuation():
     out = CliRunner().invoke(app, ["sweep", "--help"], env={"COLUMNS": "250"}).output
     assert "equal relative strength" in " ".join(out.split())
+
+
+def test_printed_tables_are_wide_in_logs(monkeypatch, capsys):
+    """Written to a file or a pipe, the console is LOG_WIDTH wide (rich alone takes 80 and
+    folds every label); COLUMNS still wins."""
+    from steerlab.cli import _common
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert _common.console().width == _common.LOG_WIDTH  # pytest's captured stdout: a pipe
+    monkeypatch.setenv("COLUMNS", "93")
+    assert _common.console(stderr=True).width == 93

@@ -134,11 +134,22 @@ def new_app(help: str, **kwargs: Any) -> typer.Typer:
     return typer.Typer(cls=CliGroup, help=help, **kwargs)
 
 
+#: Columns of the printed tables when the output is a file or a pipe and COLUMNS is not
+#: set (rich would take 80 and fold every vector label and CI in logs).
+LOG_WIDTH = 120
+
+
 def console(stderr: bool = False) -> Any:
-    """A rich console (stdout by default)."""
+    """A rich console (stdout by default); :data:`LOG_WIDTH` wide when writing to a file or
+    a pipe without COLUMNS set, else as wide as the terminal (or COLUMNS)."""
+    import os
+    import sys
+
     from rich.console import Console
 
-    return Console(stderr=stderr)
+    stream = sys.stderr if stderr else sys.stdout
+    piped = not (getattr(stream, "isatty", lambda: False)() or os.environ.get("COLUMNS"))
+    return Console(stderr=stderr, width=LOG_WIDTH if piped else None)
 
 
 # --- parsing --------------------------------------------------------------------------------
