@@ -192,6 +192,14 @@ def test_judged_changes_pair_each_question_and_carry_the_kl():
     assert few["kl"].isna().all()
     (line,) = judged_findings(few, 5)
     assert "too few for these CIs to hold" in line and "rises" not in line
+    lost = few.copy()
+    lost.loc[lost["strength"] == 0.1, ["n", "change", "change_low", "change_high"]] = [
+        0,
+        np.nan,
+        np.nan,
+        np.nan,
+    ]
+    assert "caa no paired change (n = 0)" in judged_findings(lost, 5)[0]
     flat = judged_findings(judged_changes(_answers(30, 0.0), comp), 30)
     assert "no clear change (CI includes 0)" in flat[0]
 

@@ -86,8 +86,8 @@ def judged_findings(table: pd.DataFrame, n_questions: int) -> list[str]:
     parts = []
     for r in rows.itertuples(index=False):
         kl = "" if r.kl != r.kl else f", KL {r.kl:.3f}"
-        if r.n == 0:
-            parts.append(f"{r.method} no scored answer{kl}")
+        if r.n == 0 or r.change != r.change:  # nothing scored here, or at strength 0
+            parts.append(f"{r.method} no paired change (n = {r.n}{kl})")
         elif r.n < MIN_ITEMS:
             parts.append(f"{r.method} {r.change:+.2f} [{r.change_low:+.2f}, "
                          f"{r.change_high:+.2f}] (n = {r.n}{kl})")  # fmt: skip
