@@ -258,7 +258,11 @@ def test_any_pairs_are_checked_by_their_fingerprints(power, tiny_model, tmp_path
     """Vectors record the fingerprints of every pair they saw, so a judge's pairs are found
     in any list, in any order, from any fitter, after a save, and in sums of vectors;
     a part that records none makes the sum unchecked."""
-    from steerlab.data.pairs import FINGERPRINTS_KEY, pair_fingerprints, read_fingerprints
+    from steerlab.data.fingerprints import (
+        FINGERPRINTS_KEY,
+        pair_fingerprints,
+        read_fingerprints,
+    )
     from steerlab.evaluation.judges.judge_pairs import vector_fingerprints
 
     data, split, record = power

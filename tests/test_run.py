@@ -200,6 +200,8 @@ def test_judged_changes_pair_each_question_and_carry_the_kl():
         np.nan,
     ]
     assert "caa no paired change (n = 0)" in judged_findings(lost, 5)[0]
+    gone = judged_table(lost)[lambda t: t["strength"] == 0.1]
+    assert set(gone["judge score [95% CI]"]) == {"-"} and set(gone["change vs strength 0"]) == {"-"}
     flat = judged_findings(judged_changes(_answers(30, 0.0), comp), 30)
     assert "no clear change (CI includes 0)" in flat[0]
 
@@ -214,3 +216,5 @@ def test_multiplier_curves_plot_strengths():
     fig = multiplier_curves(frame, "judge_score", x="strength")
     assert list(fig.data[0].x) == [0.0, 0.1, 0.3] and list(fig.data[0].y) == [2.0, 2.5, 3.0]
     assert "strength" in fig.layout.xaxis.title.text
+    with pytest.raises(ConfigError, match="x='strength' is not a column"):
+        multiplier_curves(frame.drop(columns=["strength"]), "judge_score", x="strength")

@@ -43,7 +43,8 @@ def fit_and_save(
     split; save ``{method}_{behavior}_L{layer}.safetensors`` per layer and
     ``{method}_{behavior}_summary.json`` under ``out``. Returns the summary."""
     from steerlab.data import load_pairs
-    from steerlab.data.pairs import FINGERPRINTS_KEY, training_record
+    from steerlab.data.fingerprints import FINGERPRINTS_KEY
+    from steerlab.data.pairs import training_record
     from steerlab.vectors import SteeringVector, fit
 
     t0 = time.perf_counter()

@@ -322,54 +322,12 @@ def training_record(train: Any) -> dict[str, Any]:
     """What a vector records about the pairs it was fitted on, ``train`` being the first
     ``len(train)`` train pairs of a behavior (``BehaviorData.split(n_train).train``):
     ``n_train``, ``split``, ``train_hash`` and the pairs' fingerprints
-    (:func:`pair_fingerprints`), so that a classifier judge's pairs can be checked
-    against them later."""
+    (:func:`~steerlab.data.fingerprints.pair_fingerprints`), so that a classifier judge's
+    pairs can be checked against them later."""
+    from steerlab.data.fingerprints import fingerprint_record  # it reads this module's pairs
+
     return {"n_train": len(train), "split": "train", "train_hash": content_hash(train),
             **fingerprint_record(train)}  # fmt: skip
-
-
-#: Hex digits of one pair's fingerprint: 48 bits, so a chance match between a judge's
-#: 160 pairs and a vector's 642 has a probability near 4e-10.
-FINGERPRINT_HEX = 12
-#: The hyperparameter under which a vector records the fingerprints of its pairs.
-FINGERPRINTS_KEY = "pair_fingerprints"
-
-
-def pair_fingerprint(pair: Any) -> str:
-    """A short hash of one preference pair's ``(question, matching, not_matching)`` (an
-    A/B item: of the pair it was made from; a tuple: read as those three)."""
-    if hasattr(pair, "to_pair"):
-        pair = pair.to_pair()
-    elif isinstance(pair, tuple):
-        pair = PreferencePair(*pair)
-    text = "\x1f".join((pair.question, pair.matching, pair.not_matching))
-    return hashlib.sha256(text.encode()).hexdigest()[:FINGERPRINT_HEX]
-
-
-def pair_fingerprints(items: Any) -> str:
-    """The sorted, de-duplicated :func:`pair_fingerprint` of every item, concatenated: what
-    a vector records of the pairs it saw, so that any other set of pairs (a classifier
-    judge's) can be checked against them without the data or the order they came in
-    (:func:`read_fingerprints` splits it again)."""
-    return "".join(sorted({pair_fingerprint(p) for p in items}))
-
-
-def fingerprint_record(items: Any) -> dict[str, str]:
-    """``{FINGERPRINTS_KEY: pair_fingerprints(items)}``, or ``{}`` for items that are not
-    preference pairs, A/B items or (question, matching, not_matching) tuples."""
-    try:
-        return {FINGERPRINTS_KEY: pair_fingerprints(items)}
-    except (AttributeError, TypeError):
-        return {}
-
-
-def read_fingerprints(text: Any) -> frozenset[str] | None:
-    """The set of fingerprints in a :func:`pair_fingerprints` string; None when ``text``
-    is not one (missing, not a string, or not whole fingerprints of hex digits)."""
-    n = FINGERPRINT_HEX
-    if not isinstance(text, str) or len(text) % n or any(c not in "0123456789abcdef" for c in text):
-        return None
-    return frozenset(text[i : i + n] for i in range(0, len(text), n))
 
 
 def content_hash(items: Any) -> str:

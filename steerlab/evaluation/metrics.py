@@ -50,26 +50,24 @@ class Metric:
 
 
 METRICS: Registry[Metric] = Registry("metric")
-for _name, _data, _primary, _fast, _plain, _what in (
-    ("margin", "pairs", "margin", likelihood_margin_fast, likelihood_margin,
-     "likelihood margin log p(matching) - log p(not matching) of held-out pairs"),
-    ("ab", "ab", "p_matching", ab_probability_fast, ab_probability,
-     "P(matching letter) of held-out A/B items"),
-):  # fmt: skip
-    # The named metric runs the fast path (cached lower residuals, packed pairs / the
-    # answer position only; it falls back to the plain one where it does not apply), whose
-    # numbers equal the plain path's (tests check both on the tiny and the embedded model).
-    METRICS.register(_name, Metric(_name, _data, _primary, _fast, f"{_what} (fast path)"))
-    METRICS.register(
-        f"{_name}_plain",
-        Metric(f"{_name}_plain", _data, _primary, _plain, f"{_what} (plain path: each "
-               "sequence in full through the hooks; the reference for the fast one)"),
-    )  # fmt: skip
-    METRICS.register(
-        f"{_name}_fast",
-        Metric(f"{_name}_fast", _data, _primary, _fast, f"the '{_name}' metric (an older name)"),
-    )
-del _name, _data, _primary, _fast, _plain, _what
+
+
+def _register(name: str, data: str, primary: str, fast: Any, plain: Any, what: str) -> None:
+    """``name`` runs the fast path (cached lower residuals; it falls back to the plain one
+    where it does not apply), whose numbers equal the plain path's (tests check both on
+    the tiny and the embedded model); ``{name}_plain`` the plain path; ``{name}_fast`` is
+    the older name of ``name``."""
+    METRICS.register(name, Metric(name, data, primary, fast, f"{what} (fast path)"))
+    plain_what = f"{what} (plain path: each sequence in full through the hooks)"
+    METRICS.register(f"{name}_plain", Metric(f"{name}_plain", data, primary, plain, plain_what))
+    older = f"the '{name}' metric (an older name)"
+    METRICS.register(f"{name}_fast", Metric(f"{name}_fast", data, primary, fast, older))
+
+
+_register("margin", "pairs", "margin", likelihood_margin_fast, likelihood_margin,
+          "likelihood margin log p(matching) - log p(not matching) of held-out pairs")  # fmt: skip
+_register("ab", "ab", "p_matching", ab_probability_fast, ab_probability,
+          "P(matching letter) of held-out A/B items")  # fmt: skip
 
 
 def primary_metric(name: str) -> str:

@@ -61,9 +61,11 @@ def judged_table(table: pd.DataFrame) -> pd.DataFrame:
             "strength": r.strength,
             "multiplier": r.multiplier,
             "n": r.n,
-            "judge score [95% CI]": fmt_ci(r.mean, r.low, r.high, "{:.2f}"),
+            "judge score [95% CI]": fmt_ci(r.mean, r.low, r.high, "{:.2f}") if r.n else "-",
             "change vs strength 0": (
-                "-" if r.strength == 0 else fmt_ci(r.change, r.change_low, r.change_high)
+                "-"
+                if r.strength == 0 or r.change != r.change  # nothing scored here or at 0
+                else fmt_ci(r.change, r.change_low, r.change_high)
             ),
             "KL": r.kl,
         }
@@ -76,7 +78,7 @@ def judged_findings(table: pd.DataFrame, n_questions: int) -> list[str]:
     """One line: each method's judge-score change at the middle positive strength of the
     grid, with its CI and KL (no method is named best: a handful of questions, one seed)."""
     from steerlab.analysis.effects import describe_change
-    from steerlab.analysis.matched import MIN_ITEMS
+    from steerlab.analysis.matched import MIN_ITEMS, fmt_ci
 
     positive = sorted({float(s) for s in table["strength"] if s > 0})
     if not positive:
@@ -89,8 +91,8 @@ def judged_findings(table: pd.DataFrame, n_questions: int) -> list[str]:
         if r.n == 0 or r.change != r.change:  # nothing scored here, or at strength 0
             parts.append(f"{r.method} no paired change (n = {r.n}{kl})")
         elif r.n < MIN_ITEMS:
-            parts.append(f"{r.method} {r.change:+.2f} [{r.change_low:+.2f}, "
-                         f"{r.change_high:+.2f}] (n = {r.n}{kl})")  # fmt: skip
+            ci = fmt_ci(r.change, r.change_low, r.change_high)
+            parts.append(f"{r.method} {ci} (n = {r.n}{kl})")
         else:
             parts.append(f"{r.method} {describe_change(r.change, r.change_low, r.change_high, r.n)}"
                          f"{kl}")  # fmt: skip

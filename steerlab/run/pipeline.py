@@ -79,11 +79,10 @@ class RunResult:
     judged: pd.DataFrame | None = None  # run.matched.judged_changes (None: no answers)
 
     def effects(self, evaluation: str | None = None) -> pd.DataFrame:
-        """Effect sizes (slope, delta...) of the primary metric of each evaluation."""
-        primary = {"margin": "margin", "ab": "p_matching", "judge": "judge_score"}
+        """Effect sizes (slope, delta...) over the raw multipliers of the primary metric of
+        each judge-free evaluation (the judged answers are at strengths: ``judged``)."""
+        primary = {"margin": "margin", "ab": "p_matching"}
         raw = self.results
-        if "strength" in raw.columns:  # rows at matched strengths: see ``judged``
-            raw = raw[raw["strength"].isna()]
         frames = []
         for ev, metric in primary.items():
             if evaluation not in (None, ev):
@@ -333,7 +332,7 @@ def _findings(result: RunResult) -> str:
         "- Raw multipliers (vectors of different lengths: what each vector does at its own "
         "scale, not a ranking):"
     )
-    names = {"margin": "likelihood margin", "ab": "P(matching letter)", "judge": "judge score"}
+    names = {"margin": "likelihood margin", "ab": "P(matching letter)"}
     for ev, g in eff.groupby("evaluation", sort=False):
         parts = [
             f"{r.method} {r.at_min:.3g} / {r.at_zero:.3g} / {r.at_max:.3g} (slope {r.slope:.3g})"

@@ -19,7 +19,7 @@ from steerlab._registry import Registry
 from steerlab.activations.collect import collect
 from steerlab.activations.stored import ContrastiveActivations
 from steerlab.data.convert import as_ab_items, as_pairs, behavior_of
-from steerlab.data.pairs import fingerprint_record
+from steerlab.data.fingerprints import fingerprint_record
 from steerlab.errors import ConfigError, EmptyInputError
 from steerlab.models.sites import HookSite
 from steerlab.vectors.vector import Provenance, SteeringVector

@@ -96,6 +96,8 @@ def multiplier_curves(
     whose items differ a lot (the likelihood margin).
     """
     sub = _pick(frame, metric)
+    if x not in sub.columns:
+        raise ConfigError(f"x={x!r} is not a column of this frame; it has {list(sub.columns)}.")
     fig = go.Figure()
     for i, name in enumerate(dict.fromkeys(sub[by])):
         g = sub[sub[by] == name].sort_values(x)

@@ -17,13 +17,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from steerlab.data.behaviors import load_pairs
-from steerlab.data.pairs import (
-    FINGERPRINTS_KEY,
-    BehaviorData,
-    content_hash,
-    pair_fingerprint,
-    read_fingerprints,
-)
+from steerlab.data.fingerprints import FINGERPRINTS_KEY, pair_fingerprint, read_fingerprints
+from steerlab.data.pairs import BehaviorData, content_hash
 from steerlab.errors import ConfigError, DataFormatError
 from steerlab.vectors.vector import SteeringVector
 
@@ -162,25 +157,31 @@ def judge_overlaps(
 
 def vector_fingerprints(vec: SteeringVector) -> frozenset[str] | None:
     """The fingerprints of the pairs ``vec`` was fitted on, from its provenance
-    (:data:`~steerlab.data.pairs.FINGERPRINTS_KEY`); a sum or difference of vectors has the
+    (:data:`~steerlab.data.fingerprints.FINGERPRINTS_KEY`); a sum or difference of vectors has the
     union of its parts'. None when it (or one of its parts) does not record them."""
     return _fingerprints_of(vec.provenance.to_dict())
 
 
-def _behaviors_of(provenance: Mapping[str, Any]) -> set[str]:
-    """The behaviors of a vector's parts (one, unless it is a sum or difference)."""
+def _parts(provenance: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The provenances of a vector's fitted parts: its own, or for a sum or difference of
+    vectors (``method='combination'``) those of the vectors it was made from."""
     hp = provenance.get("hyperparameters") or {}
     if provenance.get("method") == "combination" and "left" in hp and "right" in hp:
-        return _behaviors_of(hp["left"]) | _behaviors_of(hp["right"])
-    return {str(provenance.get("behavior", "unknown"))}
+        return [*_parts(hp["left"]), *_parts(hp["right"])]
+    return [provenance]
+
+
+def _behaviors_of(provenance: Mapping[str, Any]) -> set[str]:
+    """The behaviors of a vector's parts (one, unless it is a sum or difference)."""
+    return {str(p.get("behavior", "unknown")) for p in _parts(provenance)}
 
 
 def _fingerprints_of(provenance: Mapping[str, Any]) -> frozenset[str] | None:
-    hp = provenance.get("hyperparameters") or {}
-    if provenance.get("method") == "combination" and "left" in hp and "right" in hp:
-        left, right = _fingerprints_of(hp["left"]), _fingerprints_of(hp["right"])
-        return None if left is None or right is None else left | right
-    return read_fingerprints(hp.get(FINGERPRINTS_KEY))
+    sets = [read_fingerprints((p.get("hyperparameters") or {}).get(FINGERPRINTS_KEY))
+            for p in _parts(provenance)]  # fmt: skip
+    if any(s is None for s in sets):
+        return None
+    return frozenset().union(*(s for s in sets if s is not None))
 
 
 def judge_pair_notes(

@@ -16,7 +16,7 @@ from typing import Any
 
 from steerlab.activations.packed import build_cache, low_precision_weights
 from steerlab.data.convert import behavior_of
-from steerlab.data.pairs import fingerprint_record
+from steerlab.data.fingerprints import fingerprint_record
 from steerlab.errors import ConfigError, EmptyInputError
 from steerlab.models.model import SteerlabModel
 from steerlab.models.sites import HookSite
