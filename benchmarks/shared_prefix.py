@@ -9,6 +9,12 @@ prefix is shared within each sign), the fast likelihood margin and the fast KL d
 largest difference of the results (losses, margins, KL) between the two.
 
     python benchmarks/shared_prefix.py --out benchmarks/results/shared_prefix.json
+
+``--toggle onednn`` runs the same A/B for the CPU fp32 matmul backend instead
+(:func:`steerlab.utils.gemm.use_onednn`: oneDNN "on", torch's BLAS "off"; the shared
+prefix stays on in both):
+
+    python benchmarks/shared_prefix.py --toggle onednn --out benchmarks/results/onednn.json
 """
 
 import argparse
@@ -27,6 +33,7 @@ import steerlab.vectors.bipo.trainer as trainer_mod
 from steerlab.activations.packed import build_cache, use_shared_prefix
 from steerlab.data import load_pairs
 from steerlab.data.neutral import load_neutral_set
+from steerlab.utils.gemm import use_onednn
 from steerlab.vectors.bipo import BiPOConfig
 from steerlab.vectors.bipo.config import RePSConfig
 from steerlab.vectors.bipo.reps import RePSTrainer
@@ -43,8 +50,10 @@ def main() -> None:
     ap.add_argument("--n-neutral", type=int, default=32, help="prompts of the KL damage")
     ap.add_argument("--layer", type=int, default=14)
     ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--toggle", choices=("shared-prefix", "onednn"), default="shared-prefix")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    toggle = use_shared_prefix if args.toggle == "shared-prefix" else use_onednn
     started = uptime()
     torch.manual_seed(0)
     model = sl.load_model(args.model)
@@ -93,14 +102,14 @@ def main() -> None:
     }
     for fn in work.values():  # warm-up, both variants
         for on in (False, True):
-            with use_shared_prefix(on):
+            with toggle(on):
                 fn()
     times: dict = {k: {"off": [], "on": []} for k in work}
     results: dict = {k: {} for k in work}
     for _ in range(args.rounds):
         for name, fn in work.items():
             for label, on in (("off", False), ("on", True)):
-                with use_shared_prefix(on):
+                with toggle(on):
                     t = time.perf_counter()
                     results[name][label] = fn()
                     times[name][label].append(time.perf_counter() - t)

@@ -18,7 +18,6 @@ from typing import Any
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
@@ -49,6 +48,7 @@ from steerlab.evaluation.strengths import evaluate_conditions
 from steerlab.models.chat import EncodedText
 from steerlab.models.model import SteerlabModel
 from steerlab.steering.steer import Steering
+from steerlab.utils.gemm import linear
 from steerlab.utils.progress import progress_bar
 from steerlab.vectors.vector import SteeringVector
 
@@ -70,7 +70,7 @@ def _letters(
     """(logit of A, logit of B, logsumexp of all logits) at each read position."""
     lin = unembed_linear(model)
     assert lin is not None  # fast_path_applies() checked it
-    logits = F.linear(hidden, lin.weight, lin.bias).float()
+    logits = linear(hidden, lin.weight, lin.bias).float()
     return torch.stack([logits[:, lid.a], logits[:, lid.b], logits.logsumexp(-1)], 1).cpu()
 
 

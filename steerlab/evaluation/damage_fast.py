@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
@@ -42,6 +41,7 @@ from steerlab.evaluation.multipliers import VectorsArg, conditions
 from steerlab.models.chat import EncodedText
 from steerlab.models.model import SteerlabModel
 from steerlab.steering.steer import Steering
+from steerlab.utils.gemm import linear
 from steerlab.utils.progress import progress_bar
 from steerlab.vectors.vector import SteeringVector
 
@@ -87,7 +87,7 @@ def plain_batch(encoded: Sequence[EncodedText], pad_id: int) -> PackedBatch:
 def _logprobs(model: SteerlabModel, hidden: Float[Tensor, "n d"]) -> Float[Tensor, "n vocab"]:
     lin = unembed_linear(model)
     assert lin is not None  # fast_kl_applies() checked it
-    return F.linear(hidden, lin.weight, lin.bias).float().log_softmax(-1)
+    return linear(hidden, lin.weight, lin.bias).float().log_softmax(-1)
 
 
 def _full_hidden(model: SteerlabModel, batch: PackedBatch) -> Float[Tensor, "n d"]:

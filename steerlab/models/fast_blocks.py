@@ -38,6 +38,7 @@ from torch import Tensor
 
 from steerlab.errors import ConfigError
 from steerlab.models.model import SteerlabModel
+from steerlab.utils.gemm import linear
 
 #: Hugging Face ``model_type`` values whose decoder blocks :class:`FastBlocks` computes.
 SUPPORTED = ("llama", "mistral", "qwen2")
@@ -84,7 +85,7 @@ def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 
 
 def _lin(x: Tensor, lin: torch.nn.Linear) -> Tensor:
-    return F.linear(x, lin.weight, lin.bias)
+    return linear(x, lin.weight, lin.bias)
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,0 +1,136 @@
+"""fp32 linear maps through oneDNN on CPUs where torch's BLAS runs its slow kernels.
+
+PyTorch's x86 CPU wheels run fp32 matmuls (``F.linear``, ``torch.mm``) through MKL, and
+MKL takes its AVX2 kernels on AMD CPUs even where they have AVX-512. On this project's
+machine (AMD EPYC, Zen 5, 2 cores) that is 210-235 GFLOP/s, while the oneDNN library in the
+same wheel (``torch.ops.mkldnn._linear_pointwise``, which dispatches on the CPU's
+instruction sets, not its vendor) runs the same fp32 products at 470-500 GFLOP/s: the
+decoder blocks' shapes ([420, 576] x [576, 1536] and back) and square 2048 alike, the
+transposed weight of the backward as fast as the plain one, and a [200, 576] x [576,
+49152] unembedding at 330-420 against 176-213. Both are fp32 products (max error against
+float64 ~5e-6 vs ~2e-6 on these shapes; not a bf16 shortcut).
+
+:func:`linear` is ``F.linear`` with a oneDNN forward and backward where
+:func:`onednn_applies` holds (CPU, fp32 tensors, no autocast, oneDNN built in, this
+module on), and ``F.linear`` itself elsewhere (GPUs, bf16, autocast). Which CPUs get it
+is :func:`default_backend`: ``STEERLAB_CPU_GEMM=onednn`` or ``blas`` decides; otherwise
+(``auto``) AMD x86 CPUs do, others keep the BLAS, whose kernels are vendor-tuned on
+Intel's CPUs. :func:`use_onednn` overrides it for a block of code (A/B runs, parity tests).
+The fast paths' hook-free blocks, their log-prob heads and the fast metrics' heads call it;
+the bridge's own forward (generation, hooks) keeps torch's modules. It changes speed
+only; values move within fp32 rounding (tests compare both backends).
+"""
+
+import os
+import platform
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from functools import cache
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from steerlab.errors import ConfigError
+
+#: ``STEERLAB_CPU_GEMM`` values.
+BACKENDS = ("auto", "onednn", "blas")
+
+_override: ContextVar[bool | None] = ContextVar("steerlab_onednn", default=None)
+
+
+def _cpu_vendor() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def _has_onednn() -> bool:
+    return bool(torch.backends.mkldnn.is_available()) and hasattr(
+        torch.ops.mkldnn, "_linear_pointwise"
+    )
+
+
+@cache
+def default_backend() -> str:
+    """``"onednn"`` or ``"blas"``: what :func:`linear` uses on CPU fp32 tensors unless
+    :func:`use_onednn` says otherwise (``STEERLAB_CPU_GEMM``, else by the CPU's vendor)."""
+    choice = os.environ.get("STEERLAB_CPU_GEMM", "auto").strip().lower() or "auto"
+    if choice not in BACKENDS:
+        raise ConfigError(f"STEERLAB_CPU_GEMM={choice!r}: choose one of {', '.join(BACKENDS)}")
+    if choice == "auto":
+        amd = platform.machine().lower() in ("x86_64", "amd64") and _cpu_vendor() == "AuthenticAMD"
+        choice = "onednn" if amd else "blas"
+    return choice if _has_onednn() else "blas"
+
+
+@contextmanager
+def use_onednn(enabled: bool) -> Iterator[None]:
+    """Meanwhile, run CPU fp32 linear maps through oneDNN (True) or torch's BLAS
+    (False), whatever :func:`default_backend` says."""
+    if enabled and not _has_onednn():
+        raise ConfigError("this torch build has no oneDNN (torch.backends.mkldnn)")
+    token = _override.set(enabled)
+    try:
+        yield
+    finally:
+        _override.reset(token)
+
+
+def onednn_applies(x: Tensor, weight: Tensor) -> bool:
+    """Whether :func:`linear` takes oneDNN for these tensors."""
+    on = _override.get()
+    if on is None:
+        on = default_backend() == "onednn"
+    return (
+        on
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and not torch.is_autocast_enabled("cpu")
+    )
+
+
+def _onednn(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+class _Linear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _onednn(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        x, weight = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad
+        grad_x = _onednn(grad, weight.t()) if need_x else None
+        grad_w = grad_b = None
+        if need_w or (need_b and ctx.has_bias):
+            g2 = grad.reshape(-1, grad.shape[-1])
+            if need_w:  # [out, n] x [n, in] as a linear map of g2.T by the weight x2.T
+                grad_w = _onednn(g2.t(), x.reshape(-1, x.shape[-1]).t())
+            grad_b = g2.sum(0) if need_b and ctx.has_bias else None
+        return grad_x, grad_w, grad_b
+
+
+def matmul_t(x: Tensor, weight: Tensor) -> Tensor:
+    """``x @ weight.T`` for 2-D tensors outside autograd (inside a custom backward or a
+    no-grad forward), through oneDNN where :func:`onednn_applies`."""
+    return _onednn(x, weight) if onednn_applies(x, weight) else torch.mm(x, weight.t())
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``F.linear(x, weight, bias)``, through oneDNN where :func:`onednn_applies`."""
+    if onednn_applies(x, weight):
+        return _Linear.apply(x, weight, bias)
+    return F.linear(x, weight, bias)
