@@ -3,8 +3,9 @@
 Prints JSON (and writes it with ``--out``): seconds per epoch of the fast trainer in fp32
 and under bf16 autocast (the median of ``--epochs`` epochs of one run, each epoch listed),
 each against a FLOP floor for this machine (matmul FLOPs at the machine's best
-square-matmul rate in that precision; for fp32 the faster of two rates taken just before
-and just after the fp32 run, as the rate drifts on a shared host); two baselines timed on the same
+square-matmul rate in that precision, over torch's matmul and, on CPUs, oneDNN's; for
+fp32 the fastest of the rates taken just before and just after the fp32 run, as the
+rate drifts on a shared host); two baselines timed on the same
 pairs over ``--baseline-steps`` steps and extrapolated to an epoch: the test suite's
 one-by-one plain code and a reference-style batched one (the step's chosen and rejected
 responses in one padded forward with the vector, one without for the reference,
@@ -30,6 +31,7 @@ import torch
 from _report import emit, uptime
 
 import steerlab as sl
+import steerlab.utils.gemm as gemm
 from steerlab.activations.packed import pack_pairs
 from steerlab.data import load_pairs
 from steerlab.models.fast_blocks import FastBlocks, _Grid, fast_blocks
@@ -91,22 +93,31 @@ def git_commit() -> str:
 
 def matmul_gflops(
     device: torch.device, n: int = 1536, reps: int = 5, trials: int = 5, dtype=torch.float32
-) -> float:
-    """Best of ``trials`` square-matmul rates in ``dtype``: what this machine can do at most."""
+) -> dict[str, float]:
+    """Best of ``trials`` square-matmul rates in ``dtype`` per backend: torch's matmul
+    and, on CPUs with oneDNN, oneDNN's (``steerlab.utils.gemm``: on AMD CPUs torch's BLAS
+    runs at less than half the rate oneDNN reaches). The floor takes the fastest: what
+    this machine can do at most."""
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    a @ b
-    best = 0.0
-    for _ in range(trials):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        for _ in range(reps):
-            a @ b
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = max(best, 2 * n**3 * reps / (time.perf_counter() - t) / 1e9)
-    return best
+    backends = {"torch_matmul": lambda: a @ b}
+    if device.type == "cpu" and torch.backends.mkldnn.is_available():
+        backends["onednn"] = lambda: gemm.onednn_linear(a, b)  # a @ b.T, the same FLOPs
+    rates = {}
+    for name, fn in backends.items():
+        fn()
+        best = 0.0
+        for _ in range(trials):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            for _ in range(reps):
+                fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            best = max(best, 2 * n**3 * reps / (time.perf_counter() - t) / 1e9)
+        rates[name] = best
+    return rates
 
 
 def fast_flops(model, pairs, layer, cfg, reference_forward: bool = False) -> float:
@@ -327,7 +338,7 @@ def main() -> None:
         ("bf16", torch.bfloat16, True, "fast_bf16_autocast", None),
     ):
         rates = rates or [matmul_gflops(model.device, dtype=dtype)]
-        gflops = max(rates)
+        gflops = max(r for measured in rates for r in measured.values())
         flops = fast_flops(model, pairs, args.layer, cfg, reference_forward=ref)
         floor = flops / 1e9 / gflops
         floors[label] = {

@@ -28,6 +28,7 @@ from torch import Tensor
 from steerlab.errors import ConfigError, EmptyInputError, ModelLoadError, TrainingError
 from steerlab.models.chat import EncodedText
 from steerlab.models.model import SteerlabModel
+from steerlab.utils.gemm import route_linears
 
 #: Attention and MLP projections of Llama-style models (the paper's DPO-LoRA used q, v).
 DEFAULT_TARGET_MODULES = ("q_proj", "v_proj")
@@ -77,6 +78,7 @@ def plain_hf_copy(model: SteerlabModel) -> Any:
         )
     fresh.load_state_dict({k: state[k] for k in wanted})  # copies into fresh tensors
     fresh.to(model.device)
+    route_linears(fresh)  # the same matmul backend as the model (steerlab.utils.gemm)
     return fresh
 
 

@@ -16,9 +16,10 @@ module on), and ``F.linear`` itself elsewhere (GPUs, bf16, autocast). Which CPUs
 is :func:`default_backend`: ``STEERLAB_CPU_GEMM=onednn`` or ``blas`` decides; otherwise
 (``auto``) AMD x86 CPUs do, others keep the BLAS, whose kernels are vendor-tuned on
 Intel's CPUs. :func:`use_onednn` overrides it for a block of code (A/B runs, parity tests).
-The fast paths' hook-free blocks, their log-prob heads and the fast metrics' heads call it;
-the bridge's own forward (generation, hooks) keeps torch's modules. It changes speed
-only; values move within fp32 rounding (tests compare both backends).
+The fast paths' hook-free blocks, their log-prob heads and the fast metrics' heads call it,
+and :func:`route_linears` points a model's ``nn.Linear`` modules at it (``load_model``
+does so for CPU models), so the bridge's forward and generation take it too. It changes
+speed only; values move within fp32 rounding (tests compare both backends).
 """
 
 import os
@@ -26,7 +27,7 @@ import platform
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from functools import cache
+from functools import cache, partial
 from typing import Any
 
 import torch
@@ -98,7 +99,9 @@ def onednn_applies(x: Tensor, weight: Tensor) -> bool:
     )
 
 
-def _onednn(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+def onednn_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``x @ weight.T + bias`` by oneDNN directly, whatever the backend setting (fp32 or
+    bf16 CPU tensors; no autograd)."""
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 
@@ -107,18 +110,18 @@ class _Linear(torch.autograd.Function):
     def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        return _onednn(x, weight, bias)
+        return onednn_linear(x, weight, bias)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         x, weight = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad
-        grad_x = _onednn(grad, weight.t()) if need_x else None
+        grad_x = onednn_linear(grad, weight.t()) if need_x else None
         grad_w = grad_b = None
         if need_w or (need_b and ctx.has_bias):
             g2 = grad.reshape(-1, grad.shape[-1])
             if need_w:  # [out, n] x [n, in] as a linear map of g2.T by the weight x2.T
-                grad_w = _onednn(g2.t(), x.reshape(-1, x.shape[-1]).t())
+                grad_w = onednn_linear(g2.t(), x.reshape(-1, x.shape[-1]).t())
             grad_b = g2.sum(0) if need_b and ctx.has_bias else None
         return grad_x, grad_w, grad_b
 
@@ -126,11 +129,32 @@ class _Linear(torch.autograd.Function):
 def matmul_t(x: Tensor, weight: Tensor) -> Tensor:
     """``x @ weight.T`` for 2-D tensors outside autograd (inside a custom backward or a
     no-grad forward), through oneDNN where :func:`onednn_applies`."""
-    return _onednn(x, weight) if onednn_applies(x, weight) else torch.mm(x, weight.t())
+    return onednn_linear(x, weight) if onednn_applies(x, weight) else torch.mm(x, weight.t())
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``F.linear(x, weight, bias)``, through oneDNN where :func:`onednn_applies`."""
-    if onednn_applies(x, weight):
+    if not onednn_applies(x, weight):
+        return F.linear(x, weight, bias)
+    needs_grad = (
+        x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
+    )
+    if needs_grad and torch.is_grad_enabled():
         return _Linear.apply(x, weight, bias)
-    return F.linear(x, weight, bias)
+    return onednn_linear(x, weight, bias)  # no graph to record: skip the autograd function
+
+
+def _module_forward(module: torch.nn.Linear, x: Tensor) -> Tensor:
+    return linear(x, module.weight, module.bias)
+
+
+def route_linears(model: torch.nn.Module) -> int:
+    """Make every ``nn.Linear`` of ``model`` compute through :func:`linear` (an instance
+    ``forward``; hooks on the modules still run); the number of modules routed. Subclasses
+    (quantized or LoRA layers) keep their own forward."""
+    n = 0
+    for module in model.modules():
+        if type(module) is torch.nn.Linear:
+            module.forward = partial(_module_forward, module)
+            n += 1
+    return n

@@ -1,0 +1,114 @@
+"""steerlab.utils.gemm: oneDNN fp32 linear maps equal torch's, forward and backward, and
+the model's modules routed through them give the same logits and generations."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import steerlab as sl
+import steerlab.utils.gemm as gemm
+from steerlab.errors import ConfigError
+
+needs_onednn = pytest.mark.skipif(
+    not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN"
+)
+
+
+def _grads(fn, x, w, b):
+    x, w, b = (t.detach().clone().requires_grad_(True) for t in (x, w, b))
+    y = fn(x, w, b)
+    (y * torch.linspace(-1, 1, y.shape[-1])).sum().backward()
+    return y.detach(), x.grad, w.grad, b.grad
+
+
+@needs_onednn
+@pytest.mark.parametrize("shape", [(37, 48), (3, 11, 48)])
+def test_linear_equals_f_linear_forward_and_backward(shape):
+    g = torch.Generator().manual_seed(0)
+    x, w, b = torch.randn(*shape, generator=g), torch.randn(64, 48, generator=g), torch.randn(64)
+    with gemm.use_onednn(True):
+        assert gemm.onednn_applies(x, w)
+        got = _grads(gemm.linear, x, w, b)
+    want = _grads(F.linear, x, w, b)
+    for a, e in zip(got, want):
+        assert a.shape == e.shape
+        torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5)
+    with torch.no_grad(), gemm.use_onednn(True):  # the no-graph branch
+        torch.testing.assert_close(gemm.linear(x, w, b), want[0], rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+def test_matmul_t_and_the_transposed_weight():
+    g = torch.Generator().manual_seed(1)
+    x, w = torch.randn(20, 300, generator=g), torch.randn(300, 40, generator=g)
+    with gemm.use_onednn(True):
+        torch.testing.assert_close(gemm.matmul_t(x, w.t()), x @ w, rtol=1e-5, atol=1e-4)
+        xt = torch.randn(300, 20, generator=g).t()  # a non-contiguous input
+        torch.testing.assert_close(gemm.matmul_t(xt, w.t()), xt @ w, rtol=1e-5, atol=1e-4)
+
+
+def test_where_onednn_applies(monkeypatch):
+    x, w = torch.randn(4, 8), torch.randn(6, 8)
+    with gemm.use_onednn(False):
+        assert not gemm.onednn_applies(x, w)
+    if not torch.backends.mkldnn.is_available():
+        return
+    with gemm.use_onednn(True):
+        assert gemm.onednn_applies(x, w)
+        assert not gemm.onednn_applies(x.bfloat16(), w.bfloat16())  # fp32 only
+        assert not gemm.onednn_applies(x.double(), w.double())
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast keeps F.linear's casts
+            assert not gemm.onednn_applies(x, w)
+            assert gemm.linear(x, w).dtype == torch.bfloat16
+
+
+def test_backend_from_the_environment(monkeypatch):
+    try:
+        for value, want in (("blas", "blas"), ("BLAS ", "blas")):
+            monkeypatch.setenv("STEERLAB_CPU_GEMM", value)
+            gemm.default_backend.cache_clear()
+            assert gemm.default_backend() == want
+        monkeypatch.setenv("STEERLAB_CPU_GEMM", "onednn")
+        gemm.default_backend.cache_clear()
+        want = "onednn" if torch.backends.mkldnn.is_available() else "blas"
+        assert gemm.default_backend() == want
+        monkeypatch.setenv("STEERLAB_CPU_GEMM", "mkl")
+        gemm.default_backend.cache_clear()
+        with pytest.raises(ConfigError, match="auto, onednn, blas"):
+            gemm.default_backend()
+    finally:
+        monkeypatch.delenv("STEERLAB_CPU_GEMM")
+        gemm.default_backend.cache_clear()
+
+
+def test_route_linears_keeps_module_hooks():
+    lin = torch.nn.Linear(8, 4)
+    seen = []
+    lin.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    assert gemm.route_linears(torch.nn.Sequential(lin, torch.nn.ReLU())) == 1
+    x = torch.randn(3, 8)
+    with gemm.use_onednn(torch.backends.mkldnn.is_available()):
+        y = lin(x)
+    torch.testing.assert_close(y, F.linear(x, lin.weight, lin.bias), rtol=1e-5, atol=1e-5)
+    assert seen == [torch.Size([3, 4])]
+
+
+@needs_onednn
+@pytest.mark.parametrize("which", ["tiny_model", "embedded_model"])
+def test_loaded_model_same_logits_and_generation_on_both_backends(which, request):
+    model = request.getfixturevalue(which)
+    ids = model.tokenizer("The quick brown fox jumps over the lazy dog", return_tensors="pt")
+    ids = ids["input_ids"]
+    g = torch.Generator().manual_seed(0)
+    vec = sl.SteeringVector.from_tensor(torch.randn(model.d_model, generator=g), 1, method="caa")
+    out = {}
+    for on in (False, True):
+        with gemm.use_onednn(on), torch.no_grad(), sl.steer(model, vec):
+            out[on] = model.bridge(ids).float()
+    assert (out[True] - out[False]).abs().max() < 1e-3 * out[False].abs().max()
+    if which == "embedded_model":  # greedy continuations agree on the real model
+        texts = {}
+        for on in (False, True):
+            with gemm.use_onednn(on):
+                texts[on] = sl.generate(model, ["Name three colors."], max_new_tokens=24).texts
+        assert texts[True] == texts[False]
