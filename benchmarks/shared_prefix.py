@@ -5,7 +5,8 @@ the same work in one process (so machine drift hits both alike): BiPO training s
 (fp32, the power-seeking pairs at layer 14, every third step of the first epoch's plan),
 RePS training steps (every other one of those; each pair in both directions, so the
 prefix is shared within each sign), the fast likelihood margin and the fast KL damage
-(two random vectors x three multipliers). Reports each variant's seconds per round, the median ratio on/off, and the
+(two random vectors x three multipliers); with ``--toggle onednn`` also greedy generation
+(8 prompts x 32 tokens, steered). Reports each variant's seconds per round, the median ratio on/off, and the
 largest difference of the results (losses, margins, KL) between the two.
 
     python benchmarks/shared_prefix.py --out benchmarks/results/shared_prefix.json
@@ -94,12 +95,21 @@ def main() -> None:
     def kl() -> list[float]:
         return kl_run(vecs, mults)["kl"].tolist()
 
+    questions = [p.question for p in pairs[:8]]
+
+    def generation() -> list[float]:  # greedy, KV cache, steered by the first vector
+        with sl.steer(model, vecs[1]):
+            out = sl.generate(model, questions, max_new_tokens=32, stop_at_eos=False)
+        return [float(len(t)) for t in out.texts]  # text lengths: a coarse equality check
+
     work = {
         "bipo_steps": bipo,
         "reps_steps": reps,
         "likelihood_margin_fast": margin,
         "kl_damage_fast": kl,
     }
+    if args.toggle == "onednn":  # the bridge's own forward: generation (no shared prefix)
+        work["generate_greedy"] = generation
     for fn in work.values():  # warm-up, both variants
         for on in (False, True):
             with toggle(on):
