@@ -38,6 +38,17 @@ def test_linear_equals_f_linear_forward_and_backward(shape):
 
 
 @needs_onednn
+def test_a_frozen_weight_keeps_no_input_for_the_backward():
+    x, w = torch.randn(5, 8, requires_grad=True), torch.randn(6, 8)
+    with gemm.use_onednn(True):
+        y = gemm.linear(x, w)
+    assert all(t is None or t is w for t in y.grad_fn.saved_tensors)  # memory: not x
+    with gemm.use_onednn(True):
+        y = gemm.linear(x, w.clone().requires_grad_(True))
+    assert any(t is x for t in y.grad_fn.saved_tensors)
+
+
+@needs_onednn
 def test_matmul_t_and_the_transposed_weight():
     g = torch.Generator().manual_seed(1)
     x, w = torch.randn(20, 300, generator=g), torch.randn(300, 40, generator=g)
