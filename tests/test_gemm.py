@@ -1,6 +1,10 @@
 """steerlab.utils.gemm: oneDNN fp32 linear maps equal torch's, forward and backward, and
 the model's modules routed through them give the same logits and generations."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -123,3 +127,13 @@ def test_loaded_model_same_logits_and_generation_on_both_backends(which, request
             with gemm.use_onednn(on):
                 texts[on] = sl.generate(model, ["Name three colors."], max_new_tokens=24).texts
         assert texts[True] == texts[False]
+
+
+def test_importing_steerlab_bounds_onednn_primitive_cache_unless_set():
+    code = "import os, steerlab; print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])"
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+    for preset, want in ((None, str(gemm.PRIMITIVE_CACHE_CAPACITY)), ("7", "7")):
+        run_env = env if preset is None else {**env, "ONEDNN_PRIMITIVE_CACHE_CAPACITY": preset}
+        out = subprocess.run([sys.executable, "-c", code], env=run_env, capture_output=True,
+                             text=True, check=True)  # fmt: skip
+        assert out.stdout.strip() == want
