@@ -72,6 +72,9 @@ def test_where_onednn_applies(monkeypatch):
         assert gemm.onednn_applies(x, w)
         assert not gemm.onednn_applies(x.bfloat16(), w.bfloat16())  # fp32 only
         assert not gemm.onednn_applies(x.double(), w.double())
+        empty = gemm.linear(torch.randn(4, 0), torch.randn(6, 0), torch.ones(6))
+        torch.testing.assert_close(empty, torch.ones(4, 6))  # F.linear's answer, no error
+        assert gemm.linear(torch.randn(0, 8), w).shape == (0, 6)
         with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast keeps F.linear's casts
             assert not gemm.onednn_applies(x, w)
             assert gemm.linear(x, w).dtype == torch.bfloat16

@@ -105,6 +105,7 @@ def onednn_applies(x: Tensor, weight: Tensor) -> bool:
         and x.dtype == torch.float32
         and weight.dtype == torch.float32
         and not torch.is_autocast_enabled("cpu")
+        and x.shape[-1] > 0  # oneDNN refuses an empty inner dimension; F.linear gives 0
     )
 
 
