@@ -94,6 +94,8 @@ def test_backend_from_the_environment(monkeypatch):
         gemm.default_backend.cache_clear()
         with pytest.raises(ConfigError, match="auto, onednn, blas"):
             gemm.default_backend()
+        with pytest.raises(ConfigError, match="STEERLAB_CPU_GEMM='mkl'"):
+            gemm.route_linears(torch.nn.Linear(2, 2))  # what load_model calls: at load
     finally:
         monkeypatch.delenv("STEERLAB_CPU_GEMM")
         gemm.default_backend.cache_clear()

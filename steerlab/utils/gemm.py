@@ -164,7 +164,9 @@ def _module_forward(module: torch.nn.Linear, x: Tensor) -> Tensor:
 def route_linears(model: torch.nn.Module) -> int:
     """Make every ``nn.Linear`` of ``model`` compute through :func:`linear` (an instance
     ``forward``; hooks on the modules still run); the number of modules routed. Subclasses
-    (quantized or LoRA layers) keep their own forward."""
+    (quantized or LoRA layers) keep their own forward. A wrong ``STEERLAB_CPU_GEMM`` is
+    refused here, at load time, not at the first matmul."""
+    default_backend()
     n = 0
     for module in model.modules():
         if type(module) is torch.nn.Linear:
