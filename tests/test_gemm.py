@@ -60,6 +60,12 @@ def test_matmul_t_and_the_transposed_weight():
         torch.testing.assert_close(gemm.matmul_t(x, w.t()), x @ w, rtol=1e-5, atol=1e-4)
         xt = torch.randn(300, 20, generator=g).t()  # a non-contiguous input
         torch.testing.assert_close(gemm.matmul_t(xt, w.t()), xt @ w, rtol=1e-5, atol=1e-4)
+    for on in (True, False):  # into a slice of a wider buffer, as the log-prob head does
+        buf = torch.zeros(20, 50)
+        with gemm.use_onednn(on):
+            gemm.matmul_t(x, w.t(), out=buf[:, 5:45])
+        torch.testing.assert_close(buf[:, 5:45], x @ w, rtol=1e-5, atol=1e-4)
+        assert not buf[:, :5].any() and not buf[:, 45:].any()
 
 
 def test_where_onednn_applies(monkeypatch):
@@ -96,6 +102,17 @@ def test_backend_from_the_environment(monkeypatch):
             gemm.default_backend()
         with pytest.raises(ConfigError, match="STEERLAB_CPU_GEMM='mkl'"):
             gemm.route_linears(torch.nn.Linear(2, 2))  # what load_model calls: at load
+        monkeypatch.setattr(gemm, "has_onednn", lambda: False)  # a build without oneDNN
+        for value, want in (("auto", "blas"), ("blas", "blas")):
+            monkeypatch.setenv("STEERLAB_CPU_GEMM", value)
+            gemm.default_backend.cache_clear()
+            assert gemm.default_backend() == want
+        monkeypatch.setenv("STEERLAB_CPU_GEMM", "onednn")  # asked for by name: refused
+        gemm.default_backend.cache_clear()
+        with pytest.raises(ConfigError, match="no oneDNN"):
+            gemm.default_backend()
+        with pytest.raises(ConfigError, match="no oneDNN"), gemm.use_onednn(True):
+            pass
     finally:
         monkeypatch.delenv("STEERLAB_CPU_GEMM")
         gemm.default_backend.cache_clear()

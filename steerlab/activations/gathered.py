@@ -23,7 +23,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from steerlab.utils.gemm import matmul_t, onednn_applies
+from steerlab.utils.gemm import matmul_t
 
 #: Vocabulary rows per matmul of the forward on the CPU (one slice elsewhere): alone, a
 #: ``[n, 49152]`` product in 2048-row slices ran 1.1-1.3x faster than in one call (n 177
@@ -38,16 +38,12 @@ class _GatheredLogSoftmax(torch.autograd.Function):
     ) -> Tensor:
         n, vocab = hidden.shape[0], weight.shape[0]
         width = CHUNK if hidden.device.type == "cpu" else vocab
-        fast = onednn_applies(hidden, weight)
         probs = hidden.new_empty(n, vocab)  # logits, then exp(logit - slice max), then softmax
         tops, sums = [], []
         picked = hidden.new_zeros(n)  # the targets' logits, read from the product
         for s in range(0, vocab, width):
             blk = probs[:, s : s + width]
-            if fast:
-                blk.copy_(matmul_t(hidden, weight[s : s + width]))
-            else:
-                torch.mm(hidden, weight[s : s + width].T, out=blk)
+            matmul_t(hidden, weight[s : s + width], out=blk)
             if bias is not None:
                 blk += bias[s : s + width]
             here = (tokens >= s) & (tokens < s + blk.shape[1])

@@ -62,7 +62,8 @@ def _cpu_vendor() -> str:
     return ""
 
 
-def _has_onednn() -> bool:
+def has_onednn() -> bool:
+    """Whether this torch build has oneDNN's fp32 linear map."""
     return bool(torch.backends.mkldnn.is_available()) and hasattr(
         torch.ops.mkldnn, "_linear_pointwise"
     )
@@ -75,17 +76,19 @@ def default_backend() -> str:
     choice = os.environ.get("STEERLAB_CPU_GEMM", "auto").strip().lower() or "auto"
     if choice not in BACKENDS:
         raise ConfigError(f"STEERLAB_CPU_GEMM={choice!r}: choose one of {', '.join(BACKENDS)}")
+    if choice == "onednn" and not has_onednn():
+        raise ConfigError("STEERLAB_CPU_GEMM=onednn, but this torch build has no oneDNN")
     if choice == "auto":
         amd = platform.machine().lower() in ("x86_64", "amd64") and _cpu_vendor() == "AuthenticAMD"
-        choice = "onednn" if amd else "blas"
-    return choice if _has_onednn() else "blas"
+        choice = "onednn" if amd and has_onednn() else "blas"
+    return choice
 
 
 @contextmanager
 def use_onednn(enabled: bool) -> Iterator[None]:
     """Meanwhile, run CPU fp32 linear maps through oneDNN (True) or torch's BLAS
     (False), whatever :func:`default_backend` says."""
-    if enabled and not _has_onednn():
+    if enabled and not has_onednn():
         raise ConfigError("this torch build has no oneDNN (torch.backends.mkldnn)")
     token = _override.set(enabled)
     try:
@@ -139,10 +142,14 @@ class _Linear(torch.autograd.Function):
         return grad_x, grad_w, grad_b
 
 
-def matmul_t(x: Tensor, weight: Tensor) -> Tensor:
+def matmul_t(x: Tensor, weight: Tensor, out: Tensor | None = None) -> Tensor:
     """``x @ weight.T`` for 2-D tensors outside autograd (inside a custom backward or a
-    no-grad forward), through oneDNN where :func:`onednn_applies`."""
-    return onednn_linear(x, weight) if onednn_applies(x, weight) else torch.mm(x, weight.t())
+    no-grad forward), through oneDNN where :func:`onednn_applies`; into ``out`` if given
+    (the BLAS writes there directly, oneDNN's result is copied)."""
+    if not onednn_applies(x, weight):
+        return torch.mm(x, weight.t(), out=out)
+    y = onednn_linear(x, weight)
+    return y if out is None else out.copy_(y)
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
