@@ -2,13 +2,13 @@
 
 PyTorch's x86 CPU wheels run fp32 matmuls (``F.linear``, ``torch.mm``) through MKL, and
 MKL takes its AVX2 kernels on AMD CPUs even where they have AVX-512. On this project's
-machine (AMD EPYC, Zen 5, 2 cores) that is 210-235 GFLOP/s, while the oneDNN library in the
+machine (AMD EPYC, Zen 5, 2 cores) that is 210-228 GFLOP/s, while the oneDNN library in the
 same wheel (``torch.ops.mkldnn._linear_pointwise``, which dispatches on the CPU's
-instruction sets, not its vendor) runs the same fp32 products at 470-500 GFLOP/s: the
+instruction sets, not its vendor) runs the same fp32 products at 465-503 GFLOP/s: the
 decoder blocks' shapes ([420, 576] x [576, 1536] and back) and square 2048 alike, the
 transposed weight of the backward as fast as the plain one, and a [200, 576] x [576,
-49152] unembedding at 330-420 against 176-213. Both are fp32 products (max error against
-float64 ~5e-6 vs ~2e-6 on these shapes; not a bf16 shortcut).
+49152] unembedding at 328 against 163 (``benchmarks/cpu_gemm.py``). Both are fp32
+products (largest error against float64 5.9e-6 vs 2.3e-6; not a bf16 shortcut).
 
 :func:`linear` is ``F.linear`` with a oneDNN forward and backward where
 :func:`onednn_applies` holds (CPU, fp32 tensors, no autocast, oneDNN built in, this
@@ -41,9 +41,9 @@ BACKENDS = ("auto", "onednn", "blas")
 
 #: oneDNN keeps a compiled primitive, with its scratch memory, per shape it has run, up to
 #: this many (its default is 1024). Token counts change every step, so the default kept
-#: hundreds: a 160-pair BiPO epoch on the embedded model peaked 810-880 MiB above its
-#: cache with 1024, 600-720 with 32 and 520-540 through the BLAS, at the same speed
-#: (16-17 s per epoch either way). Set when steerlab is imported, before oneDNN's first
+#: hundreds: a 160-pair BiPO epoch on the embedded model peaked 858 MiB above its cache
+#: with 1024, 577 with 32 and 554 through the BLAS, at about the same speed (17.2 and
+#: 18.1 s; ``benchmarks/cpu_gemm.py --memory``). Set when steerlab is imported, before oneDNN's first
 #: use (it reads the variable once); a value already in the environment wins.
 PRIMITIVE_CACHE_CAPACITY = 32
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(PRIMITIVE_CACHE_CAPACITY))
