@@ -123,7 +123,7 @@ class _Linear(torch.autograd.Function):
     def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:  # type: ignore[override]
         # the input only where the weight's gradient needs it, as F.linear does: saving it
         # always keeps every linear input alive until the backward (6 BiPO steps of the
-        # embedded model: 339 MiB peak instead of 232; F.linear's 188)
+        # embedded model, a probe outside the repository: 339 MiB peak instead of 232; F.linear's 188)
         ctx.save_for_backward(x if weight.requires_grad else None, weight)
         ctx.has_bias = bias is not None
         return onednn_linear(x, weight, bias)
