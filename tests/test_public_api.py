@@ -18,6 +18,13 @@ def test_lazy_names_are_the_library_objects():
 
     assert steerlab.sweep is steerlab.analysis.sweep
     assert steerlab.report is steerlab.reports.report
+    import steerlab.evaluation.judges as judges
+    import steerlab.evaluation.open_ended as open_ended
+
+    assert steerlab.run_open_ended is open_ended.run_open_ended
+    for name in ("make_judge", "ClassifierJudge", "fit_split_judge", "judge_overlaps"):
+        assert getattr(steerlab, name) is getattr(judges, name), name
+    assert steerlab.pair_accuracy is judges.pair_accuracy
     try:
         steerlab.no_such_name  # noqa: B018
     except AttributeError as e:
