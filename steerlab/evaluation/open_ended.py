@@ -161,7 +161,8 @@ def run_open_ended(
             ||h|| at each site: matched norm; :func:`~steerlab.evaluation.strengths.
             at_strengths`). The vectors are rescaled to norm units, so their rows are keyed
             by the rescaled directions (which carry the measured norms) and never taken
-            for rows of the same vector at a raw multiplier; on disk such a row has
+            for rows of the same vector at a raw multiplier (include 0 in the list for
+            the unsteered answers, the baseline of any change); on disk such a row has
             ``strength`` and the multiplier of the rescaled vector (equal to it). The
             returned frame has a ``strength`` column and ``multiplier`` converted back to
             the vector as given (NaN where its sites need different ones).
