@@ -42,6 +42,26 @@ def test_fast_items_equal_the_plain_items(tiny_model_4l, shared_prefixes):
     assert np.abs(steered.to_numpy()[: len(ITEMS)] - base.to_numpy()).max() > 1e-3
 
 
+def test_only_steered_conditions_skip_the_unsteered_forward(tiny_model_4l, monkeypatch):
+    """Without multiplier 0 (a sweep cell) the unsteered letters are not computed; the
+    steered ones are those of a run that includes 0."""
+    import steerlab.evaluation.ab_fast as abf
+
+    m = tiny_model_4l
+    v = vec_at(m, [HookSite(2)], seed=7)
+    calls = []
+    real = abf.upper_hidden
+    monkeypatch.setattr(abf, "upper_hidden", lambda *a, **k: calls.append(1) or real(*a, **k))
+    only = ab_probability_fast(m, ITEMS, v, [-1.0, 1.0], batch_size=3, progress=False,
+                               per_item=True)  # fmt: skip
+    assert calls == []
+    both = ab_probability_fast(m, ITEMS, v, [-1.0, 0.0, 1.0], batch_size=3, progress=False,
+                               per_item=True)  # fmt: skip
+    assert len(calls) > 0
+    steered = both[both["multiplier"] != 0].reset_index(drop=True)
+    pd.testing.assert_frame_equal(only, steered)
+
+
 def test_fast_summary_strengths_labels_and_fallback(tiny_model_4l):
     m = tiny_model_4l
     v = vec_at(m, [HookSite(2)], seed=5)

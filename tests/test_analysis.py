@@ -340,9 +340,9 @@ def test_sweep_rescale_applies_a_share_of_the_residual_norm(tiny_model, monkeypa
     seen = {}
     real = sw.evaluate_cell
 
-    def spy(model, plan, vec, baseline):
+    def spy(model, plan, vec, baseline, caches=None):
         seen[(vec.method, vec.layers[0])] = next(iter(vec.norms().values()))
-        return real(model, plan, vec, baseline)
+        return real(model, plan, vec, baseline, caches)
 
     monkeypatch.setattr(sw, "evaluate_cell", spy)
     cfg = SweepConfig(n_train=6, n_test=4, metrics=("margin",), rescale=0.5, progress=False)
@@ -353,6 +353,41 @@ def test_sweep_rescale_applies_a_share_of_the_residual_norm(tiny_model, monkeypa
         assert n == pytest.approx(0.5 * norms[layer], rel=1e-4)
     with pytest.raises(ConfigError, match="rescale"):
         SweepConfig(rescale=-1.0)
+
+
+def test_sweep_cells_of_a_layer_share_the_margin_cache(tiny_model, monkeypatch):
+    """The margin's residual cache is built once per layer, not once per (method, layer)
+    cell, and the cells' numbers are those of each vector evaluated on its own."""
+    import steerlab.analysis.sweeps as sw
+    import steerlab.evaluation.likelihood_fast as lf
+
+    built = []
+    real = lf.build_cache
+
+    def counting(model, pairs, layer, **kw):
+        built.append(layer)
+        return real(model, pairs, layer, **kw)
+
+    monkeypatch.setattr(lf, "build_cache", counting)
+    cfg = SweepConfig(n_train=6, n_test=4, metrics=("margin", "ab"), progress=False)
+    res = sweep(tiny_model, PAIRS, ["caa", "freeform", "pca"], [0, 1], [-1.0, 0.0, 1.0], cfg)
+    baseline_layer = tiny_model.n_layers // 2  # the unsteered baseline's cache
+    assert sorted(built) == sorted([baseline_layer, 0, 1])
+    monkeypatch.setattr(lf, "build_cache", real)
+    base = sw.baselines(tiny_model, sw.plan_sweep(tiny_model, PAIRS, ["caa"], [0, 1],
+                                                  [-1.0, 0.0, 1.0], cfg), sw.CellStore(None, False))  # fmt: skip
+    plan = sw.plan_sweep(tiny_model, PAIRS, ["caa", "freeform", "pca"], [0, 1],
+                         [-1.0, 0.0, 1.0], cfg)  # fmt: skip
+    for (method, layer), v in res.vectors.items():
+        alone = sw.evaluate_cell(tiny_model, plan, v, base)  # no shared cache
+        got = res.frame[(res.frame["method"] == method) & (res.frame["layer"] == layer)]
+        pd.testing.assert_frame_equal(
+            got.drop(columns="evaluation").reset_index(drop=True).astype({"layer": object}),
+            alone.drop(columns="evaluation").reset_index(drop=True).astype({"layer": object}),
+            check_exact=False,
+            rtol=0,
+            atol=1e-6,
+        )
 
 
 def test_sweep_matched_compares_the_sweeps_vectors_on_its_held_out_pairs(tiny_model):

@@ -164,17 +164,45 @@ def baselines(model: SteerlabModel, plan: SweepPlan, store: CellStore) -> dict[s
     return out
 
 
+class LayerCaches:
+    """The residual caches of the metrics that keep them (``Metric.caches``), shared by the
+    cells of one layer: the margin's fast path computes the layers below a cell's vector
+    and the unsteered log-probs once per layer instead of once per method. Holds one layer
+    at a time (cells run layer-major); a Ray task gets its own, empty copy."""
+
+    def __init__(self) -> None:
+        self.layer: int | None = None
+        self.by_metric: dict[str, dict[int, Any]] = {}
+
+    def at(self, layer: int) -> dict[str, dict[int, Any]]:
+        """Per metric key, the cache dict to pass as ``caches=`` for cells at ``layer``."""
+        if layer != self.layer:
+            self.layer, self.by_metric = layer, {}
+        return self.by_metric
+
+
 def evaluate_cell(
-    model: SteerlabModel, plan: SweepPlan, vec: SteeringVector, baseline: dict[str, pd.DataFrame]
+    model: SteerlabModel,
+    plan: SweepPlan,
+    vec: SteeringVector,
+    baseline: dict[str, pd.DataFrame],
+    caches: dict[str, dict[int, Any]] | None = None,
 ) -> pd.DataFrame:
-    """Every metric of one vector at the non-zero multipliers, plus the shared baseline."""
+    """Every metric of one vector at the non-zero multipliers, plus the shared baseline.
+    ``caches`` (:meth:`LayerCaches.at`): residual caches of the same items to reuse."""
     parts = []
     for key in plan.config.metrics:
         metric = METRICS.get(key)
         part = None
         if plan.nonzero:
+            kw = (
+                {"caches": caches.setdefault(key, {})}
+                if caches is not None and metric.caches
+                else {}
+            )
             part = metric.evaluate(model, metric.items(plan.data), vec, plan.nonzero,
-                                   batch_size=plan.config.batch_size, progress=False)  # fmt: skip
+                                   batch_size=plan.config.batch_size, progress=False,
+                                   **kw)  # fmt: skip
         if key in baseline:
             part = with_baseline(part, baseline[key], vector_label(vec), vec)
         assert part is not None
@@ -204,9 +232,11 @@ def run_cell(
     norms: Mapping[int, float],
     method: str,
     layer: int,
+    caches: LayerCaches | None = None,
 ) -> CellResult:
     """Read a finished cell back, or train its vector if needed (a training method) and
-    evaluate it (rescaled to ``config.rescale`` x ``norms[layer]`` when set)."""
+    evaluate it (rescaled to ``config.rescale`` x ``norms[layer]`` when set), reusing
+    ``caches`` of earlier cells at the same layer."""
     t0 = time.perf_counter()
     if store.is_done(method, layer):
         frame, seconds = store.cell(method, layer)
@@ -221,7 +251,9 @@ def run_cell(
         raise ConfigError(f"No {method} vector was fitted at layer {layer}.")
     rescale = plan.config.rescale
     applied = vec.normalized() * (rescale * norms[layer]) if rescale else vec
-    frame = evaluate_cell(model, plan, applied, baseline)
+    frame = evaluate_cell(
+        model, plan, applied, baseline, caches.at(layer) if caches is not None else None
+    )
     store.save_cell(method, layer, frame, time.perf_counter() - t0)
     return CellResult(frame, vec, training, time.perf_counter() - t0, False)
 
@@ -269,8 +301,9 @@ def sweep(
     training: list[pd.DataFrame] = []
     seconds: dict[str, float] = {}
     cells = plan.cells()
+    caches = LayerCaches()  # shared by the cells of a layer in this process
     calls = [(plan, store, {k: v for k, v in vectors.items() if k == (m, x)}, baseline, norms,
-              m, x) for m, x in cells]  # fmt: skip
+              m, x, caches) for m, x in cells]  # fmt: skip
     runs = (executor or SerialExecutor()).map(model, run_cell, calls)
     for (method, layer), cell in progress_bar(
         zip(cells, runs), desc="sweep", enabled=cfg.progress, total=len(cells)

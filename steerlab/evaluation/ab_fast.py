@@ -81,8 +81,10 @@ def _letter_logits(
     deltas: dict[int, dict[Any, Tensor]],
     batch_size: int,
     progress: bool,
+    unsteered: bool = True,
 ) -> tuple[Tensor, dict[int, Tensor]]:
-    """Unsteered ``[n, 3]`` letters and, per steered condition, its ``[n, 3]``."""
+    """Unsteered ``[n, 3]`` letters (left empty when ``unsteered`` is False: no condition
+    reads them) and, per steered condition, its ``[n, 3]``."""
     lid = letter_token_ids(model)
     by_layer: dict[int, list[int]] = {}
     for c, d in deltas.items():
@@ -98,7 +100,7 @@ def _letter_logits(
         for layer in sorted({base, *by_layer}):
             resid = lower_residuals(model, batch, layer)
             shared = shared_positions(batch, resid)  # a common system prefix: once
-            if layer == base:
+            if layer == base and unsteered:
                 hidden = upper_hidden(model, resid, batch, layer, shared=shared)
                 ref[rows] = _letters(model, hidden, lid)
             for c in by_layer.get(layer, []):
@@ -144,7 +146,8 @@ def ab_probability_fast(
         if cond.steered
     }
     encoded = [encode_ab(model, it) for it in item_list]
-    ref, steered = _letter_logits(model, encoded, deltas, batch_size, progress)
+    unsteered = len(deltas) < len(conds)  # some condition reads the unsteered letters
+    ref, steered = _letter_logits(model, encoded, deltas, batch_size, progress, unsteered)
     frames = [
         condition_frame(cond, scores_from_letters(item_list, *steered.get(c, ref).unbind(1)))
         for c, cond in enumerate(conds)

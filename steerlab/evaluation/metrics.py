@@ -35,13 +35,16 @@ class Metric:
     """A judge-free evaluation: ``evaluate(model, data, vectors, multipliers, batch_size=,
     progress=)`` returns the tidy frame ``vector, method, layer, multiplier, metric,
     value, sem, n``. ``data`` says what it scores (``'pairs'`` or ``'ab'`` items) and
-    ``primary`` is the metric row that measures steering (used for effect sizes)."""
+    ``primary`` is the metric row that measures steering (used for effect sizes).
+    ``caches``: ``evaluate`` also takes ``caches=`` (a dict of per-layer residual caches
+    of the same items, reused across calls: :func:`likelihood_margin_fast`)."""
 
     name: str
     data: str
     primary: str
     evaluate: Callable[..., pd.DataFrame]
     description: str
+    caches: bool = False
 
     def items(self, split: Any) -> Any:
         """The part of a held-out split it scores: ``split.test`` pairs or
@@ -57,11 +60,12 @@ def _register(name: str, data: str, primary: str, fast: Any, plain: Any, what: s
     where it does not apply), whose numbers equal the plain path's (tests check both on
     the tiny and the embedded model); ``{name}_plain`` the plain path; ``{name}_fast`` is
     the older name of ``name``."""
-    METRICS.register(name, Metric(name, data, primary, fast, f"{what} (fast path)"))
+    caches = fast is likelihood_margin_fast
+    METRICS.register(name, Metric(name, data, primary, fast, f"{what} (fast path)", caches))
     plain_what = f"{what} (plain path: each sequence in full through the hooks)"
     METRICS.register(f"{name}_plain", Metric(f"{name}_plain", data, primary, plain, plain_what))
     older = f"the '{name}' metric (an older name)"
-    METRICS.register(f"{name}_fast", Metric(f"{name}_fast", data, primary, fast, older))
+    METRICS.register(f"{name}_fast", Metric(f"{name}_fast", data, primary, fast, older, caches))
 
 
 _register("margin", "pairs", "margin", likelihood_margin_fast, likelihood_margin,
