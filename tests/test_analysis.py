@@ -374,10 +374,9 @@ def test_sweep_cells_of_a_layer_share_the_margin_cache(tiny_model, monkeypatch):
     baseline_layer = tiny_model.n_layers // 2  # the unsteered baseline's cache
     assert sorted(built) == sorted([baseline_layer, 0, 1])
     monkeypatch.setattr(lf, "build_cache", real)
-    base = sw.baselines(tiny_model, sw.plan_sweep(tiny_model, PAIRS, ["caa"], [0, 1],
-                                                  [-1.0, 0.0, 1.0], cfg), sw.CellStore(None, False))  # fmt: skip
     plan = sw.plan_sweep(tiny_model, PAIRS, ["caa", "freeform", "pca"], [0, 1],
                          [-1.0, 0.0, 1.0], cfg)  # fmt: skip
+    base = sw.baselines(tiny_model, plan, sw.CellStore(None, False))
     for (method, layer), v in res.vectors.items():
         alone = sw.evaluate_cell(tiny_model, plan, v, base)  # no shared cache
         got = res.frame[(res.frame["method"] == method) & (res.frame["layer"] == layer)]

@@ -55,12 +55,13 @@ class Metric:
 METRICS: Registry[Metric] = Registry("metric")
 
 
-def _register(name: str, data: str, primary: str, fast: Any, plain: Any, what: str) -> None:
+def _register(
+    name: str, data: str, primary: str, fast: Any, plain: Any, what: str, caches: bool = False
+) -> None:
     """``name`` runs the fast path (cached lower residuals; it falls back to the plain one
     where it does not apply), whose numbers equal the plain path's (tests check both on
     the tiny and the embedded model); ``{name}_plain`` the plain path; ``{name}_fast`` is
-    the older name of ``name``."""
-    caches = fast is likelihood_margin_fast
+    the older name of ``name``; ``caches``: the fast path takes ``caches=``."""
     METRICS.register(name, Metric(name, data, primary, fast, f"{what} (fast path)", caches))
     plain_what = f"{what} (plain path: each sequence in full through the hooks)"
     METRICS.register(f"{name}_plain", Metric(f"{name}_plain", data, primary, plain, plain_what))
@@ -69,7 +70,8 @@ def _register(name: str, data: str, primary: str, fast: Any, plain: Any, what: s
 
 
 _register("margin", "pairs", "margin", likelihood_margin_fast, likelihood_margin,
-          "likelihood margin log p(matching) - log p(not matching) of held-out pairs")  # fmt: skip
+          "likelihood margin log p(matching) - log p(not matching) of held-out pairs",
+          caches=True)  # fmt: skip
 _register("ab", "ab", "p_matching", ab_probability_fast, ab_probability,
           "P(matching letter) of held-out A/B items")  # fmt: skip
 

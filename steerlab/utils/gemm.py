@@ -8,7 +8,10 @@ instruction sets, not its vendor) runs the same fp32 products at 465-503 GFLOP/s
 decoder blocks' shapes ([420, 576] x [576, 1536] and back) and square 2048 alike, the
 transposed weight of the backward as fast as the plain one, and a [200, 576] x [576,
 49152] unembedding at 328 against 163 (``benchmarks/cpu_gemm.py``). Both are fp32
-products (largest error against float64 5.9e-6 vs 2.3e-6; not a bf16 shortcut).
+products (largest error against float64 5.9e-6 vs 2.3e-6; not a bf16 shortcut). On an AMD
+CPU without AVX-512 (session 18's machine, ~70 GFLOP/s either way) the two are close:
+oneDNN ran the fast metrics and generation in 0.84-0.88x the time and BiPO steps in 1.10x
+(``benchmarks/results/onednn_avx2.json``); ``STEERLAB_CPU_GEMM=blas`` suits training there.
 
 :func:`linear` is ``F.linear`` with a oneDNN forward and backward where
 :func:`onednn_applies` holds (CPU, fp32 tensors, no autocast, oneDNN built in, this
