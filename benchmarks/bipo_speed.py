@@ -271,6 +271,12 @@ def main() -> None:
     ap.add_argument("--baseline-steps", type=int, default=8, help="0 skips the baselines")
     ap.add_argument("--n-heldout", type=int, default=100, help="test pairs of the margin check")
     ap.add_argument("--out", default=None, help="also write the JSON here")
+    ap.add_argument(
+        "--no-bf16",
+        action="store_true",
+        help="fp32 only: skip the bf16 autocast run, its floor and the margin check (CPUs "
+        "without native bf16, where autocast emulates it and an epoch takes many times fp32's)",
+    )
     args = ap.parse_args()
     torch.manual_seed(0)
     started = uptime()
@@ -281,7 +287,11 @@ def main() -> None:
     steps = steps_per_epoch(len(pairs), cfg)
     out: dict = {
         "command": "python benchmarks/bipo_speed.py "
-        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None),
+        + " ".join(
+            f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
+            for k, v in vars(args).items()
+            if v is not None and v is not False
+        ),
         "machine": f"{platform.node()} {platform.processor() or platform.machine()}",
         "cpu": cpu_model(),
         "code": git_commit(),
@@ -307,14 +317,16 @@ def main() -> None:
         run, *timing = timed_run(model, pairs, args.layer, cfg)
     rates32.append(matmul_gflops(model.device))
     out["fast"] = {**epoch_summary(run, *timing), "cache_mb": run.cache_bytes / 2**20}
-    cfg16 = dataclasses.replace(cfg, autocast_bf16=True)
-    run16, *timing16 = timed_run(model, pairs, args.layer, cfg16)
-    out["fast_bf16_autocast"] = {
-        **epoch_summary(run16, *timing16),
-        "max_loss_diff_vs_fp32": max(
-            abs(a["loss"] - b["loss"]) for a, b in zip(run.steps, run16.steps)
-        ),
-    }
+    run16 = None
+    if not args.no_bf16:
+        cfg16 = dataclasses.replace(cfg, autocast_bf16=True)
+        run16, *timing16 = timed_run(model, pairs, args.layer, cfg16)
+        out["fast_bf16_autocast"] = {
+            **epoch_summary(run16, *timing16),
+            "max_loss_diff_vs_fp32": max(
+                abs(a["loss"] - b["loss"]) for a, b in zip(run.steps, run16.steps)
+            ),
+        }
     fast_losses = [s["loss"] for s in run.steps]
     for name, score in (("plain", None), ("batched_reference_style", batched_score)):
         if not args.baseline_steps:
@@ -326,17 +338,20 @@ def main() -> None:
             "steps_timed": len(losses),
             "seconds_per_epoch_extrapolated": per_step * steps,
             "ratio_over_fast_fp32_epoch": per_step * steps / out["fast"]["seconds_per_epoch"],
-            "ratio_over_fast_bf16_epoch": per_step
-            * steps
-            / out["fast_bf16_autocast"]["seconds_per_epoch"],
             "max_loss_diff_vs_fast_fp32": max(abs(a - b) for a, b in zip(fast_losses, losses)),
             "peak_rss_delta_mb": mem_b,
         }
+        if run16 is not None:
+            out[name]["ratio_over_fast_bf16_epoch"] = (
+                per_step * steps / out["fast_bf16_autocast"]["seconds_per_epoch"]
+            )
     floors = {}
     for label, dtype, ref, key, rates in (
         ("fp32", torch.float32, False, "fast", rates32),
         ("bf16", torch.bfloat16, True, "fast_bf16_autocast", None),
     ):
+        if key not in out:
+            continue
         rates = rates or [matmul_gflops(model.device, dtype=dtype)]
         gflops = max(r for measured in rates for r in measured.values())
         flops = fast_flops(model, pairs, args.layer, cfg, reference_forward=ref)
@@ -364,7 +379,8 @@ def main() -> None:
             }
     out["flop_floor"] = floors
     test = list(data.test)[: args.n_heldout]
-    out["bf16_margin_check"] = margin_check(model, run.vector, run16.vector, test)
+    if run16 is not None:
+        out["bf16_margin_check"] = margin_check(model, run.vector, run16.vector, test)
     emit(out, args.out)
 
 
