@@ -2,7 +2,6 @@
 loading real-model style: unsupported architectures, the memory estimate, dtype='auto',
 device_map and reloading a model from its spec."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -19,17 +18,13 @@ from steerlab.models.architectures import (
     supported_architectures,
 )
 from steerlab.models.loading import resolve_dtype
+from tests._bench import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _matrix_module():
-    spec = importlib.util.spec_from_file_location(
-        "steerlab_bench_architectures", ROOT / "benchmarks" / "architectures.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("architectures")
 
 
 @pytest.fixture(scope="module")

@@ -3,31 +3,18 @@ seeds' vectors is one bootstrap unit (its curve the mean over those seeds), so a
 test split scored by three seeds counts 100 pairs, not 300 items."""
 
 import argparse
-import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from steerlab.analysis.reliability import curves
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests._bench import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def fc():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        spec = importlib.util.spec_from_file_location(
-            "steerlab_bench_fair_comparison", ROOT / "benchmarks" / "fair_comparison.py"
-        )
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
-    return module
+    return load_benchmark("fair_comparison")
 
 
 ARGS = argparse.Namespace(n_train=64, n_val=16, n_test=100, n_ood=100)
@@ -101,11 +88,7 @@ def test_learning_rate_kept_is_the_one_with_the_best_validation_effect(fc):
 
 
 def test_import_cells_renames_methods_and_replaces_earlier_imports(tmp_path):
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        from import_cells import import_cells
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    import_cells = load_benchmark("import_cells").import_cells
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.mkdir()
     stem = "power-seeking_s0_L14"

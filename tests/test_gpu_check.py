@@ -1,24 +1,18 @@
 """benchmarks/gpu_check.py in --tiny mode: the same code as on a GPU, on the CPU."""
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests._bench import load_benchmark
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_gpu_check_runs_in_tiny_mode(tmp_path, dtype):
     """fp32 (the default with --tiny) and bf16 weights with bf16 autocast: the precision
     and BiPO mode the GPU run uses."""
-    spec = importlib.util.spec_from_file_location(
-        "steerlab_bench_gpu_check", ROOT / "benchmarks" / "gpu_check.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_benchmark("gpu_check")
     out_path = tmp_path / "gpu_check.json"
     out = mod.main(["--tiny", "--n-pairs", "8", "--dtype", dtype, "--out", str(out_path)])
     assert json.loads(out_path.read_text()) == json.loads(json.dumps(out))
