@@ -9,6 +9,25 @@ import pytest
 os.environ.setdefault("STEERLAB_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Under pytest-xdist (`make test` runs `-n 2`) each worker computes on one thread: two
+# workers fill the two cores without oversubscribing them, and subprocesses (the CLI,
+# notebook kernels, servers) inherit the setting.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_var] = "1"
+
+
+def pytest_configure(config):
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+    elif getattr(config.option, "numprocesses", None):
+        # xdist's controller unpickles each worker's warnings on that worker's receiver
+        # thread, importing the warning category's module: two steerlab warnings at once
+        # then import steerlab on two threads and one sees it partially initialized (an
+        # INTERNALERROR that ends the run). Import it here, once, first.
+        import steerlab  # noqa: F401
 
 
 @pytest.fixture(scope="session")
