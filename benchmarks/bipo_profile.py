@@ -6,8 +6,9 @@ first step to the end of its last (the cache and the first step left out). Opera
 grouped by what they do, by self CPU time: the matmuls (the blocks' and the head's linear
 maps, forward and backward, through oneDNN or the BLAS), attention (the fused kernel and
 its backward), the head's log-softmax and gathers, element-wise work, copies and indexing,
-allocation, the rest. "outside operators" is the wall time no operator accounts for:
-Python, hooks, the optimizer's bookkeeping, the profiler's own overhead. The profiler
+allocation, the rest; the linear maps also by weight shape, with the rate each reached
+(FLOPs from the recorded input shapes). "outside operators" is the wall time no operator
+accounts for: Python, hooks, the optimizer's bookkeeping, the profiler's own overhead. The profiler
 slows the run, so the epoch time printed beside it is the profiled one, not a benchmark's.
 
     python benchmarks/bipo_profile.py --n-pairs 160 --layer 14 --out benchmarks/results/bipo_profile.json
@@ -53,6 +54,35 @@ def group_of(name: str) -> str:
     return "other"
 
 
+def linear_shapes(events) -> list[dict]:
+    """oneDNN's linear maps grouped by weight shape ``[out, in]`` (a backward's
+    transposed weight shows as its own shape): seconds, GFLOP and the rate reached."""
+    by: dict[tuple[int, int], list[float]] = {}
+    for e in events:
+        if not e.key.startswith("mkldnn::_linear") or len(e.input_shapes) < 2:
+            continue
+        x, w = e.input_shapes[0], e.input_shapes[1]
+        if len(w) != 2 or not x:
+            continue
+        rows = 1
+        for d in x[:-1]:
+            rows *= d
+        acc = by.setdefault((w[0], w[1]), [0.0, 0.0, 0])
+        acc[0] += e.self_cpu_time_total / 1e6
+        acc[1] += 2 * rows * w[0] * w[1] * e.count / 1e9
+        acc[2] += e.count
+    return [
+        {
+            "weight": f"{m} x {k}",
+            "seconds": sec,
+            "gflop": gf,
+            "calls": n,
+            "gflops_per_s": gf / sec if sec else None,
+        }  # fmt: skip
+        for (m, k), (sec, gf, n) in sorted(by.items(), key=lambda kv: -kv[1][0])
+    ]
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="embedded", help='"tiny": the tests\' random 4-layer model')
@@ -80,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
     fit_bipo_run(model, pairs, layer=args.layer, config=cfg, progress=False)
     warm = time.perf_counter() - t
 
-    prof = profile(activities=[ProfilerActivity.CPU], record_shapes=False)
+    prof = profile(activities=[ProfilerActivity.CPU], record_shapes=True)
     marks: list[float] = []
 
     def on_step(rec: dict) -> None:
@@ -125,6 +155,7 @@ def main(argv: list[str] | None = None) -> dict:
             **{g: s / wall for g, s in sorted(groups.items(), key=lambda kv: -kv[1])},
             "outside operators": (wall - in_ops) / wall,
         },
+        "matmul_by_weight_shape": linear_shapes(prof.key_averages(group_by_input_shape=True)),
         "top_operators": [
             {"name": n, "self_seconds": s, "calls": c, "group": group_of(n)}
             for n, s, c in sorted(rows, key=lambda r: -r[1])[: args.top]

@@ -36,3 +36,9 @@ def test_profile_of_a_tiny_epoch(bench, tmp_path):
     assert total == pytest.approx(out["profiled_wall_seconds"], rel=1e-9)
     assert sum(out["groups_share_of_wall"].values()) == pytest.approx(1.0)
     assert {op["group"] for op in out["top_operators"]} <= {*out["groups_seconds"]}
+    shapes = out["matmul_by_weight_shape"]
+    if out["fp32_gemm"] == "onednn":  # AMD CPUs: every linear map is oneDNN's
+        weights = {row["weight"] for row in shapes}
+        assert weights & {"49152 x 64", "64 x 49152"}  # the head (d_model 64), either way
+        assert sum(r["seconds"] for r in shapes) <= out["groups_seconds"]["matmul"] + 1e-9
+        assert all(r["gflop"] > 0 and r["calls"] > 0 for r in shapes)
