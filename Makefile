@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.steerlab-installed
 export STEERLAB_DATA ?= $(abspath ../shared/data)
-# pytest-xdist workers; each computes on one thread (tests/conftest.py).
+# pytest-xdist workers; each computes on one thread (tests/conftest.py). worksteal: an idle
+# worker takes queued tests from the busy one (the notebooks run 20-60 s each).
 TEST_WORKERS ?= 2
 
 .PHONY: install demo test test-fast lint bench clean
@@ -29,10 +30,10 @@ demo: $(STAMP)
 	$(BIN)/steerlab run --out runs/demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not integration and not notebooks and not slow"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not integration and not notebooks and not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check steerlab tests benchmarks
