@@ -94,17 +94,20 @@ class _Handler(BaseHTTPRequestHandler):
                 if srv.delay:
                     time.sleep(srv.delay)
                 status, payload, headers = srv.script(index, body)
-            data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            for k, v in headers.items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(data)
         finally:
+            # Out of flight before the reply is written: a client can send its next request
+            # as soon as it has read this reply, possibly before this thread runs again (a
+            # busy machine), which made the count one above the client's real concurrency.
             with srv.lock:
                 srv.in_flight -= 1
+        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
 
 
 def answer_of(body):
