@@ -1,9 +1,41 @@
-"""Shared ending of the benchmark scripts: the machine's load line and the JSON out."""
+"""Shared parts of the benchmark scripts: the command that ran, the machine, its load line
+and the JSON out."""
 
+import argparse
 import json
+import platform
 import subprocess
 from pathlib import Path
 from typing import Any
+
+
+def command_line(script: str, args: argparse.Namespace, skip: tuple[str, ...] = ()) -> str:
+    """The command that reproduces this run: ``python benchmarks/{script}`` and every
+    option set (a flag that is on bare, one that is off or unset left out)."""
+    parts = [f"python benchmarks/{script}"]
+    for key, value in vars(args).items():
+        if key in skip or value is None or value is False:
+            continue
+        parts.append(f"--{key.replace('_', '-')}" + ("" if value is True else f" {value}"))
+    return " ".join(parts)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux), else the platform's processor string."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def git_commit() -> str:
+    """The checkout's commit (``-dirty`` when it has uncommitted changes)."""
+    cmd = ["git", "describe", "--always", "--dirty"]
+    here = Path(__file__).parent
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=here).stdout.strip()
 
 
 def uptime() -> str:

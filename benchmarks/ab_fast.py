@@ -23,7 +23,7 @@ import time
 import _env  # noqa: F401  (set-up: data root, offline, sys.path)
 import numpy as np
 import torch
-from _report import emit, uptime
+from _report import command_line, emit, uptime
 
 import steerlab as sl
 from steerlab.data import load_pairs
@@ -72,8 +72,7 @@ def main() -> None:
                 frames[s][f] = score(fn, vs)
                 times[s][f].append(time.perf_counter() - t)
     out: dict = {
-        "command": "python benchmarks/ab_fast.py "
-        + " ".join(f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if v is not None),
+        "command": command_line("ab_fast.py", args),
         "uptime_at_start": started,
         "threads": torch.get_num_threads(),
         "n_items": len(items),

@@ -19,8 +19,7 @@ import time
 
 import _env  # noqa: F401  (set-up: data root, offline, sys.path)
 import torch
-from _report import emit, uptime
-from bipo_speed import cpu_model, git_commit
+from _report import command_line, cpu_model, emit, git_commit, uptime
 from torch.profiler import ProfilerActivity, profile
 
 import steerlab as sl
@@ -133,8 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
     in_ops = sum(groups.values())
     profiled = steps - 1
     out = {
-        "command": "python benchmarks/bipo_profile.py "
-        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None),
+        "command": command_line("bipo_profile.py", args),
         "cpu": cpu_model(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "code": git_commit(),

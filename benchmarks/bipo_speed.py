@@ -21,14 +21,12 @@ import dataclasses
 import os
 import platform
 import statistics
-import subprocess
 import threading
 import time
-from pathlib import Path
 
 import _env  # noqa: F401  (set-up: data root, offline, sys.path)
 import torch
-from _report import emit, uptime
+from _report import command_line, cpu_model, emit, git_commit, uptime
 
 import steerlab as sl
 import steerlab.utils.gemm as gemm
@@ -71,24 +69,6 @@ class PeakRSS:
     @property
     def delta_mb(self) -> float:
         return (self.peak - self.base) / 2**20
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux), else the platform's processor string."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
-def git_commit() -> str:
-    """The checkout's commit (``-dirty`` when it has uncommitted changes)."""
-    cmd = ["git", "describe", "--always", "--dirty"]
-    here = Path(__file__).parent
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=here).stdout.strip()
 
 
 def matmul_gflops(
@@ -286,12 +266,7 @@ def main() -> None:
     cfg = BiPOConfig(epochs=args.epochs, warmup_steps=2, lr=5e-3)
     steps = steps_per_epoch(len(pairs), cfg)
     out: dict = {
-        "command": "python benchmarks/bipo_speed.py "
-        + " ".join(
-            f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
-            for k, v in vars(args).items()
-            if v is not None and v is not False
-        ),
+        "command": command_line("bipo_speed.py", args),
         "machine": f"{platform.node()} {platform.processor() or platform.machine()}",
         "cpu": cpu_model(),
         "code": git_commit(),

@@ -36,6 +36,7 @@ from typing import Any
 import _env  # noqa: F401  (offline HF, data root, sys.path)
 import numpy as np
 import pandas as pd
+from _report import command_line
 
 
 def parse_args() -> argparse.Namespace:
@@ -262,9 +263,7 @@ def main() -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    command = "python benchmarks/conditional_steering.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out"
-    )
+    command = command_line("conditional_steering.py", args, skip=("out",))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()  # fmt: skip
     result = {

@@ -41,6 +41,7 @@ from typing import Any
 import _env  # noqa: F401  (offline HF, data root, sys.path)
 import numpy as np
 import pandas as pd
+from _report import command_line
 
 PERSONAS = ("power-seeking", "wealth-seeking", "corrigible-less-HHH", "survival-instinct")
 #: the Anthropic human-written advanced-ai-risk file of the same behavior (out of
@@ -815,12 +816,7 @@ def main() -> None:
     done = [json.loads(p.read_text())["seconds"] for p in cells.glob("*.done")]
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     meta = {
-        "command": "python benchmarks/fair_comparison.py "
-        + " ".join(
-            f"--{k.replace('_', '-')} {v}"
-            for k, v in vars(args).items()
-            if k not in ("report_only", "out", "name") and v is not None
-        ),
+        "command": command_line("fair_comparison.py", args, skip=("report_only", "out", "name")),
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, CPU; uptime at "
         f"the end: {uptime}",
         "seconds": sum(d.get("total", 0.0) for d in done) or (time.perf_counter() - t0),

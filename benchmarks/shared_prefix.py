@@ -25,7 +25,7 @@ import time
 import _env  # noqa: F401  (set-up: data root, offline, sys.path)
 import numpy as np
 import torch
-from _report import emit, uptime
+from _report import command_line, emit, uptime
 
 import steerlab as sl
 import steerlab.evaluation.damage_fast as damage_fast
@@ -124,8 +124,7 @@ def main() -> None:
                     results[name][label] = fn()
                     times[name][label].append(time.perf_counter() - t)
     out: dict = {
-        "command": "python benchmarks/shared_prefix.py "
-        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None),
+        "command": command_line("shared_prefix.py", args),
         "uptime_at_start": started,
         "threads": torch.get_num_threads(),
         "bipo_steps_timed": len(steps),

@@ -18,7 +18,7 @@ from unittest import mock
 
 import _env  # noqa: F401  (set-up: data root, offline, sys.path)
 import numpy as np
-from _report import emit, uptime
+from _report import command_line, emit, uptime
 
 import steerlab as sl
 import steerlab.analysis.sweeps as sweeps
@@ -36,9 +36,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    out = {"command": "python benchmarks/sweep_cache.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None
-    ), "uptime_at_start": uptime()}  # fmt: skip
+    out = {"command": command_line("sweep_cache.py", args), "uptime_at_start": uptime()}
     model = sl.load_model(args.model)
     data = sl.load_pairs(args.behavior)
     layers = [int(x) for x in args.layers.split(",")]
