@@ -42,3 +42,8 @@ def test_profile_of_a_tiny_epoch(bench, tmp_path):
         assert weights & {"49152 x 64", "64 x 49152"}  # the head (d_model 64), either way
         assert sum(r["seconds"] for r in shapes) <= out["groups_seconds"]["matmul"] + 1e-9
         assert all(r["gflop"] > 0 and r["calls"] > 0 for r in shapes)
+
+
+def test_too_few_pairs_for_two_steps_is_refused(bench):
+    with pytest.raises(SystemExit, match="--n-pairs 4 gives 1 step; profiling needs >= 2"):
+        bench.main(["--model", "tiny", "--n-pairs", "4", "--layer", "1"])
