@@ -4,14 +4,16 @@ Runs one untimed epoch first (the one-time cache, oneDNN's compiled primitives, 
 allocator's pools), then a second run of one epoch under the profiler, from the end of its
 first step to the end of its last (the cache and the first step left out). Operators are
 grouped by what they do, by self CPU time: the matmuls (the blocks' and the head's linear
-maps, forward and backward, through oneDNN or the BLAS), attention (the fused kernel and
-its backward), the head's log-softmax and gathers, element-wise work, copies and indexing,
+maps, forward and backward, through oneDNN or the BLAS, and attention's batched products
+where it runs as matrix products), attention (the fused kernel, or the softmax between
+the products, and their backwards), the head's log-softmax and gathers, element-wise work, copies and indexing,
 allocation, the rest; the linear maps also by weight shape, with the rate each reached
 (FLOPs from the recorded input shapes). "outside operators" is the wall time no operator
 accounts for: Python, hooks, the optimizer's bookkeeping, the profiler's own overhead. The profiler
 slows the run, so the epoch time printed beside it is the profiled one, not a benchmark's.
 
     python benchmarks/bipo_profile.py --n-pairs 160 --layer 14 --out benchmarks/results/bipo_profile.json
+    python benchmarks/bipo_profile.py --bf16 --n-pairs 160 --layer 14  # under bf16 autocast
 """
 
 import argparse
@@ -32,7 +34,7 @@ from steerlab.vectors.bipo.schedule import steps_per_epoch
 GROUPS = {
     "matmul": "mkldnn::_linear aten::mm aten::addmm aten::bmm aten::matmul aten::linear "
     "aten::baddbmm aten::_mkl",
-    "attention": "attention aten::_softmax_backward flash",
+    "attention": "attention aten::_softmax aten::softmax flash",
     "log_softmax_gather": "log_softmax logsumexp gather aten::take",
     "elementwise": "aten::mul aten::add aten::sub aten::div aten::silu aten::neg aten::pow "
     "aten::rsqrt aten::mean aten::sum aten::exp aten::where aten::cos aten::sin aten::sigmoid "
@@ -53,16 +55,28 @@ def group_of(name: str) -> str:
     return "other"
 
 
+def _operands(key: str, shapes: list) -> tuple[list[int], tuple[int, int]] | None:
+    """(input shape, weight shape ``[out, in]``) of a linear map: oneDNN's (``x``, ``w``),
+    or a BLAS product (``mm(x, w.T)``, ``addmm(bias, x, w.T)``, as under autocast)."""
+    if key.startswith("mkldnn::_linear") and len(shapes) >= 2 and len(shapes[1]) == 2:
+        return shapes[0], (shapes[1][0], shapes[1][1])
+    if key in ("aten::mm", "aten::addmm"):
+        ab = shapes[-2:] if key == "aten::addmm" else shapes[:2]
+        if len(ab) == 2 and all(len(t) == 2 for t in ab):
+            return ab[0], (ab[1][1], ab[1][0])
+    return None
+
+
 def linear_shapes(events) -> list[dict]:
-    """oneDNN's linear maps grouped by weight shape ``[out, in]`` (a backward's
-    transposed weight shows as its own shape): seconds, GFLOP and the rate reached."""
+    """The linear maps (oneDNN's, and 2-D BLAS products) grouped by weight shape ``[out,
+    in]`` (a backward's transposed weight shows as its own shape): seconds, GFLOP and the
+    rate reached."""
     by: dict[tuple[int, int], list[float]] = {}
     for e in events:
-        if not e.key.startswith("mkldnn::_linear") or len(e.input_shapes) < 2:
+        got = _operands(e.key, e.input_shapes or [])
+        if got is None or not got[0]:
             continue
-        x, w = e.input_shapes[0], e.input_shapes[1]
-        if len(w) != 2 or not x:
-            continue
+        x, w = got
         rows = 1
         for d in x[:-1]:
             rows *= d
@@ -89,6 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--n-pairs", type=int, default=160)
     ap.add_argument("--layer", type=int, default=14)
     ap.add_argument("--device", default=None)
+    ap.add_argument("--bf16", action="store_true", help="train under bf16 autocast")
     ap.add_argument("--top", type=int, default=25, help="operators listed one by one")
     ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args(argv)
@@ -101,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         model = sl.load_model(args.model, device=args.device)
     pairs = list(load_pairs(args.behavior).train)[: args.n_pairs]
-    cfg = BiPOConfig(epochs=1, warmup_steps=2, lr=5e-3)
+    cfg = BiPOConfig(epochs=1, warmup_steps=2, lr=5e-3, autocast_bf16=args.bf16)
     steps = steps_per_epoch(len(pairs), cfg)
     if steps < 2:
         raise SystemExit(f"--n-pairs {args.n_pairs} gives {steps} step; profiling needs >= 2")
@@ -139,6 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
         "uptime_at_start": started,
         "device": str(model.device),
         "threads": torch.get_num_threads(),
+        "precision": "bf16 autocast" if args.bf16 else "fp32",
         "fp32_gemm": gemm.default_backend() if model.device.type == "cpu" else "cuda",
         "n_pairs": len(pairs),
         "layer": args.layer,

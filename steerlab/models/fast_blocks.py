@@ -5,7 +5,8 @@ layers above one site thousands of times. Through ``TransformerBridge`` each blo
 through its hook points and an eager attention; :func:`fast_blocks` gives the same
 computation on the model's own weights (read at call time, so a temporary cast of them
 applies) with fused attention (``scaled_dot_product_attention``, grouped-query heads
-without copies) and nothing else: about 1.25x faster forward + backward on the embedded
+without copies; on CPUs, short rows as two batched matrix products, :class:`_Attention`)
+and nothing else: about 1.25x faster forward + backward on the embedded
 model, equal within float rounding (tested against the bridge on every supported
 architecture of the tiny matrix). Given the rows' lengths it runs every token-wise matmul
 on the real tokens only (padding exists only inside attention, where it is masked), and
@@ -189,8 +190,8 @@ class FastBlocks:
         n = x.shape[0]
         cos, sin = self.rotary(x, position_ids)
         cos, sin = grid.pack(cos).unsqueeze(1), grid.pack(sin).unsqueeze(1)
-        mask = allowed.unsqueeze(1)
         hq, hk, hd = self.n_heads, self.n_kv_heads, self.head_dim
+        attend = _Attention.of(x, allowed, hq, hk, self.scaling)
         where = (grid.rows, grid.pos)
         for i in range(start, stop):
             blk = self.blocks[i]
@@ -198,11 +199,7 @@ class FastBlocks:
             q = _rotate(_lin(h, blk.q).view(n, hq, hd), cos, sin)
             k = _rotate(_lin(h, blk.k).view(n, hk, hd), cos, sin)
             v = _lin(h, blk.v).view(n, hk, hd)
-            q, k, v = (grid.unpack(t).transpose(1, 2) for t in (q, k, v))
-            a = F.scaled_dot_product_attention(
-                q, k, v.to(q.dtype), attn_mask=mask, scale=self.scaling, enable_gqa=hq != hk
-            )
-            a = grid.pack(a.transpose(1, 2)).reshape(n, hq * hd)
+            a = grid.pack(attend(*(grid.unpack(t) for t in (q, k, v)))).reshape(n, hq * hd)
             if at is not None and i == stop - 1:  # only these outputs are read
                 sel = grid.index(*at)
                 x, a, where = x[sel], a[sel], at
@@ -212,6 +209,84 @@ class FastBlocks:
             if i in adds:
                 x = x + grid.at(adds[i], *where).to(x.dtype)
         return x
+
+
+#: The longest batch (positions) whose attention :class:`_Attention` computes as explicit
+#: matrix products on a CPU. For short rows the fused kernel's per-block overhead
+#: dominates: with the embedded model's heads (9 query, 3 key-value, 64 wide) and 8 rows,
+#: forward + backward took 0.63-0.73x the fused kernel's time at 50-160 positions in fp32,
+#: 0.81x at 192 and the same at 256; in bf16 0.30-0.74x up to 192 (2 threads, Zen 4,
+#: probes outside the repository). On the same machine, in-process A/B, 160 power-seeking
+#: pairs at layer 14: a BiPO epoch took 0.97-0.98x the time in fp32 and 0.84x under bf16
+#: autocast; the fp32 cache (a forward of every pair without gradients) the same time.
+MATMUL_ATTENTION_MAX_POS = 192
+
+
+@dataclass(frozen=True, eq=False)
+class _Attention:
+    """Attention of one forward's blocks: ``allowed``-masked softmax attention with
+    grouped-query heads, on ``[batch, pos, heads, head_dim]`` tensors (returned the same
+    way). On a CPU, for fp32 or bf16 (autocast or bf16 tensors) batches of at most
+    :data:`MATMUL_ATTENTION_MAX_POS` positions, it runs as two batched matrix products
+    around an fp32 softmax, the additive mask built once for all blocks (``bias``);
+    elsewhere (GPUs, other dtypes, long rows) the fused kernel
+    (``scaled_dot_product_attention``). The two agree within rounding (tested). The choice
+    does not depend on gradients, so a reference computed without them (cached once in
+    fp32, recomputed per batch under autocast) matches the policy's forward at ``v = 0``
+    exactly: BiPO's first loss is exactly log 2.
+    """
+
+    allowed: Bool[Tensor, "batch pos pos"]
+    n_heads: int
+    n_kv_heads: int
+    scale: float
+    bias: Float[Tensor, "batch_kv group_pos pos"] | None  # None: the fused kernel
+
+    @classmethod
+    def of(
+        cls, x: Tensor, allowed: Tensor, n_heads: int, n_kv_heads: int, scale: float
+    ) -> "_Attention":
+        b, t = int(allowed.shape[0]), int(allowed.shape[-1])
+        autocast = torch.is_autocast_enabled("cpu")
+        dtype = torch.get_autocast_dtype("cpu") if autocast else x.dtype
+        matmul = (
+            x.device.type == "cpu"
+            and t <= MATMUL_ATTENTION_MAX_POS
+            and dtype in (torch.float32, torch.bfloat16)
+        )
+        bias = None
+        if matmul:  # [batch * kv heads, group * pos, pos], query heads of a kv head adjacent
+            g = n_heads // n_kv_heads
+            low = torch.finfo(dtype).min  # not -inf: a row masked in full stays finite
+            m = torch.zeros(b, t, t, dtype=dtype, device=x.device).masked_fill_(~allowed, low)
+            bias = m.view(b, 1, 1, t, t).expand(b, n_kv_heads, g, t, t).reshape(-1, g * t, t)
+        return cls(allowed, n_heads, n_kv_heads, scale, bias)
+
+    def __call__(
+        self,
+        q: Float[Tensor, "batch pos heads hd"],
+        k: Float[Tensor, "batch pos kv_heads hd"],
+        v: Float[Tensor, "batch pos kv_heads hd"],
+    ) -> Float[Tensor, "batch pos heads hd"]:
+        hq, hk = self.n_heads, self.n_kv_heads
+        if self.bias is None:
+            a = F.scaled_dot_product_attention(
+                q.transpose(1, 2),
+                k.transpose(1, 2),
+                v.to(q.dtype).transpose(1, 2),
+                attn_mask=self.allowed.unsqueeze(1),
+                scale=self.scale,
+                enable_gqa=hq != hk,
+            )
+            return a.transpose(1, 2)
+        b, t, _, hd = q.shape
+        g = hq // hk
+        qg = q.view(b, t, hk, g, hd).permute(0, 2, 3, 1, 4).reshape(b * hk, g * t, hd)
+        kt = k.permute(0, 2, 3, 1).reshape(b * hk, hd, t)
+        vv = v.to(q.dtype).transpose(1, 2).reshape(b * hk, t, hd)
+        scores = torch.baddbmm(self.bias, qg, kt, alpha=self.scale)
+        p = torch.softmax(scores, -1, dtype=torch.float32).to(vv.dtype)  # fp32 statistics
+        return torch.bmm(p, vv).view(b, hk, g, t, hd).permute(0, 3, 1, 2, 4).reshape(b, t, hq, hd)
 
 
 @dataclass(frozen=True, eq=False)
