@@ -31,11 +31,25 @@ def cpu_model() -> str:
     return platform.processor()
 
 
-def git_commit() -> str:
-    """The checkout's commit (``-dirty`` when it has uncommitted changes)."""
-    cmd = ["git", "describe", "--always", "--dirty"]
-    here = Path(__file__).parent
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=here).stdout.strip()
+#: Paths whose changes do not make a checkout's code "dirty": the benchmarks' own results.
+RESULTS = "benchmarks/results"
+
+
+def git_commit(cwd: "str | Path | None" = None) -> str:
+    """The checkout's commit, ``-dirty`` when it has uncommitted changes other than under
+    :data:`RESULTS` (a results file a benchmark has just rewritten is not a code change)."""
+    here = Path(cwd) if cwd is not None else Path(__file__).parent
+
+    def git(*a: str) -> str:
+        return subprocess.run(["git", *a], capture_output=True, text=True, cwd=here).stdout.strip()
+
+    rev = git("rev-parse", "--short", "HEAD")
+    if not rev:
+        return ""
+    top = git("rev-parse", "--show-toplevel")
+    changed = git("-C", top, "status", "--porcelain", "--untracked-files=no", "--", ".",
+                  f":(exclude){RESULTS}")  # fmt: skip
+    return rev + ("-dirty" if changed else "")
 
 
 def uptime() -> str:
