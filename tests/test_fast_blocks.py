@@ -21,6 +21,7 @@ from steerlab.models.fast_blocks import (
     _Grid,
     fast_blocks,
     use_fast_blocks,
+    use_matmul_attention,
 )
 from steerlab.models.sites import HookSite
 
@@ -329,6 +330,9 @@ def test_which_attention_runs():
     with torch.autocast("cpu", dtype=torch.bfloat16):  # as the bf16 tensors, grad or not
         assert matmul(8, x32) and matmul(8, x32, grad=False)
     assert not matmul(8, torch.zeros(1, device="meta"))  # not a CPU: the fused kernel
+    with use_matmul_attention(False):
+        assert not matmul(8, x32) and not matmul(8, bf16)
+    assert matmul(8, x32)
 
 
 def test_matmul_attention_under_autocast_follows_the_fused_kernel():

@@ -45,6 +45,7 @@ from steerlab.utils.gemm import linear
 SUPPORTED = ("llama", "mistral", "qwen2")
 
 _enabled: ContextVar[bool] = ContextVar("steerlab_fast_blocks", default=True)
+_matmul_attention: ContextVar[bool] = ContextVar("steerlab_matmul_attention", default=True)
 _cache: "WeakKeyDictionary[Any, FastBlocks | None]" = WeakKeyDictionary()
 
 
@@ -57,6 +58,18 @@ def use_fast_blocks(enabled: bool) -> Iterator[None]:
         yield
     finally:
         _enabled.reset(token)
+
+
+@contextmanager
+def use_matmul_attention(enabled: bool) -> Iterator[None]:
+    """Meanwhile, let :class:`_Attention` compute short rows as batched matrix products
+    where it applies (True, the default) or always use the fused kernel (False: A/B runs,
+    parity tests)."""
+    token = _matmul_attention.set(enabled)
+    try:
+        yield
+    finally:
+        _matmul_attention.reset(token)
 
 
 @dataclass(frozen=True, eq=False)
@@ -222,6 +235,12 @@ class FastBlocks:
 MATMUL_ATTENTION_MAX_POS = 192
 
 
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    """The dtype products on ``x`` run in: autocast's where it is on, else ``x``'s."""
+    on = torch.is_autocast_enabled(x.device.type)
+    return torch.get_autocast_dtype(x.device.type) if on else x.dtype
+
+
 @dataclass(frozen=True, eq=False)
 class _Attention:
     """Attention of one forward's blocks: ``allowed``-masked softmax attention with
@@ -246,20 +265,29 @@ class _Attention:
     def of(
         cls, x: Tensor, allowed: Tensor, n_heads: int, n_kv_heads: int, scale: float
     ) -> "_Attention":
-        b, t = int(allowed.shape[0]), int(allowed.shape[-1])
-        autocast = torch.is_autocast_enabled("cpu")
-        dtype = torch.get_autocast_dtype("cpu") if autocast else x.dtype
+        """The attention the blocks run on ``x``'s device and precision (see the class)."""
         matmul = (
-            x.device.type == "cpu"
-            and t <= MATMUL_ATTENTION_MAX_POS
-            and dtype in (torch.float32, torch.bfloat16)
+            _matmul_attention.get()
+            and x.device.type == "cpu"
+            and int(allowed.shape[-1]) <= MATMUL_ATTENTION_MAX_POS
+            and _compute_dtype(x) in (torch.float32, torch.bfloat16)
         )
-        bias = None
-        if matmul:  # [batch * kv heads, group * pos, pos], query heads of a kv head adjacent
-            g = n_heads // n_kv_heads
-            low = torch.finfo(dtype).min  # not -inf: a row masked in full stays finite
-            m = torch.zeros(b, t, t, dtype=dtype, device=x.device).masked_fill_(~allowed, low)
-            bias = m.view(b, 1, 1, t, t).expand(b, n_kv_heads, g, t, t).reshape(-1, g * t, t)
+        if matmul:
+            return cls.products(x, allowed, n_heads, n_kv_heads, scale)
+        return cls(allowed, n_heads, n_kv_heads, scale, None)
+
+    @classmethod
+    def products(
+        cls, x: Tensor, allowed: Tensor, n_heads: int, n_kv_heads: int, scale: float
+    ) -> "_Attention":
+        """The batched-products attention, whatever the device and width (the mask in the
+        precision ``x`` computes in)."""
+        b, t = int(allowed.shape[0]), int(allowed.shape[-1])
+        dtype, g = _compute_dtype(x), n_heads // n_kv_heads
+        low = torch.finfo(dtype).min  # not -inf: a row masked in full stays finite
+        m = torch.zeros(b, t, t, dtype=dtype, device=x.device).masked_fill_(~allowed, low)
+        # [batch * kv heads, group * pos, pos]: the query heads of one kv head adjacent
+        bias = m.view(b, 1, 1, t, t).expand(b, n_kv_heads, g, t, t).reshape(-1, g * t, t)
         return cls(allowed, n_heads, n_kv_heads, scale, bias)
 
     def __call__(
