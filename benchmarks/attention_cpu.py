@@ -1,9 +1,9 @@
 """Attention on CPUs: batched matrix products against the fused kernel, side by side.
 
-The hook-free blocks (:mod:`steerlab.models.fast_blocks`) compute the attention of
+The hook-free blocks (:mod:`steerlab.models.fast_blocks`) compute the bf16 attention of
 batches of at most ``MATMUL_ATTENTION_MAX_POS`` positions on CPUs as two batched matrix
-products around an fp32 softmax (``_Attention``), and longer ones with the fused kernel
-(``scaled_dot_product_attention``). This script measures both on the same inputs, in
+products around an fp32 softmax (``_Attention``), and fp32 or longer ones with the fused
+kernel (``scaled_dot_product_attention``). This script measures both on the same inputs, in
 turn, ``--rounds`` times in one process (so machine drift hits both alike):
 
 - kernels: one call of each on ``--rows`` rows of each width in ``--widths`` (a packed
@@ -13,7 +13,8 @@ turn, ``--rounds`` times in one process (so machine drift hits both alike):
   products / fused, and the largest difference of their outputs;
 - with ``--epoch-rounds N``: BiPO epochs on the embedded model (``--n-pairs``
   power-seeking pairs at ``--layer``), fp32 and (``--bf16``) under bf16 autocast, with
-  the products on and off (``use_matmul_attention``): per round, one two-epoch run of each
+  the products on (forced in fp32 too, which the blocks do not use) and off
+  (``use_matmul_attention``): per round, one two-epoch run of each
   (alternating which goes first), the second epoch timed.
 
     python benchmarks/attention_cpu.py --out benchmarks/results/attention_cpu.json
@@ -28,9 +29,15 @@ import _env  # noqa: F401  (set-up: data root, offline, sys.path)
 import torch
 from _report import command_line, cpu_model, emit, git_commit, uptime
 
-from steerlab.models.fast_blocks import MATMUL_ATTENTION_MAX_POS, _Attention, use_matmul_attention
+from steerlab.models.fast_blocks import (
+    MATMUL_ATTENTION_DTYPES,
+    MATMUL_ATTENTION_MAX_POS,
+    _Attention,
+    use_matmul_attention,
+)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+ALL = tuple(DTYPES.values())  # the epochs' "on": the products in either precision
 
 
 def packed_mask(rows: int, width: int) -> torch.Tensor:
@@ -91,7 +98,8 @@ def kernel_rows(args: argparse.Namespace) -> list[dict]:
                     "ms_fused": statistics.median(ms["fused"]),
                     "ratio_matmul_over_fused": statistics.median(ms["matmul"])
                     / statistics.median(ms["fused"]),
-                    "used_by_the_blocks": width <= MATMUL_ATTENTION_MAX_POS,
+                    "used_by_the_blocks": dtype in MATMUL_ATTENTION_DTYPES
+                    and width <= MATMUL_ATTENTION_MAX_POS,
                     "max_abs_diff": diff,
                 })  # fmt: skip
     return out
@@ -114,7 +122,7 @@ def epoch_rows(args: argparse.Namespace) -> dict:
         for r in range(args.epoch_rounds):
             for name in ("matmul", "fused") if r % 2 == 0 else ("fused", "matmul"):
                 ends: list[float] = []
-                with use_matmul_attention(name == "matmul"):
+                with use_matmul_attention(name == "matmul", ALL):
                     run = fit_bipo_run(model, pairs, layer=args.layer, config=cfg,
                                        progress=False,
                                        on_step=lambda rec, e=ends: e.append(time.perf_counter()))  # fmt: skip

@@ -289,10 +289,9 @@ def test_matmul_attention_equals_the_fused_kernel(hq, hk):
     from steerlab.models.fast_blocks import _Attention
 
     q, k, v, allowed = _attention_inputs(3, 11, hq, hk)
-    x = torch.zeros(1, dtype=torch.float32)
-    matmul = _Attention.of(x, allowed, hq, hk, 0.3)
-    assert matmul.bias is not None  # fp32 CPU tensors, short rows
-    fused = type(matmul)(allowed, hq, hk, 0.3, None)
+    matmul = _Attention.products(q, allowed, hq, hk, 0.3)  # in fp32, where rounding is small
+    assert matmul.bias is not None and matmul.bias.dtype == torch.float32
+    fused = _Attention(allowed, hq, hk, 0.3, None)
     w = torch.linspace(-1, 1, q.numel()).view(q.shape)
     w[1, 0] = 0  # the query that sees nothing: no kernel's output there is meaningful
     out, grads = [], []
@@ -322,17 +321,19 @@ def test_which_attention_runs():
             return _Attention.of(x, allowed, 2, 1, 1.0).bias is not None
 
     t, x32 = MATMUL_ATTENTION_MAX_POS, torch.zeros(1)
-    assert matmul(t, x32) and not matmul(t + 1, x32)  # long rows: the fused kernel
-    assert matmul(8, x32, grad=False)  # with or without gradients alike (see the class)
-    assert not matmul(8, x32.double())
     bf16 = x32.to(torch.bfloat16)
-    assert matmul(8, bf16) and matmul(8, bf16, grad=False) and not matmul(t + 1, bf16)
+    assert matmul(t, bf16) and not matmul(t + 1, bf16)  # long rows: the fused kernel
+    assert matmul(8, bf16, grad=False)  # with or without gradients alike (see the class)
+    assert not matmul(8, x32) and not matmul(8, x32, grad=False)  # fp32: the fused kernel
+    assert not matmul(8, x32.double())
     with torch.autocast("cpu", dtype=torch.bfloat16):  # as the bf16 tensors, grad or not
         assert matmul(8, x32) and matmul(8, x32, grad=False)
-    assert not matmul(8, torch.zeros(1, device="meta"))  # not a CPU: the fused kernel
+    assert not matmul(8, torch.zeros(1, device="meta", dtype=torch.bfloat16))  # not a CPU
     with use_matmul_attention(False):
-        assert not matmul(8, x32) and not matmul(8, bf16)
-    assert matmul(8, x32)
+        assert not matmul(8, bf16)
+    with use_matmul_attention(True, (torch.float32, torch.bfloat16)):  # forced in fp32
+        assert matmul(8, x32) and matmul(8, bf16) and not matmul(t + 1, x32)
+    assert matmul(8, bf16) and not matmul(8, x32)
 
 
 def test_matmul_attention_under_autocast_follows_the_fused_kernel():

@@ -5,7 +5,7 @@ layers above one site thousands of times. Through ``TransformerBridge`` each blo
 through its hook points and an eager attention; :func:`fast_blocks` gives the same
 computation on the model's own weights (read at call time, so a temporary cast of them
 applies) with fused attention (``scaled_dot_product_attention``, grouped-query heads
-without copies; on CPUs, short rows as two batched matrix products, :class:`_Attention`)
+without copies; on CPUs, short bf16 rows as two batched matrix products, :class:`_Attention`)
 and nothing else: about 1.25x faster forward + backward on the embedded
 model, equal within float rounding (tested against the bridge on every supported
 architecture of the tiny matrix). Given the rows' lengths it runs every token-wise matmul
@@ -45,7 +45,11 @@ from steerlab.utils.gemm import linear
 SUPPORTED = ("llama", "mistral", "qwen2")
 
 _enabled: ContextVar[bool] = ContextVar("steerlab_fast_blocks", default=True)
-_matmul_attention: ContextVar[bool] = ContextVar("steerlab_matmul_attention", default=True)
+#: The precisions whose short rows :class:`_Attention` computes as matrix products.
+MATMUL_ATTENTION_DTYPES: tuple[torch.dtype, ...] = (torch.bfloat16,)
+_matmul_attention: ContextVar[tuple[torch.dtype, ...]] = ContextVar(
+    "steerlab_matmul_attention", default=MATMUL_ATTENTION_DTYPES
+)
 _cache: "WeakKeyDictionary[Any, FastBlocks | None]" = WeakKeyDictionary()
 
 
@@ -61,11 +65,13 @@ def use_fast_blocks(enabled: bool) -> Iterator[None]:
 
 
 @contextmanager
-def use_matmul_attention(enabled: bool) -> Iterator[None]:
-    """Meanwhile, let :class:`_Attention` compute short rows as batched matrix products
-    where it applies (True, the default) or always use the fused kernel (False: A/B runs,
-    parity tests)."""
-    token = _matmul_attention.set(enabled)
+def use_matmul_attention(
+    enabled: bool, dtypes: tuple[torch.dtype, ...] = MATMUL_ATTENTION_DTYPES
+) -> Iterator[None]:
+    """Meanwhile, let :class:`_Attention` compute short rows in ``dtypes`` as batched
+    matrix products on CPUs (True, the default: bf16) or always use the fused kernel
+    (False). A/B runs and parity tests; ``dtypes`` also forces the products in fp32."""
+    token = _matmul_attention.set(tuple(dtypes) if enabled else ())
     try:
         yield
     finally:
@@ -224,14 +230,14 @@ class FastBlocks:
         return x
 
 
-#: The longest batch (positions) whose attention :class:`_Attention` computes as explicit
-#: matrix products on a CPU. For short rows the fused kernel's per-block overhead
-#: dominates: with the embedded model's heads (9 query, 3 key-value, 64 wide) and 8 rows,
-#: forward + backward took 0.63-0.73x the fused kernel's time at 50-160 positions in fp32,
-#: 0.81x at 192 and the same at 256; in bf16 0.30-0.74x up to 192 (2 threads, Zen 4,
-#: probes outside the repository). On the same machine, in-process A/B, 160 power-seeking
-#: pairs at layer 14: a BiPO epoch took 0.97-0.98x the time in fp32 and 0.84x under bf16
-#: autocast; the fp32 cache (a forward of every pair without gradients) the same time.
+#: The longest batch (positions) whose bf16 attention :class:`_Attention` computes as
+#: explicit matrix products on a CPU: there the fused kernel takes 2-3x the time of the
+#: products for short rows (``benchmarks/attention_cpu.py``, Zen 4, 2 threads: the
+#: products 0.30-0.49x its time forward + backward and 0.39-0.54x forward alone at 64-192
+#: positions, 8 rows of the embedded model's heads; 0.6-1.06x at 256-320), and a BiPO epoch
+#: under bf16 autocast took 0.84-0.88x the time. In fp32 the products won nothing clear
+#: (0.83-1.15x forward + backward, an erratic 0.64-2.4x forward alone; a BiPO epoch
+#: 0.97-0.98x), so fp32 keeps the fused kernel.
 MATMUL_ATTENTION_MAX_POS = 192
 
 
@@ -245,14 +251,13 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
 class _Attention:
     """Attention of one forward's blocks: ``allowed``-masked softmax attention with
     grouped-query heads, on ``[batch, pos, heads, head_dim]`` tensors (returned the same
-    way). On a CPU, for fp32 or bf16 (autocast or bf16 tensors) batches of at most
+    way). On a CPU, for bf16 batches (autocast or bf16 tensors) of at most
     :data:`MATMUL_ATTENTION_MAX_POS` positions, it runs as two batched matrix products
     around an fp32 softmax, the additive mask built once for all blocks (``bias``);
-    elsewhere (GPUs, other dtypes, long rows) the fused kernel
-    (``scaled_dot_product_attention``). The two agree within rounding (tested). The choice
-    does not depend on gradients, so a reference computed without them (cached once in
-    fp32, recomputed per batch under autocast) matches the policy's forward at ``v = 0``
-    exactly: BiPO's first loss is exactly log 2.
+    elsewhere (GPUs, fp32, long rows) the fused kernel (``scaled_dot_product_attention``).
+    The two agree within rounding (tested). The choice does not depend on gradients, so a
+    reference recomputed without them under autocast matches the policy's forward at
+    ``v = 0`` exactly: BiPO's first loss is exactly log 2.
     """
 
     allowed: Bool[Tensor, "batch pos pos"]
@@ -267,10 +272,9 @@ class _Attention:
     ) -> "_Attention":
         """The attention the blocks run on ``x``'s device and precision (see the class)."""
         matmul = (
-            _matmul_attention.get()
-            and x.device.type == "cpu"
+            x.device.type == "cpu"
             and int(allowed.shape[-1]) <= MATMUL_ATTENTION_MAX_POS
-            and _compute_dtype(x) in (torch.float32, torch.bfloat16)
+            and _compute_dtype(x) in _matmul_attention.get()
         )
         if matmul:
             return cls.products(x, allowed, n_heads, n_kv_heads, scale)
