@@ -2,8 +2,8 @@
 
 The hook-free blocks (:mod:`steerlab.models.fast_blocks`) compute the bf16 attention of
 batches of at most ``MATMUL_ATTENTION_MAX_POS`` positions on CPUs as two batched matrix
-products around an fp32 softmax (``_Attention``), and fp32 or longer ones with the fused
-kernel (``scaled_dot_product_attention``). This script measures both on the same inputs, in
+products around an fp32 softmax (:class:`steerlab.models.attention.Attention`), and fp32
+or longer ones with the fused kernel (``scaled_dot_product_attention``). This script measures both on the same inputs, in
 turn, ``--rounds`` times in one process (so machine drift hits both alike):
 
 - kernels: one call of each on ``--rows`` rows of each width in ``--widths`` (a packed
@@ -29,10 +29,10 @@ import _env  # noqa: F401  (set-up: data root, offline, sys.path)
 import torch
 from _report import command_line, cpu_model, emit, git_commit, uptime
 
-from steerlab.models.fast_blocks import (
+from steerlab.models.attention import (
     MATMUL_ATTENTION_DTYPES,
     MATMUL_ATTENTION_MAX_POS,
-    _Attention,
+    Attention,
     use_matmul_attention,
 )
 
@@ -71,8 +71,8 @@ def kernel_rows(args: argparse.Namespace) -> list[dict]:
                 torch.randn(args.rows, width, h, hd, generator=g).to(dtype) for h in (hq, hk, hk)
             )
             grad_out = torch.randn(q.shape, generator=g).to(dtype)
-            matmul = _Attention.products(q, allowed, hq, hk, hd**-0.5)  # at every width
-            fused = _Attention(allowed, hq, hk, hd**-0.5, None)
+            matmul = Attention.products(q, allowed, hq, hk, hd**-0.5)  # at every width
+            fused = Attention(allowed, hq, hk, hd**-0.5, None)
             with torch.no_grad():
                 diff = float((matmul(q, k, v).float() - fused(q, k, v).float()).abs().max())
             for mode in ("forward_backward", "forward"):
@@ -139,6 +139,24 @@ def epoch_rows(args: argparse.Namespace) -> dict:
     return out
 
 
+def check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse options the measurement cannot run with (argparse's error: usage, exit 2)."""
+    try:
+        heads = [int(v) for v in args.heads.split(",")]
+        widths = [int(w) for w in args.widths.split(",")]
+    except ValueError:
+        ap.error(f"--heads {args.heads} / --widths {args.widths}: comma-separated integers")
+    if len(heads) != 3 or min(heads) < 1 or heads[0] % heads[1]:
+        ap.error(f"--heads {args.heads}: Q,KV,DIM with Q a multiple of KV, all >= 1")
+    if min(widths) < 1:
+        ap.error(f"--widths {args.widths}: positions >= 1")
+    bad = [d for d in args.dtypes.split(",") if d not in DTYPES]
+    if bad:
+        ap.error(f"--dtypes {args.dtypes}: choose among {', '.join(DTYPES)}")
+    if min(args.rows, args.rounds, args.reps) < 1 or args.epoch_rounds < 0:
+        ap.error("--rows, --rounds and --reps need >= 1, --epoch-rounds >= 0")
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser()
     ap.add_argument("--heads", default="9,3,64", help="query heads, key-value heads, width")
@@ -154,6 +172,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--layer", type=int, default=14)
     ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args(argv)
+    check_args(ap, args)
     out: dict = {
         "command": command_line("attention_cpu.py", args),
         "cpu": cpu_model(),

@@ -3,7 +3,9 @@ dtype, in both modes, their outputs equal within rounding, and the blocks' cut-o
 
 import json
 
-from steerlab.models.fast_blocks import MATMUL_ATTENTION_MAX_POS
+import pytest
+
+from steerlab.models.attention import MATMUL_ATTENTION_MAX_POS
 from tests._bench import load_benchmark
 
 
@@ -31,3 +33,21 @@ def test_packed_mask_hides_one_quarter_from_the_last():
     m = bench.packed_mask(1, 8)[0]
     assert m[7, 4:6].tolist() == [False, False] and m[7, :4].all() and m[7, 6:].all()
     assert not m.triu(1).any() and m[:6].tril().sum() == 21  # causal above the last quarter
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--heads", "9,2,64"], "Q a multiple of KV"),
+        (["--heads", "9,3"], "Q a multiple of KV"),
+        (["--widths", "8,x"], "comma-separated integers"),
+        (["--widths", "0"], "positions >= 1"),
+        (["--dtypes", "fp16"], "choose among fp32, bf16"),
+        (["--rounds", "0"], "need >= 1"),
+    ],
+)
+def test_bad_options_are_refused(argv, says, capsys):
+    bench = load_benchmark("attention_cpu")
+    with pytest.raises(SystemExit) as err:
+        bench.main(argv)
+    assert err.value.code == 2 and says in capsys.readouterr().err

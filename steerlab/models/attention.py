@@ -1,0 +1,123 @@
+"""Masked softmax attention of the hook-free blocks (:mod:`steerlab.models.fast_blocks`):
+the fused kernel, or on CPUs, for short bf16 rows, two batched matrix products."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+#: The precisions whose short rows :class:`Attention` computes as matrix products.
+MATMUL_ATTENTION_DTYPES: tuple[torch.dtype, ...] = (torch.bfloat16,)
+_matmul_attention: ContextVar[tuple[torch.dtype, ...]] = ContextVar(
+    "steerlab_matmul_attention", default=MATMUL_ATTENTION_DTYPES
+)
+
+
+@contextmanager
+def use_matmul_attention(
+    enabled: bool, dtypes: tuple[torch.dtype, ...] = MATMUL_ATTENTION_DTYPES
+) -> Iterator[None]:
+    """Meanwhile, let :class:`Attention` compute short rows in ``dtypes`` as batched
+    matrix products on CPUs (True, the default: bf16) or always use the fused kernel
+    (False). A/B runs and parity tests; ``dtypes`` also forces the products in fp32."""
+    token = _matmul_attention.set(tuple(dtypes) if enabled else ())
+    try:
+        yield
+    finally:
+        _matmul_attention.reset(token)
+
+
+#: The longest batch (positions) whose bf16 attention :class:`Attention` computes as
+#: explicit matrix products on a CPU: there the fused kernel takes 2-3x the time of the
+#: products for short rows (``benchmarks/attention_cpu.py``, Zen 4, 2 threads: the
+#: products 0.30-0.49x its time forward + backward and 0.39-0.54x forward alone at 64-192
+#: positions, 8 rows of the embedded model's heads; 0.6-1.06x at 256-320), and a BiPO epoch
+#: under bf16 autocast took 0.84-0.88x the time. In fp32 the products won nothing clear
+#: (0.83-1.15x forward + backward, an erratic 0.64-2.4x forward alone; a BiPO epoch
+#: 0.97-0.98x), so fp32 keeps the fused kernel.
+MATMUL_ATTENTION_MAX_POS = 192
+
+
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    """The dtype products on ``x`` run in: autocast's where it is on, else ``x``'s."""
+    on = torch.is_autocast_enabled(x.device.type)
+    return torch.get_autocast_dtype(x.device.type) if on else x.dtype
+
+
+@dataclass(frozen=True, eq=False)
+class Attention:
+    """Attention of one forward's blocks: ``allowed``-masked softmax attention with
+    grouped-query heads, on ``[batch, pos, heads, head_dim]`` tensors (returned the same
+    way). On a CPU, for bf16 batches (autocast or bf16 tensors) of at most
+    :data:`MATMUL_ATTENTION_MAX_POS` positions, it runs as two batched matrix products
+    around an fp32 softmax, the additive mask built once for all blocks (``bias``);
+    elsewhere (GPUs, fp32, long rows) the fused kernel (``scaled_dot_product_attention``).
+    The two agree within rounding (tested). The choice does not depend on gradients, so a
+    reference recomputed without them under autocast matches the policy's forward at
+    ``v = 0`` exactly: BiPO's first loss is exactly log 2.
+    """
+
+    allowed: Bool[Tensor, "batch pos pos"]
+    n_heads: int
+    n_kv_heads: int
+    scale: float
+    bias: Float[Tensor, "batch_kv group_pos pos"] | None  # None: the fused kernel
+
+    @classmethod
+    def of(
+        cls, x: Tensor, allowed: Tensor, n_heads: int, n_kv_heads: int, scale: float
+    ) -> "Attention":
+        """The attention the blocks run on ``x``'s device and precision (see the class)."""
+        matmul = (
+            x.device.type == "cpu"
+            and int(allowed.shape[-1]) <= MATMUL_ATTENTION_MAX_POS
+            and _compute_dtype(x) in _matmul_attention.get()
+        )
+        if matmul:
+            return cls.products(x, allowed, n_heads, n_kv_heads, scale)
+        return cls(allowed, n_heads, n_kv_heads, scale, None)
+
+    @classmethod
+    def products(
+        cls, x: Tensor, allowed: Tensor, n_heads: int, n_kv_heads: int, scale: float
+    ) -> "Attention":
+        """The batched-products attention, whatever the device and width (the mask in the
+        precision ``x`` computes in)."""
+        b, t = int(allowed.shape[0]), int(allowed.shape[-1])
+        dtype, g = _compute_dtype(x), n_heads // n_kv_heads
+        low = torch.finfo(dtype).min  # not -inf: a row masked in full stays finite
+        m = torch.zeros(b, t, t, dtype=dtype, device=x.device).masked_fill_(~allowed, low)
+        # [batch * kv heads, group * pos, pos]: the query heads of one kv head adjacent
+        bias = m.view(b, 1, 1, t, t).expand(b, n_kv_heads, g, t, t).reshape(-1, g * t, t)
+        return cls(allowed, n_heads, n_kv_heads, scale, bias)
+
+    def __call__(
+        self,
+        q: Float[Tensor, "batch pos heads hd"],
+        k: Float[Tensor, "batch pos kv_heads hd"],
+        v: Float[Tensor, "batch pos kv_heads hd"],
+    ) -> Float[Tensor, "batch pos heads hd"]:
+        hq, hk = self.n_heads, self.n_kv_heads
+        if self.bias is None:
+            a = F.scaled_dot_product_attention(
+                q.transpose(1, 2),
+                k.transpose(1, 2),
+                v.to(q.dtype).transpose(1, 2),
+                attn_mask=self.allowed.unsqueeze(1),
+                scale=self.scale,
+                enable_gqa=hq != hk,
+            )
+            return a.transpose(1, 2)
+        b, t, _, hd = q.shape
+        g = hq // hk
+        qg = q.view(b, t, hk, g, hd).permute(0, 2, 3, 1, 4).reshape(b * hk, g * t, hd)
+        kt = k.permute(0, 2, 3, 1).reshape(b * hk, hd, t)
+        vv = v.to(q.dtype).transpose(1, 2).reshape(b * hk, t, hd)
+        scores = torch.baddbmm(self.bias, qg, kt, alpha=self.scale)
+        p = torch.softmax(scores, -1, dtype=torch.float32).to(vv.dtype)  # fp32 statistics
+        return torch.bmm(p, vv).view(b, hk, g, t, hd).permute(0, 3, 1, 2, 4).reshape(b, t, hq, hd)
