@@ -37,7 +37,7 @@ def use_matmul_attention(
 #: products for short rows (``benchmarks/attention_cpu.py``, Zen 4, 2 threads: the
 #: products 0.30-0.49x its time forward + backward and 0.39-0.54x forward alone at 64-192
 #: positions, 8 rows of the embedded model's heads; 0.6-1.06x at 256-320), and a BiPO epoch
-#: under bf16 autocast took 0.84-0.88x the time. In fp32 the products won nothing clear
+#: under bf16 autocast took 0.88x the time (0.84x in an earlier probe outside the repository). In fp32 the products won nothing clear
 #: (0.83-1.15x forward + backward, an erratic 0.64-2.4x forward alone; a BiPO epoch
 #: 0.97-0.98x), so fp32 keeps the fused kernel.
 MATMUL_ATTENTION_MAX_POS = 192
