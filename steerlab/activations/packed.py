@@ -24,7 +24,7 @@ layer and the unsteered (reference) log-probs of both responses.
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -36,6 +36,7 @@ from steerlab.activations.capture import capture
 from steerlab.activations.gathered import gathered_logprobs, plain_gathered_logprobs
 from steerlab.activations.prompts import encode_pair
 from steerlab.errors import ConfigError, EmptyInputError
+from steerlab.models.attention import matmul_attention_applies
 from steerlab.models.chat import EncodedText
 from steerlab.models.fast_blocks import fast_blocks
 from steerlab.models.model import SteerlabModel
@@ -474,13 +475,19 @@ def full_token_logprobs(
 @dataclass(frozen=True, eq=False)
 class ReferenceCache:
     """Per pair: the packed tokens and the reference (unsteered) log-probs of both
-    responses, computed under ``autocast``: what BiPO's fast and plain caches share."""
+    responses, computed under ``autocast``: what BiPO's fast and plain caches share.
+
+    ``batch_invariant``: under ``autocast``, a pair's reference log-probs are the same
+    (bitwise) in whatever batch they are computed, so the cached ones stand for the
+    policy's batch (without autocast they always do: fp32 results here do not depend on
+    the batch to the rounding BiPO's loss sees, and the cache is used as is)."""
 
     packed: tuple[PackedPair, ...]
     ref_matching: Tensor
     ref_not_matching: Tensor
     layer: int
     autocast: torch.dtype | None = None
+    batch_invariant: bool = False
 
     @property
     def lengths(self) -> list[int]:
@@ -553,4 +560,53 @@ def build_cache(
             residuals[i] = resid[j, : lengths[i]].to(dtype or resid.dtype).clone()
             ref_m[i], ref_n[i] = float(m[j]), float(n[j])
     kept = tuple(r for r in residuals if r is not None)
-    return PairCache(tuple(packed), ref_m, ref_n, layer, autocast, residuals=kept)
+    cache = PairCache(tuple(packed), ref_m, ref_n, layer, autocast, residuals=kept)
+    if autocast is not None and _products_throughout(model, cache):
+        cache = replace(cache, batch_invariant=_same_in_other_batches(model, cache))
+    return cache
+
+
+def batch_reference_logprobs(
+    model: SteerlabModel, cache: PairCache, idx: Sequence[int]
+) -> tuple[Float[Tensor, " batch"], Float[Tensor, " batch"]]:
+    """Summed unsteered log-probs of pairs ``idx`` computed in exactly this batch, under
+    the cache's autocast, on the CPU (float64)."""
+    batch, resid = cache.batch(idx, model.pad_token_id, model.device)
+    with torch.no_grad(), autocast_to(model.device, cache.autocast):
+        lp = upper_token_logprobs(
+            model, resid, batch, cache.layer, shared=shared_positions(batch, resid)
+        )
+    m, n = sequence_logprobs(lp.double(), batch)
+    return m.cpu(), n.cpu()
+
+
+def _products_throughout(model: SteerlabModel, cache: PairCache) -> bool:
+    """Whether every batch of the cache's pairs runs the hook-free blocks with attention
+    as batched products (:func:`~steerlab.models.attention.matmul_attention_applies`):
+    the computation whose rows do not depend on the batch."""
+    width = max(cache.lengths, default=0)
+    fast = fast_blocks(model)
+    return (
+        bool(cache.packed)
+        and cache.autocast is not None
+        and fast is not None
+        and fast.applies(cache.layer + 1, width)
+        and matmul_attention_applies(model.device, cache.autocast, width)
+    )
+
+
+def _same_in_other_batches(model: SteerlabModel, cache: PairCache, n: int = 6) -> bool:
+    """A check that the cached reference log-probs do not depend on the batch: ``n``
+    pairs spread over the lengths (the longest included), each alone and all together in
+    reverse order, give bitwise the cached numbers. The trainer checks its first batch
+    too (:meth:`~steerlab.vectors.bipo.trainer.BiPOTrainer.step`)."""
+    order = sorted(range(len(cache.packed)), key=lambda i: cache.lengths[i])
+    picks = sorted({order[round(k * (len(order) - 1) / max(1, n - 1))] for k in range(n)})
+    for idx in [[i] for i in picks] + [picks[::-1]]:
+        m, nm = batch_reference_logprobs(model, cache, idx)
+        i = torch.as_tensor(idx)
+        if not (
+            torch.equal(m, cache.ref_matching[i]) and torch.equal(nm, cache.ref_not_matching[i])
+        ):
+            return False
+    return True

@@ -40,7 +40,24 @@ def use_matmul_attention(
 #: under bf16 autocast took 0.88x the time (0.84x in an earlier probe outside the repository). In fp32 the products won nothing clear
 #: (0.83-1.15x forward + backward, an erratic 0.64-2.4x forward alone; a BiPO epoch
 #: 0.97-0.98x), so fp32 keeps the fused kernel.
-MATMUL_ATTENTION_MAX_POS = 192
+#: With the products every row's result is the same in any batch (bitwise, on the Zen 4:
+#: a row computed alone or among others of any width), while a batch that crosses this
+#: width switches kernel and moves a response's log-prob by up to ~1 nat in bf16: so the
+#: width is as large as memory allows (the fp32 scores of a block, 6 bytes per head and
+#: position pair, are kept for the backward: ~57 MB per block for 4 rows of 512), and BiPO
+#: caches its bf16 reference when every pair fits (:func:`~steerlab.activations.packed.
+#: build_cache`). It was 192 until session 21.
+MATMUL_ATTENTION_MAX_POS = 512
+
+
+def matmul_attention_applies(device: torch.device, dtype: torch.dtype, width: int) -> bool:
+    """Whether :class:`Attention` computes a batch of ``width`` positions on ``device``,
+    computing in ``dtype``, as batched matrix products (else the fused kernel)."""
+    return (
+        device.type == "cpu"
+        and width <= MATMUL_ATTENTION_MAX_POS
+        and dtype in _matmul_attention.get()
+    )
 
 
 def _compute_dtype(x: Tensor) -> torch.dtype:
@@ -73,12 +90,8 @@ class Attention:
         cls, x: Tensor, allowed: Tensor, n_heads: int, n_kv_heads: int, scale: float
     ) -> "Attention":
         """The attention the blocks run on ``x``'s device and precision (see the class)."""
-        matmul = (
-            x.device.type == "cpu"
-            and int(allowed.shape[-1]) <= MATMUL_ATTENTION_MAX_POS
-            and _compute_dtype(x) in _matmul_attention.get()
-        )
-        if matmul:
+        width = int(allowed.shape[-1])  # device first: autocast knows no other devices
+        if x.device.type == "cpu" and matmul_attention_applies(x.device, _compute_dtype(x), width):
             return cls.products(x, allowed, n_heads, n_kv_heads, scale)
         return cls(allowed, n_heads, n_kv_heads, scale, None)
 

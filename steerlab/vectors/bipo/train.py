@@ -44,6 +44,10 @@ class BiPORun:
     cache_bytes: int = 0
     stopped_early: bool = False
     engine: str = "fast"
+    #: How the reference log-probs were had: ``"cached"`` (computed once: fp32, or bf16
+    #: autocast where the cache found them batch-invariant) or ``"per step"`` (recomputed
+    #: in each step's batch under autocast).
+    reference: str = "cached"
 
 
 ENGINES = ("auto", "fast", "plain")
@@ -190,6 +194,8 @@ def fit_bipo_run(
         if log_file:
             log_file.close()
     run.steps, run.epochs, run.best_epoch = trainer.steps, trainer.epochs, trainer.best_epoch
+    per_step = trainer.cache.autocast is not None and not trainer.cache.batch_invariant
+    run.reference = "per step" if per_step else "cached"
     run.vector = trainer.to_vector(str(behavior), str(getattr(pairs, "content_hash", "")))
     # the training and validation pairs, checked later against a classifier judge's
     run.vector = run.vector.with_hyperparameters(

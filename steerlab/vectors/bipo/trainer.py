@@ -14,7 +14,9 @@ either kind of cache, :data:`AnyPairCache`.
 """
 
 import math
+import warnings
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from torch import Tensor
 from steerlab.activations.packed import (
     PairCache,
     autocast_to,
+    batch_reference_logprobs,
     sequence_logprobs,
     shared_positions,
     sign_leaders,
@@ -87,23 +90,20 @@ def reference_logprobs(
 ) -> tuple[Tensor, Tensor]:
     """Summed response log-probs of pairs ``idx`` without a vector (on the CPU).
 
-    Without autocast these are the cached ones. Under autocast they are recomputed in
-    exactly the batch ``idx`` the policy runs: low-precision results depend on the
-    batch's shape (up to ~0.5 nats per response in bf16), and only the same batch gives
-    the policy at ``v = 0`` the reference's numbers, hence a loss of exactly log 2.
+    Without autocast these are the cached ones. Under autocast low-precision results can
+    depend on the batch's shape (up to ~1 nat per response in bf16 where a batch switches
+    attention kernel), and only numbers that do not gives the policy at ``v = 0`` the
+    reference's numbers, hence a first loss of exactly log 2: the cached ones where the
+    cache found its pairs batch-invariant (``cache.batch_invariant``: bf16 on a CPU with
+    every pair within the batched-products attention), else recomputed in exactly the
+    batch ``idx`` the policy runs (one more forward per step).
     """
     if isinstance(cache, PlainPairCache):
         return plain_reference_logprobs(model, cache, idx)
-    if cache.autocast is None:
+    if cache.autocast is None or cache.batch_invariant:
         i = torch.as_tensor(list(idx))
         return cache.ref_matching[i], cache.ref_not_matching[i]
-    batch, resid = cache.batch(idx, model.pad_token_id, model.device)
-    with autocast_to(model.device, cache.autocast):
-        lp = upper_token_logprobs(
-            model, resid, batch, cache.layer, shared=shared_positions(batch, resid)
-        )
-    m, n = sequence_logprobs(lp.double(), batch)
-    return m.cpu(), n.cpu()
+    return batch_reference_logprobs(model, cache, idx)
 
 
 @torch.no_grad()
@@ -125,7 +125,7 @@ def validation_margins(
             m, nm = policy_logprobs(model, cache, idx, layers, params, d)
             total += float((m - nm).sum())
         out[f"margin@{mult:+g}"] = total / n
-    if cache.autocast is None:
+    if cache.autocast is None or cache.batch_invariant:
         out["margin@0"] = float((cache.ref_matching - cache.ref_not_matching).mean())
     else:  # the reference in the same batches as the margins above
         refs = [reference_logprobs(model, cache, idx) for idx in batches]
@@ -254,6 +254,13 @@ class BiPOTrainer:
         idx, d = self.batch_of(step)
         m, nm = policy_logprobs(self.model, cache, idx, self.layers, self.params, d)
         ref_m, ref_n = reference_logprobs(self.model, cache, idx)
+        if (
+            cache.batch_invariant
+            and self.global_step == 0
+            and not any(p.any() for p in self.params)
+        ):
+            ref_m, ref_n = self._check_cached_reference(m, nm, ref_m, ref_n, idx)
+            cache = self.cache
         loss = self.loss(m, nm, ref_m, ref_n, d, idx)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -284,6 +291,24 @@ class BiPOTrainer:
         self.steps.append(rec)
         self._epoch_losses.append(rec["loss"])
         return rec
+
+    def _check_cached_reference(
+        self, m: Tensor, nm: Tensor, ref_m: Tensor, ref_n: Tensor, idx: list[int]
+    ) -> tuple[Tensor, Tensor]:
+        """At ``v = 0`` the policy must give the cached reference's numbers bitwise;
+        where it does not, the cache is not batch-invariant here after all: recompute the
+        reference in each step's batch from now on (this one included), with a warning."""
+        if torch.equal(m.detach().cpu(), ref_m) and torch.equal(nm.detach().cpu(), ref_n):
+            return ref_m, ref_n
+        warnings.warn(
+            f"{self.label}: the first batch's log-probs at v = 0 differ from the cached "
+            f"{self.cache.autocast} reference, so it depends on the batch on this machine: "
+            "recomputing the reference in every step's batch (one more forward per step).",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        self.cache = replace(self.cache, batch_invariant=False)
+        return reference_logprobs(self.model, self.cache, idx)
 
     def end_epoch(self) -> dict[str, Any]:
         """Close the epoch: mean loss, validation margins and best state; its log record."""
