@@ -6,9 +6,9 @@ Models whose logits are soft-capped (Gemma-2) or whose head is anything else are
 here instead: each side of a pair is its own right-padded row, the vector is added by a
 hook at ``resid_post`` during a full forward pass through the model's own head, and
 log-probs come from the full-vocabulary logits at the response positions. The reference
-(unsteered) log-probs are computed once, when the cache is built (under bf16 autocast,
-like the fast path, they are recomputed in each step's batch so that ``v = 0`` gives the
-reference's numbers exactly).
+(unsteered) log-probs are computed once, when the cache is built (under bf16 autocast
+they are recomputed in each step's batch so that ``v = 0`` gives the reference's numbers
+exactly; the fast path does so only where its reference depends on the batch).
 
 Cost: every step runs all layers on both responses (the prompt twice) with
 full-vocabulary logits, where the fast path runs only the layers above the steering
