@@ -18,7 +18,11 @@ identity so the bridge returns the final normalised residual; log-probs are then
 only where a response token is predicted.
 
 Cache: :func:`build_cache` stores, per pair, the packed tokens, ``resid_post`` of one
-layer and the unsteered (reference) log-probs of both responses.
+layer and the unsteered (reference) log-probs of both responses. Under bf16 autocast it
+also records whether those log-probs are the same in any batch (``batch_invariant``: on a
+CPU, where every batch's attention runs as batched products, checked on a few pairs
+alone and together); BiPO then uses them as cached instead of recomputing the reference
+in every step's batch.
 """
 
 from collections.abc import Iterator, Mapping, Sequence

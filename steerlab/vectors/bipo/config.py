@@ -22,9 +22,14 @@ class BiPOConfig:
     direction_sampling: 'per_step' (one d per batch, as the reference code) or 'per_example'.
     seed: seeds batch order and the d draws; same seed, same data -> same vector.
     autocast_bf16: run the layers above the steering layer under bf16 autocast (the
-        reference too). None (default): on a CUDA GPU with bf16 support, off elsewhere:
-        on a 2-core CPU with AMX-BF16 a bf16 epoch measured no faster than fp32
-        (``benchmarks/bipo_speed.py``); True / False force it.
+        reference too: cached once where it does not depend on the batch, else
+        recomputed in every step's batch). None (default): on a CUDA GPU with bf16
+        support, off elsewhere, so that a CPU run gives the same vector on every CPU
+        (results and the cached cells of sweeps match across machines); True / False
+        force it. On a CPU with native bf16 it is worth turning on: a 160-pair epoch of
+        the embedded model took 0.65x fp32's time on a Zen 4 EPYC in session 21 (an
+        Intel CPU with AMX-BF16 measured no faster in session 7, with older code;
+        ``benchmarks/bipo_speed.py``).
     max_grad_norm: clip the vector's gradient norm (None: no clipping, as the paper).
     early_stopping_patience: stop after this many epochs without a better validation
         score (None: never); needs validation pairs.
