@@ -483,8 +483,8 @@ class ReferenceCache:
 
     ``batch_invariant``: under ``autocast``, a pair's reference log-probs are the same
     (bitwise) in whatever batch they are computed, so the cached ones stand for the
-    policy's batch (without autocast they always do: fp32 results here do not depend on
-    the batch to the rounding BiPO's loss sees, and the cache is used as is)."""
+    policy's batch. Without autocast the cached ones are always used (fp32 keeps the fused
+    attention kernel for every width, and BiPO's first loss is exactly log 2 there)."""
 
     packed: tuple[PackedPair, ...]
     ref_matching: Tensor

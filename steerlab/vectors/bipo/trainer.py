@@ -92,11 +92,11 @@ def reference_logprobs(
 
     Without autocast these are the cached ones. Under autocast low-precision results can
     depend on the batch's shape (up to ~1 nat per response in bf16 where a batch switches
-    attention kernel), and only numbers that do not gives the policy at ``v = 0`` the
-    reference's numbers, hence a first loss of exactly log 2: the cached ones where the
-    cache found its pairs batch-invariant (``cache.batch_invariant``: bf16 on a CPU with
-    every pair within the batched-products attention), else recomputed in exactly the
-    batch ``idx`` the policy runs (one more forward per step).
+    attention kernel), and only numbers that do not depend on it give the policy at
+    ``v = 0`` the reference's numbers, hence a first loss of exactly log 2: the cached
+    ones where the cache found its pairs batch-invariant (``cache.batch_invariant``: bf16
+    on a CPU with every pair within the batched-products attention), else recomputed in
+    exactly the batch ``idx`` the policy runs (one more forward per step).
     """
     if isinstance(cache, PlainPairCache):
         return plain_reference_logprobs(model, cache, idx)
