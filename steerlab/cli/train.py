@@ -38,8 +38,8 @@ BF16 = typer.Option(
     None,
     "--bf16/--no-bf16",
     help="bf16 autocast above the steering layer (default: on for CUDA GPUs with bf16, "
-    "off on CPUs, so a CPU run gives the same vector on every CPU; on one with native bf16 "
-    "--bf16 trains in about 0.65x the time).",
+    "off on CPUs, so a CPU run gives the same vector to fp32 rounding on every CPU; on one "
+    "with native bf16 --bf16 trains in about 0.65x the time).",
 )
 RESUME = typer.Option(False, help="Resume from OUT/checkpoint.pt.")
 PRESET = typer.Option(

@@ -24,7 +24,7 @@ class BiPOConfig:
     autocast_bf16: run the layers above the steering layer under bf16 autocast (the
         reference too: cached once where it does not depend on the batch, else
         recomputed in every step's batch). None (default): on a CUDA GPU with bf16
-        support, off elsewhere, so that a CPU run gives the same vector on every CPU
+        support, off elsewhere, so that a CPU run gives the same vector on every CPU to fp32 rounding
         (results and the cached cells of sweeps match across machines); True / False
         force it. On a CPU with native bf16 it is worth turning on: a 160-pair epoch of
         the embedded model took 0.65x fp32's time on a Zen 4 EPYC in session 21 (an
