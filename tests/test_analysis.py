@@ -389,6 +389,26 @@ def test_sweep_cells_of_a_layer_share_the_margin_cache(tiny_model, monkeypatch):
         )
 
 
+def test_sweep_fingerprint_names_a_precision_other_than_fp32(tiny_model, monkeypatch):
+    """A resumed sweep must not mix precisions: bf16 weights or BiPO under bf16 autocast
+    (the default on CUDA GPUs with bf16) enter the fingerprint; fp32 keeps the keys it had."""
+    import steerlab.analysis.sweeps as sw
+    import steerlab.vectors.bipo.trainer as trainer
+
+    cfg = SweepConfig(n_train=6, n_test=4, progress=False)
+
+    def fingerprint(methods):
+        return sw.plan_sweep(tiny_model, PAIRS, methods, [0], [0.0], cfg).fingerprint(tiny_model)
+
+    fp32 = fingerprint(["caa", "bipo"])
+    assert "dtype" not in fp32 and "bipo_autocast" not in fp32
+    monkeypatch.setattr(trainer, "bf16_by_default", lambda device: True)  # as on a GPU
+    assert fingerprint(["bipo"])["bipo_autocast"] == "bfloat16"
+    assert "bipo_autocast" not in fingerprint(["caa"])  # no BiPO cell, no BiPO precision
+    monkeypatch.setattr(type(tiny_model), "dtype", property(lambda self: torch.bfloat16))
+    assert fingerprint(["caa"])["dtype"] == "bfloat16"
+
+
 def test_sweep_matched_compares_the_sweeps_vectors_on_its_held_out_pairs(tiny_model):
     """The API twin of `steerlab sweep`'s matched comparison: the sweep's vectors (named
     "method Llayer") on the sweep's own test split, as a direct `compare` call gives."""

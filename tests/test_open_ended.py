@@ -154,6 +154,14 @@ def test_bad_middle_line_and_changed_settings_are_refused(tiny_model, tmp_path):
     path.write_text("".join(good))
     with pytest.raises(ConfigError, match="max_new_tokens=4.*max_new_tokens=5"):
         run(tiny_model, path, max_new_tokens=5)
+    rows = [json.loads(line) for line in good]
+    assert {r["dtype"] for r in rows} == {"float32"}  # the weights' precision is a setting
+    path.write_text("".join(json.dumps({**r, "dtype": "bfloat16"}) + "\n" for r in rows))
+    with pytest.raises(ConfigError, match="dtype='bfloat16'.*dtype='float32'"):
+        run(tiny_model, path)  # answers of bf16 weights are not this model's
+    path.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "dtype"}) + "\n"
+                            for r in rows))  # fmt: skip
+    run(tiny_model, path)  # rows from before the key: resumed
     with pytest.raises(ConfigError, match="duplicates"):
         run_open_ended(tiny_model, ["a", "a"], None, [0.0], tmp_path / "x.jsonl")
 

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import torch
+
 from steerlab.data.pairs import HeldOutSplit
 from steerlab.data.splits import held_out
 from steerlab.errors import ConfigError, did_you_mean
@@ -171,6 +173,17 @@ class SweepPlan:
             out["rescale"] = cfg.rescale
         if cfg.n_judge:
             out["n_judge"] = cfg.n_judge
+        # the precision, where not fp32 (an fp32 sweep keeps the fingerprint it had before
+        # these keys): a bf16 model, or BiPO under bf16 autocast (the default on CUDA GPUs
+        # with bf16), changes every number of the cells it runs
+        if model.dtype != torch.float32:
+            out["dtype"] = str(model.dtype).removeprefix("torch.")
+        if {"bipo", "reps"} & set(self.methods):
+            from steerlab.vectors.bipo.trainer import autocast_dtype
+
+            low = autocast_dtype(cfg.bipo_config(), model.device)
+            if low is not None:
+                out["bipo_autocast"] = str(low).removeprefix("torch.")
         return out
 
 

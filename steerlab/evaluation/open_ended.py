@@ -74,7 +74,7 @@ OPEN_ENDED_METRICS = {
 COHERENCE_METRICS = {"incoherent_rate": "is_incoherent"}
 ON_MISMATCH = ("rescore", "error")
 #: Row fields that must agree between a file and a rerun that resumes it.
-_SETTINGS = ("model_id", "max_new_tokens", "system_prompt")
+_SETTINGS = ("model_id", "dtype", "max_new_tokens", "system_prompt")
 
 
 def question_hash(question: str) -> str:
@@ -221,6 +221,7 @@ def run_open_ended(
     sys_prompt = model.system_prompt if system_prompt is None else system_prompt
     settings = {
         "model_id": model.model_id,
+        "dtype": str(model.dtype).removeprefix("torch."),  # bf16 weights answer otherwise
         "max_new_tokens": int(max_new_tokens),
         "system_prompt": sys_prompt,
     }
