@@ -16,11 +16,18 @@ largest difference of the results (losses, margins, KL) between the two.
 prefix stays on in both):
 
     python benchmarks/shared_prefix.py --toggle onednn --out benchmarks/results/onednn.json
+
+``--toggle packed`` does it for oneDNN-packed copies of the weights
+(:func:`steerlab.utils.gemm.packed_weights` over every block and the unembedding, made
+anew in each "on" run, so each pays its packing once):
+
+    python benchmarks/shared_prefix.py --toggle packed --out benchmarks/results/packed_weights.json
 """
 
 import argparse
 import statistics
 import time
+from contextlib import nullcontext
 
 import _env  # noqa: F401  (set-up: data root, offline, sys.path)
 import numpy as np
@@ -31,10 +38,10 @@ import steerlab as sl
 import steerlab.evaluation.damage_fast as damage_fast
 import steerlab.evaluation.likelihood_fast as likelihood_fast
 import steerlab.vectors.bipo.trainer as trainer_mod
-from steerlab.activations.packed import build_cache, use_shared_prefix
+from steerlab.activations.packed import build_cache, upper_linears, use_shared_prefix
 from steerlab.data import load_pairs
 from steerlab.data.neutral import load_neutral_set
-from steerlab.utils.gemm import use_onednn
+from steerlab.utils.gemm import packed_weights, use_onednn
 from steerlab.vectors.bipo import BiPOConfig
 from steerlab.vectors.bipo.config import RePSConfig
 from steerlab.vectors.bipo.reps import RePSTrainer
@@ -51,13 +58,21 @@ def main() -> None:
     ap.add_argument("--n-neutral", type=int, default=32, help="prompts of the KL damage")
     ap.add_argument("--layer", type=int, default=14)
     ap.add_argument("--rounds", type=int, default=4)
-    ap.add_argument("--toggle", choices=("shared-prefix", "onednn"), default="shared-prefix")
+    ap.add_argument("--toggle", choices=("shared-prefix", "onednn", "packed"),
+                    default="shared-prefix")  # fmt: skip
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    toggle = use_shared_prefix if args.toggle == "shared-prefix" else use_onednn
     started = uptime()
     torch.manual_seed(0)
     model = sl.load_model(args.model)
+    weights = [m.weight for m in upper_linears(model, 0)]
+
+    def packed(on: bool):
+        return packed_weights(weights) if on else nullcontext()
+
+    toggle = {"shared-prefix": use_shared_prefix, "onednn": use_onednn, "packed": packed}[
+        args.toggle
+    ]
     data = load_pairs(args.behavior)
     cfg = BiPOConfig(epochs=1, warmup_steps=2, lr=5e-3)
     cache = build_cache(model, list(data.train)[: args.n_pairs], args.layer, progress=False)
@@ -108,7 +123,7 @@ def main() -> None:
         "likelihood_margin_fast": margin,
         "kl_damage_fast": kl,
     }
-    if args.toggle == "onednn":  # the bridge's own forward: generation (no shared prefix)
+    if args.toggle in ("onednn", "packed"):  # the bridge's own forward: generation
         work["generate_greedy"] = generation
     for fn in work.values():  # warm-up, both variants
         for on in (False, True):

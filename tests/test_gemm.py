@@ -159,3 +159,91 @@ def test_importing_steerlab_bounds_onednn_primitive_cache_unless_set():
         out = subprocess.run([sys.executable, "-c", code], env=run_env, capture_output=True,
                              text=True, check=True)  # fmt: skip
         assert out.stdout.strip() == want
+
+
+# --- pre-packed weights -------------------------------------------------------------------
+@needs_onednn
+def test_packed_weights_give_the_plain_products_bitwise():
+    """Products by oneDNN-packed copies equal the plain weight's bit for bit, forward and
+    backward (the transpose), for slices of rows, at the blocks' shapes and row counts;
+    a weight changed in place meanwhile is used plain again, and short products run plain."""
+    g = torch.Generator().manual_seed(0)
+    shapes = [(1536, 576), (576, 1536), (576, 576), (192, 576), (4096, 576)]
+    weights = [torch.randn(*s, generator=g) * 0.05 for s in shapes]
+    with gemm.use_onednn(True):
+        for rows in (64, 200, 451, 1200):
+            for w in weights:
+                x = torch.randn(rows, w.shape[1], generator=g, requires_grad=True)
+                want = _grads(gemm.linear, x, w, torch.zeros(w.shape[0]))[:2]
+                with gemm.packed_weights(weights) as on:
+                    assert on
+                    got = _grads(gemm.linear, x, w, torch.zeros(w.shape[0]))[:2]
+                    head = gemm.onednn_linear(x.detach(), w[:100])  # a slice of rows
+                    packs = gemm._packs.get()
+                    assert packs is not None and packs.get(w) is not None
+                assert all(torch.equal(a, b) for a, b in zip(got, want))
+                assert torch.equal(head, gemm.onednn_linear(x.detach(), w[:100]))
+        w = weights[0]
+        x = torch.randn(80, 576, generator=g)
+        with gemm.packed_weights([w]):
+            packs = gemm._packs.get()
+            assert packs.get(w.t()) is not None and packs.get(w * 1) is None  # not registered
+            stale = gemm.onednn_linear(x, w)
+            w.mul_(2)  # changed in place: its packed copy is stale, the weight runs plain
+            assert packs.get(w) is None
+            got = gemm.onednn_linear(x, w)
+        assert torch.equal(got, gemm.onednn_linear(x, w)) and not torch.equal(got, stale)
+        with gemm.packed_weights(weights):
+            gemm.onednn_linear(torch.randn(gemm.PACKED_MIN_ROWS - 1, 576), weights[0])
+            assert gemm._packs.get().copies == {}  # too few rows: nothing packed, plain
+
+
+@needs_onednn
+def test_packed_weights_only_where_onednn_runs_fp32_and_the_copies_fit(monkeypatch):
+    w = torch.randn(64, 32)
+    with gemm.use_onednn(False), gemm.packed_weights([w]) as on:
+        assert not on and gemm._packs.get() is None
+    with gemm.use_onednn(True), gemm.packed_weights([w.to(torch.bfloat16)]) as on:
+        assert not on
+    monkeypatch.setattr(gemm, "PACKED_WEIGHTS_MAX_BYTES", 2 * w.numel() * 4 - 1)
+    with gemm.use_onednn(True), gemm.packed_weights([w]) as on:
+        assert not on  # the weights and their transposes would not fit
+    assert gemm._packs.get() is None
+
+
+@needs_onednn
+@pytest.mark.parametrize("which", ["tiny", "embedded"])
+def test_bipo_with_packed_weights_trains_as_without(which, request, monkeypatch):
+    """fp32 BiPO on a CPU packs the upper weights for the run: every loss and the vector
+    equal the unpacked run's bit for bit."""
+    import contextlib
+
+    import steerlab.vectors.bipo.train as train_mod
+    from steerlab.vectors.bipo import BiPOConfig, fit_bipo_run
+
+    model = request.getfixturevalue("tiny_model_4l" if which == "tiny" else "embedded_model")
+    if which == "tiny":
+        from tests.test_bipo import synthetic_pairs
+
+        pairs, layer = synthetic_pairs(12), 1
+    else:
+        pairs, layer = list(sl.load_pairs("power-seeking").train[:12]), 14
+    cfg = BiPOConfig(epochs=2, batch_size=4, warmup_steps=0, lr=5e-2)
+    seen = []
+    real = train_mod.packed_weights
+
+    def spy(weights):
+        seen.append(len(weights))
+        return real(weights)
+
+    with gemm.use_onednn(True):
+        monkeypatch.setattr(train_mod, "packed_weights", spy)
+        packed = fit_bipo_run(model, pairs, layer=layer, config=cfg, val_pairs=pairs[:4],
+                              progress=False)  # fmt: skip
+        monkeypatch.setattr(train_mod, "packed_weights", lambda w: contextlib.nullcontext())
+        plain = fit_bipo_run(model, pairs, layer=layer, config=cfg, val_pairs=pairs[:4],
+                             progress=False)  # fmt: skip
+    assert seen and seen[0] > 0
+    assert [s["loss"] for s in packed.steps] == [s["loss"] for s in plain.steps]
+    assert packed.epochs == plain.epochs
+    assert torch.equal(packed.vector.direction(layer), plain.vector.direction(layer))

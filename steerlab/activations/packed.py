@@ -290,6 +290,14 @@ def autocast_to(device: torch.device, dtype: torch.dtype | None) -> AbstractCont
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 
 
+def upper_linears(model: SteerlabModel, start: int) -> list[torch.nn.Linear]:
+    """The linear maps of blocks ``start..`` and the unembedding: what the fast paths'
+    forward above a site multiplies by."""
+    blocks = list(model.bridge.blocks)[start:]
+    mods = [m for b in blocks for m in b.modules()] + [unembed_linear(model)]
+    return [m for m in mods if isinstance(m, torch.nn.Linear)]
+
+
 @contextmanager
 def low_precision_weights(
     model: SteerlabModel, start: int, dtype: torch.dtype | None
@@ -305,9 +313,7 @@ def low_precision_weights(
     if dtype is None:
         yield
         return
-    blocks = list(model.bridge.blocks)[start:]
-    mods = [m for b in blocks for m in b.modules()] + [unembed_linear(model)]
-    linears = [m for m in mods if isinstance(m, torch.nn.Linear)]
+    linears = upper_linears(model, start)
     saved: dict[int, tuple[torch.nn.Parameter, Tensor]] = {}
     for m in linears:
         for p in (m.weight, m.bias):
