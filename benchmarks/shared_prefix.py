@@ -22,6 +22,11 @@ prefix stays on in both):
 anew in each "on" run, so each pays its packing once):
 
     python benchmarks/shared_prefix.py --toggle packed --out benchmarks/results/packed_weights.json
+
+``--epoch-rounds N`` adds whole BiPO epochs of the ``--n-pairs`` pairs, on and off in
+turn, N rounds (``--rounds 0``: only those):
+
+    python benchmarks/shared_prefix.py --toggle packed --rounds 0 --epoch-rounds 3
 """
 
 import argparse
@@ -49,6 +54,28 @@ from steerlab.vectors.bipo.schedule import epoch_plan
 from steerlab.vectors.vector import SteeringVector
 
 
+def epoch_ab(model, cache, layer: int, cfg: BiPOConfig, toggle, rounds: int) -> dict:
+    """Whole fp32 BiPO epochs of the cache's pairs with the toggle on and off, in turn
+    (which goes first alternates by round); each epoch a fresh trainer inside a fresh
+    ``toggle(on)``, so whatever the toggle sets up once per run is in its time."""
+    secs: dict[str, list[float]] = {"off": [], "on": []}
+    losses: dict[str, list[float]] = {}
+    for r in range(rounds):
+        for label in ("on", "off") if r % 2 == 0 else ("off", "on"):
+            tr = trainer_mod.BiPOTrainer(model, cache, [layer], cfg)
+            with toggle(label == "on"):
+                t = time.perf_counter()
+                losses[label] = [tr.step(s)["loss"] for s in tr.plan()]
+                secs[label].append(time.perf_counter() - t)
+    return {
+        "steps": len(losses["on"]),
+        "seconds_off": secs["off"],
+        "seconds_on": secs["on"],
+        "on_over_off_median": statistics.median(secs["on"]) / statistics.median(secs["off"]),
+        "max_abs_diff": max(abs(a - b) for a, b in zip(losses["on"], losses["off"])),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="embedded")
@@ -57,7 +84,9 @@ def main() -> None:
     ap.add_argument("--n-eval", type=int, default=48, help="test pairs of the margin")
     ap.add_argument("--n-neutral", type=int, default=32, help="prompts of the KL damage")
     ap.add_argument("--layer", type=int, default=14)
-    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=4, help="0: only --epoch-rounds")
+    ap.add_argument("--epoch-rounds", type=int, default=0,
+                    help="also whole BiPO epochs of the --n-pairs pairs, on and off in turn")  # fmt: skip
     ap.add_argument("--toggle", choices=("shared-prefix", "onednn", "packed"),
                     default="shared-prefix")  # fmt: skip
     ap.add_argument("--out", default=None)
@@ -125,6 +154,8 @@ def main() -> None:
     }
     if args.toggle in ("onednn", "packed"):  # the bridge's own forward: generation
         work["generate_greedy"] = generation
+    if not args.rounds:  # --epoch-rounds alone
+        work = {}
     for fn in work.values():  # warm-up, both variants
         for on in (False, True):
             with toggle(on):
@@ -144,6 +175,8 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "bipo_steps_timed": len(steps),
     }
+    if args.epoch_rounds:
+        out["bipo_epochs"] = epoch_ab(model, cache, args.layer, cfg, toggle, args.epoch_rounds)
     for name in work:
         a, b = np.array(results[name]["off"]), np.array(results[name]["on"])
         out[name] = {
