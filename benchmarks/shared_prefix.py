@@ -76,7 +76,7 @@ def epoch_ab(model, cache, layer: int, cfg: BiPOConfig, toggle, rounds: int) -> 
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="embedded")
     ap.add_argument("--behavior", default="power-seeking")
@@ -90,7 +90,7 @@ def main() -> None:
     ap.add_argument("--toggle", choices=("shared-prefix", "onednn", "packed"),
                     default="shared-prefix")  # fmt: skip
     ap.add_argument("--out", default=None)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     started = uptime()
     torch.manual_seed(0)
     model = sl.load_model(args.model)
@@ -187,6 +187,7 @@ def main() -> None:
             "max_abs_diff": float(np.abs(a - b).max()),
         }
     emit(out, args.out)
+    return out
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ The fast paths' hook-free blocks, their log-prob heads and the fast metrics' hea
 and :func:`route_linears` points a model's ``nn.Linear`` modules at it (``load_model``
 does so for CPU models), so the bridge's forward and generation take it too. It changes
 speed only; values move within fp32 rounding (tests compare both backends).
+:func:`packed_weights` lets a run that multiplies by the same frozen weights thousands of
+times (fp32 BiPO on a CPU) use copies packed once into oneDNN's layout: the same numbers.
 """
 
 import os
@@ -173,8 +175,9 @@ def packed_weights(weights: "list[Tensor]") -> Iterator[bool]:
     tensors and the copies (the weights and their transposes, made on first use) take
     at most :data:`PACKED_WEIGHTS_MAX_BYTES`. The results equal the plain products bitwise
     (tested) for products of at least :data:`PACKED_MIN_ROWS` rows; smaller ones run
-    plain. On the Zen 4 a BiPO epoch of the embedded model took 0.92x the time
-    (``benchmarks/shared_prefix.py --toggle packed``)."""
+    plain. On the Zen 4 an fp32 BiPO epoch of the embedded model took 0.92x the time,
+    the packing included, for about 600 MB more memory (``benchmarks/shared_prefix.py
+    --toggle packed --rounds 0 --epoch-rounds 3``; ``benchmarks/bipo_speed.py``)."""
     ws = [w for w in weights if w.device.type == "cpu" and w.dtype == torch.float32]
     on = _override.get()
     on = default_backend() == "onednn" if on is None else on
