@@ -91,6 +91,11 @@ def main(argv: list[str] | None = None) -> dict:
                     default="shared-prefix")  # fmt: skip
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    if min(args.rounds, args.epoch_rounds) < 0 or not (args.rounds or args.epoch_rounds):
+        ap.error(f"--rounds {args.rounds} --epoch-rounds {args.epoch_rounds}: counts >= 0, "
+                 "not both 0")  # fmt: skip
+    if min(args.n_pairs, args.n_eval, args.n_neutral) < 1:
+        ap.error("--n-pairs, --n-eval and --n-neutral need >= 1")
     started = uptime()
     torch.manual_seed(0)
     model = sl.load_model(args.model)

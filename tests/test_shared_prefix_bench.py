@@ -3,6 +3,8 @@ timed with oneDNN-packed weights and without, bitwise the same losses."""
 
 import json
 
+import pytest
+
 from tests._bench import load_benchmark
 
 
@@ -17,3 +19,18 @@ def test_packed_toggle_steps_and_epochs(tmp_path, embedded_model):
     assert len(row["seconds_on"]) == len(row["seconds_off"]) == 2 and row["on_over_off_median"] > 0
     assert row["steps"] == 2  # 8 pairs, batches of 4
     assert row["max_abs_diff"] == 0.0  # packed weights: the same losses, bit for bit
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--rounds", "0"], "not both 0"),
+        (["--epoch-rounds", "-1"], "counts >= 0"),
+        (["--n-pairs", "0"], "--n-pairs, --n-eval and --n-neutral need >= 1"),
+    ],
+)
+def test_bad_options_are_refused(argv, says, capsys):
+    bench = load_benchmark("shared_prefix")
+    with pytest.raises(SystemExit) as err:
+        bench.main(argv)
+    assert err.value.code == 2 and says in capsys.readouterr().err

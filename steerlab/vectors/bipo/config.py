@@ -27,7 +27,7 @@ class BiPOConfig:
         support, off elsewhere, so that a CPU run gives the same vector on every CPU to fp32 rounding
         (results and the cached cells of sweeps match across machines); True / False
         force it. On a CPU with native bf16 it is worth turning on: a 160-pair epoch of
-        the embedded model took 0.65x fp32's time on a Zen 4 EPYC in session 21 (an
+        the embedded model took 0.65-0.71x fp32's time on a Zen 4 EPYC in session 21 (an
         Intel CPU with AMX-BF16 measured no faster in session 7, with older code;
         ``benchmarks/bipo_speed.py``).
     max_grad_norm: clip the vector's gradient norm (None: no clipping, as the paper).

@@ -10,7 +10,7 @@ vector methods.
 import json
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -177,8 +177,9 @@ def fit_bipo_run(
     # fast path under autocast: the upper layers' linear weights cast once, not per call;
     # in fp32 on a CPU: packed once into oneDNN's layout, not reordered per call
     low = low_precision_weights(model, chosen[0] + 1, autocast if which == "fast" else None)
-    upper = [m.weight for m in upper_linears(model, chosen[0] + 1)]
-    packs = packed_weights(upper) if which == "fast" and autocast is None else nullcontext()
+    packs: AbstractContextManager[Any] = nullcontext()
+    if which == "fast" and autocast is None:
+        packs = packed_weights([m.weight for m in upper_linears(model, chosen[0] + 1)])
     try:
         with low, packs:
             for epoch in range(trainer.next_epoch, cfg.epochs):
