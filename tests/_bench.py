@@ -21,3 +21,14 @@ def load_benchmark(name: str) -> ModuleType:
     finally:
         sys.path.remove(str(BENCHMARKS))
     return module
+
+
+def assert_refused(name: str, argv: list[str], says: str, capsys) -> None:
+    """``benchmarks/{name}.py argv`` stops with argparse's usage error (exit 2) saying
+    ``says``, before any measurement."""
+    import pytest
+
+    bench = load_benchmark(name)
+    with pytest.raises(SystemExit) as err:
+        bench.main(argv)
+    assert err.value.code == 2 and says in capsys.readouterr().err

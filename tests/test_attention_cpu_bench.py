@@ -6,7 +6,7 @@ import json
 import pytest
 
 from steerlab.models.attention import MATMUL_ATTENTION_MAX_POS
-from tests._bench import load_benchmark
+from tests._bench import assert_refused, load_benchmark
 
 
 def test_kernels_side_by_side(tmp_path):
@@ -47,7 +47,4 @@ def test_packed_mask_hides_one_quarter_from_the_last():
     ],
 )
 def test_bad_options_are_refused(argv, says, capsys):
-    bench = load_benchmark("attention_cpu")
-    with pytest.raises(SystemExit) as err:
-        bench.main(argv)
-    assert err.value.code == 2 and says in capsys.readouterr().err
+    assert_refused("attention_cpu", argv, says, capsys)

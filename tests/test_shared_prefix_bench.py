@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tests._bench import load_benchmark
+from tests._bench import assert_refused, load_benchmark
 
 
 def test_packed_toggle_steps_and_epochs(tmp_path, embedded_model):
@@ -30,7 +30,4 @@ def test_packed_toggle_steps_and_epochs(tmp_path, embedded_model):
     ],
 )
 def test_bad_options_are_refused(argv, says, capsys):
-    bench = load_benchmark("shared_prefix")
-    with pytest.raises(SystemExit) as err:
-        bench.main(argv)
-    assert err.value.code == 2 and says in capsys.readouterr().err
+    assert_refused("shared_prefix", argv, says, capsys)
