@@ -102,15 +102,16 @@ def matmul_gflops(
 
 def fast_flops(model, pairs, layer, cfg, reference_forward: bool = False) -> float:
     """Matmul FLOPs of one fast epoch: forward + input-gradient backward (no weight
-    gradients, so ~1x forward) of the blocks above ``layer`` over every packed token, plus
-    the unembedding at response tokens only. Attention-score FLOPs (short sequences) and
-    element-wise work are left out, so the floor is optimistic. The fast path runs fewer
-    (a prompt prefix common to a batch once, the last block's MLP only where read):
+    gradients, so ~1x forward) of the blocks above ``layer`` over every token of the
+    pairs (the prompt once, both responses), plus the unembedding at response tokens only.
+    Attention-score FLOPs (short sequences) and element-wise work are left out, so the
+    floor is optimistic. The fast path runs fewer (a prompt prefix common to a batch
+    once, the last block's MLP only where read, not each response's last token):
     :class:`Performed` counts those, reported beside this floor."""
     blocks = list(model.bridge.blocks)[layer + 1 :]
     p_upper = sum(p.numel() for b in blocks for p in b.parameters())
     packed = pack_pairs(model, pairs)
-    tokens = sum(len(p) for p in packed)
+    tokens = sum(p.n_tokens for p in packed)
     resp = sum(len(p.matching) + len(p.not_matching) for p in packed)
     passes = 3 if reference_forward else 2  # + the reference, where recomputed every step
     return passes * (2 * p_upper * tokens) + passes * (2 * model.d_model * model.d_vocab * resp)

@@ -302,6 +302,93 @@ def test_fast_equals_plain_on_embedded_model(embedded_model):
     assert torch.allclose(run.vector.direction(14), v_plain.cpu(), atol=1e-4)
 
 
+# --- the packed row ----------------------------------------------------------------------
+def _full_rows(pairs, pad_id):
+    """The packed batch with each response's last token kept (the layout before session
+    22, written out plainly): prompt + matching + not matching, the not-matching tokens
+    masked from the matching ones and positioned after the prompt."""
+    from steerlab.activations.packed import PackedBatch
+
+    width = max(p.n_tokens for p in pairs)
+    b = len(pairs)
+    ids = torch.full((b, width), pad_id, dtype=torch.long)
+    pos_ids = torch.arange(width).repeat(b, 1)
+    allowed = torch.tril(torch.ones(width, width, dtype=torch.bool)).repeat(b, 1, 1)
+    rows, poss, toks, segs = [], [], [], []
+    for i, p in enumerate(pairs):
+        P, C, R = len(p.prompt), len(p.matching), len(p.not_matching)
+        n = P + C + R
+        ids[i, :n] = torch.tensor(p.prompt + p.matching + p.not_matching)
+        pos_ids[i, P + C : n] = torch.arange(P, P + R)
+        allowed[i, P + C : n, P : P + C] = False
+        allowed[i, :n, n:] = False
+        pm, pn = list(range(P - 1, P + C - 1)), [P - 1] + list(range(P + C, n - 1))
+        rows += [i] * (C + R)
+        poss += pm + pn
+        toks += list(p.matching + p.not_matching)
+        segs += [2 * i] * C + [2 * i + 1] * R
+    lengths = torch.tensor([p.n_tokens for p in pairs])
+    targets = [torch.tensor(x) for x in (rows, poss, toks, segs)]
+    return PackedBatch(ids, pos_ids, allowed, lengths, *targets)
+
+
+def test_packed_row_leaves_out_each_responses_last_token(tiny_model_4l):
+    """The row is prompt + matching[:-1] + not_matching[:-1]: every scored token but the
+    last of each response is the next token of the row after the position that predicts
+    it, the not-matching tokens take the positions after the prompt, and they may not
+    see the matching ones (one-token responses included)."""
+    from steerlab.activations.packed import collate, pack_pairs
+    from steerlab.data import load_pairs
+
+    model = tiny_model_4l
+    pairs = synthetic_pairs(3) + list(load_pairs("power-seeking").train)[:3]
+    pairs.append(PreferencePair("Pick one: A or B?", "A", "B"))
+    packed = pack_pairs(model, pairs)
+    assert any(len(p.matching) == 1 for p in packed)
+    batch = collate(packed, model.pad_token_id)
+    for i, p in enumerate(packed):
+        P, C, R, s = len(p.prompt), len(p.matching), len(p.not_matching), p.not_matching_start
+        assert list(p.ids) == list(p.prompt + p.matching[:-1] + p.not_matching[:-1])
+        assert len(p) == p.n_tokens - 2 == int(batch.lengths[i])
+        assert p.position_ids()[s:] == list(range(P, P + R - 1))
+        row = batch.ids[i].tolist()
+        pm, tm, pn, tn = p.targets()
+        assert [row[j + 1] for j in pm[:-1]] == list(tm[:-1])
+        assert [row[j + 1] for j in pn[1:-1]] == list(tn[1:-1]) and pn[0] == P - 1
+        assert not batch.allowed[i, s : len(p), P:s].any()
+        assert batch.allowed[i, s : len(p), :P].all()
+        assert len(tm) == C and len(tn) == R
+
+
+@pytest.mark.parametrize("which", ["tiny", "embedded"])
+def test_leaving_out_the_last_tokens_changes_no_logprob(which, request):
+    """The claim behind the packed row: no scored position reads a response's last
+    token, so the rows without them give the full rows' log-probs (full forward, and the
+    fast path above a layer) to float rounding."""
+    from steerlab.activations.packed import (
+        collate,
+        full_token_logprobs,
+        lower_residuals,
+        pack_pairs,
+        upper_token_logprobs,
+    )
+    from steerlab.data import load_pairs
+
+    model = request.getfixturevalue("tiny_model_4l" if which == "tiny" else "embedded_model")
+    layer = 1 if which == "tiny" else 14
+    pairs = synthetic_pairs(2) + list(load_pairs("power-seeking").train)[:3]
+    packed = pack_pairs(model, pairs)
+    short = collate(packed, model.pad_token_id)
+    full = _full_rows(packed, model.pad_token_id)
+    with torch.no_grad():
+        a, b = full_token_logprobs(model, short), full_token_logprobs(model, full)
+        assert (a - b).abs().max() < 1e-4, (a - b).abs().max()
+        up = [upper_token_logprobs(model, lower_residuals(model, x, layer), x, layer)
+              for x in (short, full)]  # fmt: skip
+        assert (up[0] - up[1]).abs().max() < 1e-4
+        assert (up[0] - a).abs().max() < 1e-4
+
+
 # --- score_eos: each response ends with EOS, scored --------------------------------------
 def test_score_eos_appends_exactly_one_eos_to_each_response(tiny_model_4l):
     """On the embedded tokenizer (the tiny model's): each packed response gains exactly
