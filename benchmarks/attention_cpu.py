@@ -1,9 +1,10 @@
 """Attention on CPUs: batched matrix products against the fused kernel, side by side.
 
-The hook-free blocks (:mod:`steerlab.models.fast_blocks`) compute the bf16 attention of
-batches of at most ``MATMUL_ATTENTION_MAX_POS`` positions on CPUs as two batched matrix
-products around an fp32 softmax (:class:`steerlab.models.attention.Attention`), and fp32
-or longer ones with the fused kernel (``scaled_dot_product_attention``). This script measures both on the same inputs, in
+The hook-free blocks (:mod:`steerlab.models.fast_blocks`) compute the bf16 and fp32
+attention of batches of at most ``MATMUL_ATTENTION_MAX_POS`` positions on CPUs as two
+batched matrix products around an fp32 softmax (:class:`steerlab.models.attention.
+Attention`; fp32 only since session 22), and longer ones with the fused kernel
+(``scaled_dot_product_attention``). This script measures both on the same inputs, in
 turn, ``--rounds`` times in one process (so machine drift hits both alike):
 
 - kernels: one call of each on ``--rows`` rows of each width in ``--widths`` (a packed
@@ -13,7 +14,7 @@ turn, ``--rounds`` times in one process (so machine drift hits both alike):
   products / fused, and the largest difference of their outputs;
 - with ``--epoch-rounds N``: BiPO epochs on the embedded model (``--n-pairs``
   power-seeking pairs at ``--layer``), fp32 and (``--bf16``) under bf16 autocast, with
-  the products on (forced in fp32 too, which the blocks do not use) and off
+  the products on and off
   (``use_matmul_attention``): per round, one two-epoch run of each
   (alternating which goes first), the second epoch timed.
 

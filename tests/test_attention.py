@@ -53,16 +53,16 @@ def test_which_attention_runs():
     bf16 = x32.to(torch.bfloat16)
     assert matmul(t, bf16) and not matmul(t + 1, bf16)  # long rows: the fused kernel
     assert matmul(8, bf16, grad=False)  # with or without gradients alike (see the class)
-    assert not matmul(8, x32) and not matmul(8, x32, grad=False)  # fp32: the fused kernel
-    assert not matmul(8, x32.double())
+    assert matmul(t, x32) and matmul(8, x32, grad=False) and not matmul(t + 1, x32)  # fp32 too
+    assert not matmul(8, x32.double())  # other precisions: the fused kernel
     with torch.autocast("cpu", dtype=torch.bfloat16):  # as the bf16 tensors, grad or not
         assert matmul(8, x32) and matmul(8, x32, grad=False)
     assert not matmul(8, torch.zeros(1, device="meta", dtype=torch.bfloat16))  # not a CPU
     with use_matmul_attention(False):
         assert not matmul(8, bf16)
-    with use_matmul_attention(True, (torch.float32, torch.bfloat16)):  # forced in fp32
-        assert matmul(8, x32) and matmul(8, bf16) and not matmul(t + 1, x32)
-    assert matmul(8, bf16) and not matmul(8, x32)
+    with use_matmul_attention(True, (torch.bfloat16,)):  # narrowed to bf16
+        assert matmul(8, bf16) and not matmul(8, x32)
+    assert matmul(8, bf16) and matmul(8, x32)
 
 
 def test_matmul_attention_under_autocast_follows_the_fused_kernel():

@@ -1,5 +1,6 @@
 """Masked softmax attention of the hook-free blocks (:mod:`steerlab.models.fast_blocks`):
-the fused kernel, or on CPUs, for short bf16 rows, two batched matrix products."""
+the fused kernel, or on CPUs, for rows of at most 512 positions, two batched matrix
+products."""
 
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,7 +13,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 #: The precisions whose short rows :class:`Attention` computes as matrix products.
-MATMUL_ATTENTION_DTYPES: tuple[torch.dtype, ...] = (torch.bfloat16,)
+MATMUL_ATTENTION_DTYPES: tuple[torch.dtype, ...] = (torch.bfloat16, torch.float32)
 _matmul_attention: ContextVar[tuple[torch.dtype, ...]] = ContextVar(
     "steerlab_matmul_attention", default=MATMUL_ATTENTION_DTYPES
 )
@@ -23,8 +24,8 @@ def use_matmul_attention(
     enabled: bool, dtypes: tuple[torch.dtype, ...] = MATMUL_ATTENTION_DTYPES
 ) -> Iterator[None]:
     """Meanwhile, let :class:`Attention` compute short rows in ``dtypes`` as batched
-    matrix products on CPUs (True, the default: bf16) or always use the fused kernel
-    (False). A/B runs and parity tests; ``dtypes`` also forces the products in fp32."""
+    matrix products on CPUs (True, the default: bf16 and fp32) or always use the fused
+    kernel (False). A/B runs and parity tests; ``dtypes`` narrows the precisions."""
     token = _matmul_attention.set(tuple(dtypes) if enabled else ())
     try:
         yield
@@ -32,19 +33,23 @@ def use_matmul_attention(
         _matmul_attention.reset(token)
 
 
-#: The longest batch (positions) whose bf16 attention :class:`Attention` computes as
-#: explicit matrix products on a CPU: there the fused kernel takes 2-3x the time of the
+#: The longest batch (positions) whose attention :class:`Attention` computes as
+#: explicit matrix products on a CPU: in bf16 the fused kernel takes 2-3x the time of the
 #: products for short rows (``benchmarks/attention_cpu.py``, Zen 4, 2 threads: the
 #: products 0.30-0.49x its time forward + backward and 0.39-0.54x forward alone at 64-192
 #: positions, 8 rows of the embedded model's heads; 0.6-1.06x at 256-320), and a BiPO epoch
-#: under bf16 autocast took 0.88x the time (0.84x in an earlier probe outside the repository). In fp32 the products won nothing clear
-#: (0.83-1.15x forward + backward, an erratic 0.64-2.4x forward alone; a BiPO epoch
-#: 0.97-0.98x), so fp32 keeps the fused kernel.
+#: under bf16 autocast took 0.88x the time (0.84x in an earlier probe outside the
+#: repository). In fp32 the products win less but every time they were measured: the
+#: kernels alone 0.83-1.15x forward + backward, a BiPO epoch 0.97-0.98x (sessions 20-21),
+#: and the steps of a whole fp32 epoch 0.977x and 0.955x (session 22, in-process A/Bs over
+#: the same batches, 3-4 interleaved rounds; probes outside the repository), so fp32 takes
+#: them too since session 22.
 #: With the products every row's result is the same in any batch (bitwise, on the Zen 4:
 #: a row computed alone or among others of any width), while a batch that crosses this
 #: width switches kernel and moves a response's log-prob by up to ~1 nat in bf16: so the
 #: width is as large as memory allows (the fp32 scores of a block, 6 bytes per head and
-#: position pair, are kept for the backward: ~57 MB per block for 4 rows of 512), and BiPO
+#: position pair in bf16, 4 in fp32, are kept for the backward: ~57 and ~38 MB per block
+#: for 4 rows of 512 of the embedded model's 9 heads), and BiPO
 #: caches its bf16 reference when every pair fits (:func:`~steerlab.activations.packed.
 #: build_cache`). It was 192 until session 21.
 MATMUL_ATTENTION_MAX_POS = 512
@@ -70,10 +75,11 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
 class Attention:
     """Attention of one forward's blocks: ``allowed``-masked softmax attention with
     grouped-query heads, on ``[batch, pos, heads, head_dim]`` tensors (returned the same
-    way). On a CPU, for bf16 batches (autocast or bf16 tensors) of at most
+    way). On a CPU, for bf16 (autocast or bf16 tensors) and fp32 batches of at most
     :data:`MATMUL_ATTENTION_MAX_POS` positions, it runs as two batched matrix products
     around an fp32 softmax, the additive mask built once for all blocks (``bias``);
-    elsewhere (GPUs, fp32, long rows) the fused kernel (``scaled_dot_product_attention``).
+    elsewhere (GPUs, other precisions, long rows) the fused kernel
+    (``scaled_dot_product_attention``).
     The two agree within rounding (tested). The choice does not depend on gradients, so a
     reference recomputed without them under autocast matches the policy's forward at
     ``v = 0`` exactly: BiPO's first loss is exactly log 2.

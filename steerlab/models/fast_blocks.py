@@ -5,7 +5,7 @@ layers above one site thousands of times. Through ``TransformerBridge`` each blo
 through its hook points and an eager attention; :func:`fast_blocks` gives the same
 computation on the model's own weights (read at call time, so a temporary cast of them
 applies) with fused attention (``scaled_dot_product_attention``, grouped-query heads
-without copies; on CPUs, short bf16 rows as two batched matrix products:
+without copies; on CPUs, rows of at most 512 positions as two batched matrix products:
 :class:`~steerlab.models.attention.Attention`)
 and nothing else: about 1.25x faster forward + backward on the embedded
 model, equal within float rounding (tested against the bridge on every supported
