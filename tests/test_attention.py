@@ -77,3 +77,39 @@ def test_matmul_attention_under_autocast_follows_the_fused_kernel():
     seen = torch.ones(q.shape[:2], dtype=torch.bool)
     seen[1, 0] = False
     torch.testing.assert_close(got[seen].float(), want[seen].float(), rtol=0.02, atol=0.02)
+
+
+def test_blocked_products_equal_one_product_and_the_fused_kernel():
+    """Past QUERY_BLOCK positions a causal mask's fp32 queries are multiplied block by
+    block, each block by the keys up to its last query only: the values (bitwise here)
+    and gradients of one product over all keys and of the fused kernel. A mask that lets
+    a query see a later key keeps one product, and so does bf16."""
+    from steerlab.models.attention import QUERY_BLOCK
+
+    t = 2 * QUERY_BLOCK + 22
+    q, k, v, allowed = _attention_inputs(3, t, 6, 2)
+    assert Attention.products(q.to(torch.bfloat16), allowed, 6, 2, 0.3).block == 0
+    blocked = Attention.products(q, allowed, 6, 2, 0.3)
+    assert blocked.block == QUERY_BLOCK
+    whole = Attention(allowed, 6, 2, 0.3, blocked.bias, 0)
+    fused = Attention(allowed, 6, 2, 0.3, None)
+    w = torch.linspace(-1, 1, q.numel()).view(q.shape)
+    w[1, 0] = 0  # the query that sees nothing
+    out, grads = [], []
+    for attend in (blocked, whole, fused):
+        a = attend(q, k, v)
+        (a * w).sum().backward()
+        out.append(a.detach())
+        grads.append([x.grad.clone() for x in (q, k, v)])
+        for x in (q, k, v):
+            x.grad = None
+    seen = torch.ones(q.shape[:2], dtype=torch.bool)
+    seen[1, 0] = False
+    assert torch.equal(out[0][seen], out[1][seen])
+    for other in (1, 2):
+        torch.testing.assert_close(out[0][seen], out[other][seen], rtol=1e-5, atol=1e-6)
+        for g0, g1 in zip(grads[0], grads[other]):
+            torch.testing.assert_close(g0, g1, rtol=1e-4, atol=1e-6)
+    peek = allowed.clone()
+    peek[2, 3, 7] = True  # query 3 may see key 7: not causal
+    assert Attention.products(q, peek, 6, 2, 0.3).block == 0
