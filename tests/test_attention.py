@@ -17,16 +17,14 @@ def _attention_inputs(b: int, t: int, hq: int, hk: int, hd: int = 8):
     return q, k, v, allowed
 
 
-@pytest.mark.parametrize(("hq", "hk"), [(6, 2), (4, 4)])
-def test_matmul_attention_equals_the_fused_kernel(hq, hk):
-    q, k, v, allowed = _attention_inputs(3, 11, hq, hk)
-    matmul = Attention.products(q, allowed, hq, hk, 0.3)  # in fp32, where rounding is small
-    assert matmul.bias is not None and matmul.bias.dtype == torch.float32
-    fused = Attention(allowed, hq, hk, 0.3, None)
+def _outputs_and_grads(attentions, q, k, v):
+    """Each attention's output and the gradients of q, k, v of a weighted sum of it; the
+    mask of the queries that see something (row 1's query 0 sees nothing: no kernel's
+    output there is meaningful, so it weighs 0)."""
     w = torch.linspace(-1, 1, q.numel()).view(q.shape)
-    w[1, 0] = 0  # the query that sees nothing: no kernel's output there is meaningful
+    w[1, 0] = 0
     out, grads = [], []
-    for attend in (matmul, fused):
+    for attend in attentions:
         a = attend(q, k, v)
         assert a.shape == q.shape
         (a * w).sum().backward()
@@ -36,6 +34,16 @@ def test_matmul_attention_equals_the_fused_kernel(hq, hk):
             t.grad = None
     seen = torch.ones(q.shape[:2], dtype=torch.bool)
     seen[1, 0] = False
+    return out, grads, seen
+
+
+@pytest.mark.parametrize(("hq", "hk"), [(6, 2), (4, 4)])
+def test_matmul_attention_equals_the_fused_kernel(hq, hk):
+    q, k, v, allowed = _attention_inputs(3, 11, hq, hk)
+    matmul = Attention.products(q, allowed, hq, hk, 0.3)  # in fp32, where rounding is small
+    assert matmul.bias is not None and matmul.bias.dtype == torch.float32
+    fused = Attention(allowed, hq, hk, 0.3, None)
+    out, grads, seen = _outputs_and_grads((matmul, fused), q, k, v)
     torch.testing.assert_close(out[0][seen], out[1][seen], rtol=1e-5, atol=1e-6)
     assert torch.isfinite(out[0]).all()  # finite there, not NaN
     for gm, gf in zip(*grads):
@@ -93,18 +101,7 @@ def test_blocked_products_equal_one_product_and_the_fused_kernel():
     assert blocked.block == QUERY_BLOCK
     whole = Attention(allowed, 6, 2, 0.3, blocked.bias, 0)
     fused = Attention(allowed, 6, 2, 0.3, None)
-    w = torch.linspace(-1, 1, q.numel()).view(q.shape)
-    w[1, 0] = 0  # the query that sees nothing
-    out, grads = [], []
-    for attend in (blocked, whole, fused):
-        a = attend(q, k, v)
-        (a * w).sum().backward()
-        out.append(a.detach())
-        grads.append([x.grad.clone() for x in (q, k, v)])
-        for x in (q, k, v):
-            x.grad = None
-    seen = torch.ones(q.shape[:2], dtype=torch.bool)
-    seen[1, 0] = False
+    out, grads, seen = _outputs_and_grads((blocked, whole, fused), q, k, v)
     assert torch.equal(out[0][seen], out[1][seen])
     for other in (1, 2):
         torch.testing.assert_close(out[0][seen], out[other][seen], rtol=1e-5, atol=1e-6)

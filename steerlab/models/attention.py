@@ -64,8 +64,8 @@ MATMUL_ATTENTION_MAX_POS = 512
 #: (in-process A/B over the same 40 batches, 4 interleaved rounds, each faster; 32
 #: positions: 1.000x, the calls' overhead eating the gain; probes outside the repository,
 #: session 22). Not in bf16: there the keys' and values' gradients would be summed over
-#: the blocks in bf16 (up to 15% apart from one product's in a test), and bf16's one
-#: product per block keeps its rows the same in any batch.
+#: the query blocks in bf16 (up to 15% apart from a single product's in a test), and a
+#: single product per decoder block keeps bf16 rows the same in any batch.
 QUERY_BLOCK = 64
 
 
