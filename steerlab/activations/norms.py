@@ -31,7 +31,7 @@ from steerlab.activations.batch import length_sorted_batches, right_pad
 from steerlab.activations.capture import forward_to_sites
 from steerlab.data.neutral import NeutralSet, load_neutral_set
 from steerlab.errors import ConfigError
-from steerlab.models.model import SteerlabModel
+from steerlab.models.model import SteerlabModel, dtype_name
 from steerlab.models.sites import HookSite
 
 #: Bumped when the measurement rule changes (which tokens count), invalidating disk caches.
@@ -87,7 +87,7 @@ def _key(model: SteerlabModel, site: HookSite, neutral: NeutralSet, weights: str
         model_id=model.model_id,
         site=site.key,
         neutral_hash=neutral.content_hash,
-        dtype=str(model.dtype).removeprefix("torch."),
+        dtype=dtype_name(model.dtype),
         system_prompt=model.system_prompt or "",
         weights=weights,
     )

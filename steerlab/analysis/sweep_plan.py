@@ -18,7 +18,7 @@ from steerlab.data.splits import held_out
 from steerlab.errors import ConfigError, did_you_mean
 from steerlab.evaluation.metrics import METRICS
 from steerlab.evaluation.multipliers import check_multipliers
-from steerlab.models.model import SteerlabModel
+from steerlab.models.model import SteerlabModel, dtype_name
 from steerlab.models.sites import HookSite
 from steerlab.vectors.fitting import METHODS
 
@@ -177,13 +177,13 @@ class SweepPlan:
         # these keys): a bf16 model, or BiPO under bf16 autocast (the default on CUDA GPUs
         # with bf16), changes every number of the cells it runs
         if model.dtype != torch.float32:
-            out["dtype"] = str(model.dtype).removeprefix("torch.")
+            out["dtype"] = dtype_name(model.dtype)
         if {"bipo", "reps"} & set(self.methods):
             from steerlab.vectors.bipo.trainer import autocast_dtype
 
             low = autocast_dtype(cfg.bipo_config(), model.device)
             if low is not None:
-                out["bipo_autocast"] = str(low).removeprefix("torch.")
+                out["bipo_autocast"] = dtype_name(low)
         return out
 
 

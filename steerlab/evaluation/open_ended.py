@@ -57,7 +57,7 @@ from steerlab.evaluation.multipliers import (
 )
 from steerlab.evaluation.results_jsonl import append_jsonl, read_jsonl
 from steerlab.evaluation.strengths import at_strengths, check_strength_args, summarize_strengths
-from steerlab.models.model import SteerlabModel
+from steerlab.models.model import SteerlabModel, dtype_name
 from steerlab.steering.generate import generate
 from steerlab.utils.progress import progress_bar
 from steerlab.vectors.vector import SteeringVector
@@ -221,7 +221,7 @@ def run_open_ended(
     sys_prompt = model.system_prompt if system_prompt is None else system_prompt
     settings = {
         "model_id": model.model_id,
-        "dtype": str(model.dtype).removeprefix("torch."),  # bf16 weights answer otherwise
+        "dtype": dtype_name(model.dtype),  # bf16 weights answer otherwise
         "max_new_tokens": int(max_new_tokens),
         "system_prompt": sys_prompt,
     }

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from steerlab.errors import ConfigError, ModelLoadError, did_you_mean
+from steerlab.models.model import dtype_name
 from steerlab.models.tiny import TinyShape
 
 
@@ -169,7 +170,7 @@ def describe_memory(source: str, hf_config: Any, dtype: torch.dtype) -> str | No
     n, nbytes = est
     count = f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
     size = f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.0f} MiB"
-    name = str(dtype).removeprefix("torch.")
+    name = dtype_name(dtype)
     return (
         f"steerlab: loading {source}: {count} parameters, about {size} of weights in {name} "
         "(activations and the KV cache come on top)"

@@ -12,6 +12,12 @@ from steerlab.models.positions import PositionState
 from steerlab.models.sites import HookSite
 
 
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.bfloat16`` -> ``"bfloat16"``: the name messages, cache keys and result rows
+    record (cache keys made with it before stay valid: the same text)."""
+    return str(dtype).removeprefix("torch.")
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """How to load a model again, e.g. once in each worker process of a Ray sweep.
