@@ -39,7 +39,7 @@ BF16 = typer.Option(
     "--bf16/--no-bf16",
     help="bf16 autocast above the steering layer (default: on for CUDA GPUs with bf16, "
     "off on CPUs, so a CPU run gives the same vector to fp32 rounding on every CPU; on one "
-    "with native bf16 --bf16 trains in 0.65-0.71x the time, measured on a Zen 4).",
+    "with native bf16 --bf16 trains in 0.65-0.72x the time, measured on a Zen 4).",
 )
 RESUME = typer.Option(False, help="Resume from OUT/checkpoint.pt.")
 PRESET = typer.Option(

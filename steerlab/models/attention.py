@@ -44,7 +44,7 @@ def use_matmul_attention(
 #: and the steps of a whole fp32 epoch 0.977x and 0.955x (session 22, in-process A/Bs over
 #: the same batches, 3-4 interleaved rounds; probes outside the repository), so fp32 takes
 #: them too since session 22.
-#: With the products every row's result is the same in any batch (bitwise, on the Zen 4:
+#: With the products every bf16 row's result is the same in any batch (bitwise, on the Zen 4:
 #: a row computed alone or among others of any width), while a batch that crosses this
 #: width switches kernel and moves a response's log-prob by up to ~1 nat in bf16: so the
 #: width is as large as memory allows (the fp32 scores of a block, 6 bytes per head and

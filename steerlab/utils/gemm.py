@@ -102,13 +102,17 @@ def use_onednn(enabled: bool) -> Iterator[None]:
         _override.reset(token)
 
 
+def _onednn_on() -> bool:
+    """Whether CPU fp32 products go through oneDNN here: :func:`use_onednn`'s setting,
+    else :func:`default_backend`."""
+    on = _override.get()
+    return default_backend() == "onednn" if on is None else on
+
+
 def onednn_applies(x: Tensor, weight: Tensor) -> bool:
     """Whether :func:`linear` takes oneDNN for these tensors."""
-    on = _override.get()
-    if on is None:
-        on = default_backend() == "onednn"
     return (
-        on
+        _onednn_on()
         and x.device.type == "cpu"
         and x.dtype == torch.float32
         and weight.dtype == torch.float32
@@ -179,10 +183,8 @@ def packed_weights(weights: "list[Tensor]") -> Iterator[bool]:
     the packing included, for about 600 MB more memory (``benchmarks/shared_prefix.py
     --toggle packed --rounds 0 --epoch-rounds 3``; ``benchmarks/bipo_speed.py``)."""
     ws = [w for w in weights if w.device.type == "cpu" and w.dtype == torch.float32]
-    on = _override.get()
-    on = default_backend() == "onednn" if on is None else on
     size = 2 * sum(w.numel() * w.element_size() for w in ws)
-    if not (on and ws and has_onednn() and size <= PACKED_WEIGHTS_MAX_BYTES):
+    if not (_onednn_on() and ws and has_onednn() and size <= PACKED_WEIGHTS_MAX_BYTES):
         yield False
         return
     token = _packs.set(_Packs(ws))

@@ -24,12 +24,12 @@ class BiPOConfig:
     autocast_bf16: run the layers above the steering layer under bf16 autocast (the
         reference too: cached once where it does not depend on the batch, else
         recomputed in every step's batch). None (default): on a CUDA GPU with bf16
-        support, off elsewhere, so that a CPU run gives the same vector on every CPU to fp32 rounding
-        (results and the cached cells of sweeps match across machines); True / False
-        force it. On a CPU with native bf16 it is worth turning on: a 160-pair epoch of
-        the embedded model took 0.65-0.71x fp32's time on a Zen 4 EPYC in session 21 (an
-        Intel CPU with AMX-BF16 measured no faster in session 7, with older code;
-        ``benchmarks/bipo_speed.py``).
+        support, off elsewhere, so that a CPU run gives the same vector on every CPU to
+        fp32 rounding (results and the cached cells of sweeps match across machines);
+        True / False force it. On a CPU with native bf16 it is worth turning on: a
+        160-pair epoch of the embedded model took 0.65-0.72x fp32's time on a Zen 4 EPYC
+        in sessions 21-22 (an Intel CPU with AMX-BF16 measured no faster in session 7,
+        with older code; ``benchmarks/bipo_speed.py``).
     max_grad_norm: clip the vector's gradient norm (None: no clipping, as the paper).
     early_stopping_patience: stop after this many epochs without a better validation
         score (None: never); needs validation pairs.
